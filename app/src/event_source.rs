@@ -1,0 +1,73 @@
+//! A `web_sys::EventSource` whose lifetime is a Rust value's.
+//!
+//! JS callbacks are Rust closures handed to the browser; they must outlive the connection, and the
+//! connection must close when the component that opened it goes away (otherwise navigating away
+//! leaves a live stream behind). [`EventStream`] owns both: dropping it closes the connection and
+//! then releases the callbacks.
+
+use wasm_bindgen::{JsCast, closure::Closure};
+use web_sys::{Event, EventSource, MessageEvent};
+
+/// The connection state the browser reports with an `error` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyState {
+    /// The browser will reconnect by itself (sending `Last-Event-ID`).
+    Connecting,
+    Open,
+    /// The browser has given up: a non-200 answer (such as `204`) or a fatal error.
+    Closed,
+}
+
+/// An open `EventSource` and the callbacks it calls.
+pub struct EventStream {
+    source: EventSource,
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+    _on_open: Closure<dyn FnMut(Event)>,
+    _on_error: Closure<dyn FnMut(Event)>,
+}
+
+impl EventStream {
+    /// Opens `url`. `on_message` gets each unnamed event's `(lastEventId, data)`; `on_error`
+    /// gets the state the connection is in after the error. `None` if the browser refused the URL.
+    pub fn open(
+        url: &str,
+        mut on_message: impl FnMut(&str, &str) + 'static,
+        mut on_open: impl FnMut() + 'static,
+        mut on_error: impl FnMut(ReadyState) + 'static,
+    ) -> Option<Self> {
+        let source = EventSource::new(url).ok()?;
+
+        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+            let data = event.data().as_string().unwrap_or_default();
+            on_message(&event.last_event_id(), &data);
+        });
+        let on_open = Closure::<dyn FnMut(Event)>::new(move |_| on_open());
+        let state_source = source.clone();
+        let on_error = Closure::<dyn FnMut(Event)>::new(move |_| {
+            on_error(match state_source.ready_state() {
+                EventSource::CONNECTING => ReadyState::Connecting,
+                EventSource::OPEN => ReadyState::Open,
+                _ => ReadyState::Closed,
+            })
+        });
+        source.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+
+        Some(Self {
+            source,
+            _on_message: on_message,
+            _on_open: on_open,
+            _on_error: on_error,
+        })
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.source.close();
+        self.source.set_onmessage(None);
+        self.source.set_onopen(None);
+        self.source.set_onerror(None);
+    }
+}

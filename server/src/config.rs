@@ -1,0 +1,144 @@
+//! Command-line flags and `TIDINGS_*` environment variables, parsed and validated once at start-up.
+//!
+//! Every flag has a variable; a flag given on the command line wins over its variable. The
+//! README's configuration table mirrors this file.
+
+use clap::Parser;
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+/// The server's configuration.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "tidings",
+    version,
+    about = "Tidings: Server-Sent Events done right."
+)]
+pub struct Config {
+    /// Address to listen on. Port 0 picks a free port (the log says which).
+    #[arg(long, env = "TIDINGS_ADDR", default_value = "127.0.0.1:3000")]
+    pub addr: SocketAddr,
+
+    /// Folder holding the built site (JS, WASM, CSS and assets), as written by cargo-leptos.
+    #[arg(long, env = "TIDINGS_SITE_ROOT", default_value = "target/site")]
+    pub site_root: PathBuf,
+
+    /// An origin whose pages may read the streams (CORS), such as `https://example.com`.
+    /// Repeat the flag (or separate with commas) for several; `*` allows any origin.
+    /// By default no cross-origin page may read them.
+    #[arg(
+        long = "cors-origin",
+        env = "TIDINGS_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<CorsOrigin>,
+
+    /// Milliseconds between two numbers of the counter stream (`/web/StreamChat`).
+    #[arg(
+        long,
+        env = "TIDINGS_STREAM_INTERVAL_MS",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(1..=3_600_000)
+    )]
+    pub stream_interval_ms: u64,
+
+    /// Seconds to wait, after SIGINT or SIGTERM, for open connections to finish before exiting.
+    #[arg(long, env = "TIDINGS_SHUTDOWN_GRACE_SECS", default_value_t = 3)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Config {
+    /// The configuration with every default, listening on `addr`; for tests and embedding.
+    pub fn with_addr(addr: SocketAddr) -> Self {
+        let mut config = Self::parse_from(["tidings"]);
+        config.addr = addr;
+        config
+    }
+
+    pub fn stream_interval(&self) -> Duration {
+        Duration::from_millis(self.stream_interval_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+/// An origin allowed by CORS: `*`, or `scheme://host[:port]` with nothing after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigin {
+    Any,
+    Exact(http::HeaderValue),
+}
+
+impl FromStr for CorsOrigin {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "*" {
+            return Ok(CorsOrigin::Any);
+        }
+        let bad = || format!("`{s}` is not an origin: write it as scheme://host[:port], or `*`");
+        let uri: http::Uri = s.parse().map_err(|_| bad())?;
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return Err(bad());
+        };
+        // An origin is compared byte for byte with the browser's `Origin` header, which never has
+        // a path or credentials: reject what could never match rather than ignore it silently.
+        if !matches!(scheme, "http" | "https")
+            || authority.as_str().contains('@')
+            || !s.trim_end_matches('/').ends_with(authority.as_str())
+        {
+            return Err(bad());
+        }
+        let origin = format!("{scheme}://{}", authority.as_str().to_ascii_lowercase());
+        Ok(CorsOrigin::Exact(
+            http::HeaderValue::from_str(&origin).map_err(|_| bad())?,
+        ))
+    }
+}
+
+impl fmt::Display for CorsOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CorsOrigin::Any => f.write_str("*"),
+            CorsOrigin::Exact(v) => f.write_str(v.to_str().unwrap_or("?")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cors_origins_parse_or_explain() {
+        assert_eq!("*".parse::<CorsOrigin>(), Ok(CorsOrigin::Any));
+        let ok = |s: &str| "x".to_string() + &s.parse::<CorsOrigin>().unwrap().to_string();
+        assert_eq!(ok("https://Example.com"), "xhttps://example.com");
+        assert_eq!(ok("http://localhost:8080/"), "xhttp://localhost:8080");
+        for bad in [
+            "example.com",
+            "ftp://x.org",
+            "https://x.org/path",
+            "https://u@x.org",
+            "",
+        ] {
+            assert!(
+                bad.parse::<CorsOrigin>().is_err(),
+                "{bad} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_are_sane() {
+        let c = Config::with_addr("127.0.0.1:0".parse().unwrap());
+        assert_eq!(c.stream_interval(), Duration::from_secs(1));
+        assert!(c.cors_origins.is_empty());
+    }
+
+    #[test]
+    fn zero_interval_is_rejected() {
+        assert!(Config::try_parse_from(["tidings", "--stream-interval-ms", "0"]).is_err());
+    }
+}

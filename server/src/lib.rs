@@ -1,0 +1,192 @@
+//! The Tidings server: one axum router serving the server-rendered pages, the static site and the
+//! streaming endpoints.
+//!
+//! - [`config`]: flags and `TIDINGS_*` variables.
+//! - [`counter_stream`]: `GET /web/StreamChat`, the seed's demo stream.
+//! - [`metrics`]: counters the server keeps about itself.
+//! - this file: the shared state, the router, and [`Server`], which binds, serves and shuts down.
+//!
+//! Shutdown is explicit because streams never end by themselves: axum's graceful shutdown waits
+//! for every open response, and an SSE response stays open until the client leaves. So every
+//! stream also ends when the server's [`CancellationToken`] fires, and a grace period bounds the
+//! wait for anything else.
+
+pub mod config;
+pub mod counter_stream;
+pub mod metrics;
+
+pub use config::Config;
+pub use metrics::Metrics;
+
+use axum::{Router, extract::FromRef, routing::get};
+use leptos::prelude::LeptosOptions;
+use leptos_axum::{LeptosRoutes, generate_route_list};
+use std::{net::SocketAddr, sync::Arc};
+use tidings_app::{App, shell};
+use tokio::net::TcpListener;
+pub use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub leptos: LeptosOptions,
+    pub metrics: Arc<Metrics>,
+    /// Fires on shutdown; every stream ends when it does.
+    pub shutdown: CancellationToken,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos.clone()
+    }
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// A bound, not yet running, server.
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    /// Binds the configured address. Binding before running lets callers (and tests) learn the
+    /// real port when the configured one is 0.
+    pub async fn bind(config: Config) -> Result<Self, Error> {
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: config.addr,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(Error::Serve)?;
+        let leptos = LeptosOptions::builder()
+            .output_name("tidings")
+            .site_root(config.site_root.to_string_lossy().as_ref())
+            .site_pkg_dir("pkg")
+            .site_addr(addr)
+            .build();
+        let state = AppState {
+            config: Arc::new(config),
+            leptos,
+            metrics: Arc::default(),
+            shutdown: CancellationToken::new(),
+        };
+        Ok(Self { listener, state })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.state.leptos.site_addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Cancel this token to shut the server down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.state.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token fires, then ends open streams and returns once every
+    /// connection has closed or the grace period has passed, whichever is first.
+    pub async fn run(self) -> Result<(), Error> {
+        let Self { listener, state } = self;
+        let shutdown = state.shutdown.clone();
+        let grace = state.config.shutdown_grace();
+        tracing::info!("listening on http://{}", state.leptos.site_addr);
+        let serve = axum::serve(listener, router(state))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        tokio::select! {
+            result = serve.into_future() => result.map_err(Error::Serve),
+            () = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!("connections still open after {grace:?}; exiting anyway");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let routes = generate_route_list(App);
+    let mut streams = Router::new().route(
+        tidings_app::counter::STREAM_PATH,
+        get(counter_stream::stream),
+    );
+    if let Some(cors) = cors_layer(&state.config) {
+        streams = streams.layer(cors);
+    }
+    let leptos = state.leptos.clone();
+    Router::new()
+        .merge(streams)
+        .leptos_routes(&state, routes, move || shell(leptos.clone()))
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .with_state(state)
+}
+
+/// CORS for the streams: only the configured origins, and none unless configured.
+fn cors_layer(config: &Config) -> Option<CorsLayer> {
+    use config::CorsOrigin;
+    if config.cors_origins.is_empty() {
+        return None;
+    }
+    let allow = if config.cors_origins.contains(&CorsOrigin::Any) {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(config.cors_origins.iter().filter_map(|o| match o {
+            CorsOrigin::Exact(value) => Some(value.clone()),
+            CorsOrigin::Any => None,
+        }))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([http::Method::GET])
+            .allow_headers([http::header::HeaderName::from_static("last-event-id")]),
+    )
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what service managers and `kill` send).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {error}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!("cannot listen for SIGTERM: {error}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

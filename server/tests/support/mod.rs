@@ -1,0 +1,122 @@
+//! Test helpers: a real server on a free loopback port, and a reader for SSE responses.
+
+#![allow(dead_code)] // Each test binary uses its own subset.
+
+use futures_util::StreamExt;
+use std::time::Duration;
+use tidings_server::{AppState, CancellationToken, Config, Server};
+use tokio::task::JoinHandle;
+
+/// A server running in this process on `127.0.0.1:0`.
+pub struct TestServer {
+    pub base: String,
+    pub state: AppState,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<Result<(), tidings_server::Error>>,
+}
+
+impl TestServer {
+    pub async fn start(configure: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::with_addr("127.0.0.1:0".parse().unwrap());
+        configure(&mut config);
+        let server = Server::bind(config).await.expect("bind");
+        let base = format!("http://{}", server.local_addr());
+        let state = server.state().clone();
+        let shutdown = server.shutdown_token();
+        let task = tokio::spawn(server.run());
+        Self {
+            base,
+            state,
+            shutdown,
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+/// One parsed SSE event.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+    pub retry: Option<String>,
+}
+
+/// Reads events from a streaming response, the way a browser's parser would (LF line ends only,
+/// which is what Tidings writes).
+pub struct SseReader {
+    body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl SseReader {
+    pub fn new(response: reqwest::Response) -> Self {
+        Self {
+            body: response.bytes_stream().boxed(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next event, skipping comments; `None` when the stream ends. Panics after `timeout`.
+    pub async fn next_within(&mut self, timeout: Duration) -> Option<SseEvent> {
+        tokio::time::timeout(timeout, self.next())
+            .await
+            .expect("no event in time")
+    }
+
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buf.drain(..end + 2).collect();
+                let text = String::from_utf8(block).expect("utf-8 stream");
+                if let Some(event) = parse_block(&text) {
+                    return Some(event);
+                }
+                continue;
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                Some(Err(error)) => panic!("stream failed: {error}"),
+                None => {
+                    assert!(
+                        self.buf.is_empty(),
+                        "stream ended inside an event: {:?}",
+                        self.buf
+                    );
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+fn parse_block(text: &str) -> Option<SseEvent> {
+    let mut event = SseEvent::default();
+    let mut data: Option<String> = None;
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with(':') {
+            continue;
+        }
+        let (name, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value).to_string();
+        match name {
+            "id" => event.id = Some(value),
+            "event" => event.event = Some(value),
+            "retry" => event.retry = Some(value),
+            "data" => match &mut data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(&value);
+                }
+                None => data = Some(value),
+            },
+            other => panic!("unexpected field {other:?}"),
+        }
+    }
+    event.data = data?;
+    Some(event)
+}
