@@ -30,9 +30,10 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <link rel="icon" type="image/svg+xml" href="/favicon.svg"/>
                 // Notes for visitors without JavaScript are hidden by default and shown by this
-                // rule, which only applies when scripting is off.
+                // rule, which only applies when scripting is off. `body` outweighs the stylesheet's
+                // own rule, which loads later.
                 <noscript>
-                    <style>".js-note { display: block; } .js-only { display: none; }"</style>
+                    <style>"body .js-note { display: block; } body .js-only { display: none; }"</style>
                 </noscript>
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options/>

@@ -1,0 +1,56 @@
+# Tidings: the two commands are `make run` and `make test`; see README.md.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# cargo-leptos sets this while compiling; setting it for every cargo call keeps plain cargo
+# (tests, clippy) from rebuilding Leptos with a different value, and back again.
+export LEPTOS_OUTPUT_NAME := tidings
+# wasm-opt from npm (tools/) must come before any other on PATH; cargo's bin holds the rest.
+export PATH := $(CURDIR)/tools/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
+
+ADDR ?= 127.0.0.1:3000
+SERVER_PACKAGES := -p tidings-hub -p tidings-server -p tidings-app
+
+.PHONY: help setup build run dev test check lint unit e2e clean
+
+help:
+	@echo "make run    install what is missing, build the release site and serve it on $(ADDR)"
+	@echo "make test   everything CI runs: fmt, clippy, Rust tests, browser tests"
+	@echo "make build  release build of the server and the site"
+	@echo "make dev    rebuild and reload on every change (cargo leptos watch)"
+
+setup:
+	scripts/setup.sh
+
+build: setup
+	cargo leptos build --release
+
+# Serves the release build. TIDINGS_ADDR or ADDR=... changes the address.
+run: build
+	TIDINGS_ADDR=$${TIDINGS_ADDR:-$(ADDR)} TIDINGS_SITE_ROOT=target/site target/release/tidings
+
+dev: setup
+	cargo leptos watch
+
+test: check unit e2e
+
+check:
+	cargo fmt --all --check
+	cargo clippy $(SERVER_PACKAGES) --all-targets --locked -- -D warnings
+	scripts/setup.sh >/dev/null
+	cargo clippy -p tidings-frontend --target wasm32-unknown-unknown --locked -- -D warnings
+
+unit:
+	cargo test $(SERVER_PACKAGES) --locked
+
+# The browser suite runs the debug build: each test starts its own server on a free port.
+e2e:
+	scripts/setup.sh --test
+	cargo leptos build
+	cd end2end && TIDINGS_BIN=$(CURDIR)/target/debug/tidings TIDINGS_SITE_ROOT=$(CURDIR)/target/site npx playwright test
+
+clean:
+	cargo clean
+	rm -rf end2end/node_modules tools/node_modules end2end/test-results

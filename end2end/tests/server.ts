@@ -1,0 +1,89 @@
+// Starts the real `tidings` binary for a test and stops it afterwards.
+//
+// The binary and the built site come from the Makefile (TIDINGS_BIN, TIDINGS_SITE_ROOT); each
+// server listens on its own free port, which it reports in its log.
+
+import { ChildProcess, spawn } from 'node:child_process';
+import * as path from 'node:path';
+import { test as base, expect, Page, ConsoleMessage } from '@playwright/test';
+
+const root = path.resolve(__dirname, '..', '..');
+const bin = process.env.TIDINGS_BIN ?? path.join(root, 'target', 'debug', 'tidings');
+const siteRoot = process.env.TIDINGS_SITE_ROOT ?? path.join(root, 'target', 'site');
+
+export class TidingsServer {
+  private constructor(
+    private child: ChildProcess,
+    readonly url: string,
+    readonly port: number,
+    readonly args: string[],
+  ) {}
+
+  /** Starts a server; `port` 0 picks a free one. */
+  static async start(args: string[] = [], port = 0): Promise<TidingsServer> {
+    const child = spawn(bin, ['--addr', `127.0.0.1:${port}`, ...args], {
+      env: { ...process.env, TIDINGS_SITE_ROOT: siteRoot, NO_COLOR: '1', RUST_LOG: 'info' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const url = await new Promise<string>((resolve, reject) => {
+      let log = '';
+      const timer = setTimeout(() => reject(new Error(`tidings did not start:\n${log}`)), 30_000);
+      const onData = (chunk: Buffer) => {
+        log += chunk.toString();
+        const match = log.match(/listening on (http:\/\/[0-9.]+:\d+)/);
+        if (match) {
+          clearTimeout(timer);
+          resolve(match[1]);
+        }
+      };
+      child.stdout!.on('data', onData);
+      child.stderr!.on('data', onData);
+      child.on('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`tidings exited with ${code}:\n${log}`));
+      });
+    });
+    return new TidingsServer(child, url, Number(new URL(url).port), args);
+  }
+
+  /** Kills the process at once (like a crash) and waits until it is gone. */
+  async kill(): Promise<void> {
+    await this.signal('SIGKILL');
+  }
+
+  /** Asks the process to shut down (SIGTERM) and waits until it has exited. */
+  async stop(): Promise<void> {
+    await this.signal('SIGTERM');
+  }
+
+  private signal(sig: NodeJS.Signals): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.child.once('exit', () => resolve());
+      this.child.kill(sig);
+    });
+  }
+}
+
+/** Records console errors and uncaught exceptions, so a test can assert there were none. */
+export function watchConsole(page: Page): string[] {
+  const errors: string[] = [];
+  page.on('console', (message: ConsoleMessage) => {
+    if (message.type() === 'error' || message.type() === 'warning') {
+      errors.push(`${message.type()}: ${message.text()}`);
+    }
+  });
+  page.on('pageerror', (error) => errors.push(`pageerror: ${error.message}`));
+  return errors;
+}
+
+/** A test whose `server` fixture is a fresh tidings with a fast counter stream. */
+export const test = base.extend<{ server: TidingsServer }>({
+  server: async ({}, use) => {
+    const server = await TidingsServer.start(['--stream-interval-ms', '20']);
+    await use(server);
+    await server.stop();
+  },
+});
+
+export { expect };

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs what building and testing Tidings needs, and only what is missing; safe to run again.
+#
+#   scripts/setup.sh          build tools: wasm32 target, cargo-leptos, wasm-bindgen CLI, wasm-opt
+#   scripts/setup.sh --test   also the browser-test tools: Playwright (npm) and Debian's Chromium
+#
+# Versions are pinned where a mismatch breaks the build: the wasm-bindgen CLI must equal the
+# wasm-bindgen crate in Cargo.lock, cargo-leptos 0.3.11 needs a newer rustc than 1.95, and
+# Debian's binaryen (v108) produces WASM that fails to hydrate, so wasm-opt comes from npm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CARGO_LEPTOS_VERSION=0.3.10
+say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
+
+# The wasm-bindgen version the lock file resolved.
+lock_version() {
+  awk -v name="$1" '$0 == "name = \"" name "\"" { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock
+}
+
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  say "adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown
+fi
+
+if [ "$(cargo leptos --version 2>/dev/null | awk '{print $2}')" != "$CARGO_LEPTOS_VERSION" ]; then
+  say "installing cargo-leptos $CARGO_LEPTOS_VERSION (about 15 minutes on 2 cores)"
+  cargo install cargo-leptos --locked --version "$CARGO_LEPTOS_VERSION"
+fi
+
+wbg=$(lock_version wasm-bindgen)
+if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$wbg" ]; then
+  say "installing wasm-bindgen-cli $wbg (matching Cargo.lock)"
+  # --locked fails for this version on rustc 1.95; the fallback resolver picks compatible deps.
+  CARGO_RESOLVER_INCOMPATIBLE_RUST_VERSIONS=fallback cargo install wasm-bindgen-cli --version "$wbg" --force
+fi
+
+npm_ci() { # DIR: install from its package-lock.json unless node_modules is already up to date
+  local stamp="$1/node_modules/.package-lock.json"
+  if [ ! -f "$stamp" ] || [ "$1/package-lock.json" -nt "$stamp" ]; then
+    say "installing npm packages in $1"
+    (cd "$1" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+
+npm_ci tools
+
+if [ "${1:-}" = "--test" ]; then
+  npm_ci end2end
+  if ! command -v chromium >/dev/null; then
+    say "installing Debian's chromium"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+fi
+say "tools ready"
