@@ -7,6 +7,7 @@
 //!   once per event; the resulting [`bytes::Bytes`] is cheap to clone and is what every subscriber
 //!   of that event is handed.
 
+pub mod selector;
 pub mod sse;
 
 pub use sse::Event;
