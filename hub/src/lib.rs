@@ -7,7 +7,9 @@
 //!   once per event; the resulting [`bytes::Bytes`] is cheap to clone and is what every subscriber
 //!   of that event is handed.
 
+pub mod history;
 pub mod selector;
 pub mod sse;
+pub mod update;
 
 pub use sse::Event;
