@@ -29,6 +29,12 @@ impl From<rusqlite::Error> for HistoryError {
     }
 }
 
+impl HistoryError {
+    pub fn new(message: impl Into<String>) -> Self {
+        HistoryError(message.into())
+    }
+}
+
 pub type Result<T> = std::result::Result<T, HistoryError>;
 
 /// What the hub asks of a store.

@@ -62,13 +62,13 @@ impl Selector {
         if text == "*" {
             return Ok(Selector::Any);
         }
-        if text.contains('{') {
-            if let Some(regex) = template_regex(text) {
-                return Ok(Selector::Template(Arc::new(Template {
-                    source: text.to_owned(),
-                    regex,
-                })));
-            }
+        if text.contains('{')
+            && let Some(regex) = template_regex(text)
+        {
+            return Ok(Selector::Template(Arc::new(Template {
+                source: text.to_owned(),
+                regex,
+            })));
         }
         Ok(Selector::Exact(text.into()))
     }

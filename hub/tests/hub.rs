@@ -1,0 +1,345 @@
+//! The hub core against a real SQLite file in a temporary folder.
+
+use futures_util::StreamExt;
+use std::{sync::Arc, time::Duration};
+use tidings_hub::{
+    Hub, HubConfig, Selector, SqliteHistory, SubscribeRequest, Update,
+    hub::{EARLIEST, HISTORY_GAP_EVENT, SubscriptionStream},
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn start(dir: &tempfile::TempDir, config: HubConfig) -> Hub {
+    let history = Arc::new(SqliteHistory::open(dir.path()).unwrap());
+    Hub::start(
+        history,
+        HubConfig {
+            subscription_events: false,
+            ..config
+        },
+    )
+    .unwrap()
+}
+
+fn update(topic: &str, id: &str, data: &str) -> Update {
+    Update {
+        id: id.into(),
+        topics: vec![topic.into()],
+        data: data.into(),
+        private: false,
+        event_type: None,
+        retry: None,
+    }
+}
+
+fn request(selectors: &[&str], last_event_id: Option<&str>) -> SubscribeRequest {
+    SubscribeRequest {
+        selectors: selectors
+            .iter()
+            .map(|s| Selector::parse(s).unwrap())
+            .collect(),
+        scope: None,
+        payload: None,
+        last_event_id: last_event_id.map(str::to_owned),
+        expires_at: None,
+    }
+}
+
+/// Reads SSE events as (event type, id, data), skipping comments.
+struct Events {
+    stream: SubscriptionStream,
+    text: String,
+}
+
+impl Events {
+    fn new(stream: SubscriptionStream) -> Self {
+        Self {
+            stream,
+            text: String::new(),
+        }
+    }
+
+    async fn next(&mut self) -> Option<(Option<String>, Option<String>, String)> {
+        loop {
+            if let Some(end) = self.text.find("\n\n") {
+                let block: String = self.text.drain(..end + 2).collect();
+                if block.starts_with(':') {
+                    continue;
+                }
+                let (mut ty, mut id, mut data) = (None, None, Vec::new());
+                for line in block.lines().filter(|l| !l.is_empty()) {
+                    let (k, v) = line
+                        .split_once(": ")
+                        .unwrap_or((line.trim_end_matches(':'), ""));
+                    match k {
+                        "event" => ty = Some(v.to_owned()),
+                        "id" => id = Some(v.to_owned()),
+                        "data" => data.push(v.to_owned()),
+                        _ => {}
+                    }
+                }
+                return Some((ty, id, data.join("\n")));
+            }
+            let chunk = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("event in time")?;
+            self.text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    async fn ids(&mut self, n: usize) -> Vec<String> {
+        let mut ids = Vec::new();
+        while ids.len() < n {
+            ids.push(self.next().await.expect("stream open").1.unwrap());
+        }
+        ids
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publish_reaches_matching_subscribers_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(&dir, HubConfig::default());
+    // Both selectors match: the update must still arrive once.
+    let sub = hub
+        .subscribe(request(&["/books/{id}", "/books/1"], None))
+        .await
+        .unwrap();
+    let other = hub
+        .subscribe(request(&["/authors/{id}"], None))
+        .await
+        .unwrap();
+    assert_eq!(sub.last_event_id, EARLIEST);
+    let mut events = Events::new(sub.stream);
+    let mut other = Events::new(other.stream);
+
+    hub.publish(update("/books/1", "a", "x\ny")).await.unwrap();
+    hub.publish(update("/authors/9", "b", "z")).await.unwrap();
+    assert_eq!(
+        events.next().await.unwrap(),
+        (None, Some("a".into()), "x\ny".into())
+    );
+    assert_eq!(other.next().await.unwrap().1.as_deref(), Some("b"));
+    hub.publish(update("/books/2", "c", "")).await.unwrap();
+    assert_eq!(events.next().await.unwrap().1.as_deref(), Some("c"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resumes_from_an_id_from_earliest_and_reports_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(&dir, HubConfig::default());
+    for i in 1..=5 {
+        hub.publish(update("/t", &format!("id{i}"), &i.to_string()))
+            .await
+            .unwrap();
+    }
+    let sub = hub.subscribe(request(&["/t"], Some("id2"))).await.unwrap();
+    assert_eq!(sub.last_event_id, "id2");
+    assert_eq!(Events::new(sub.stream).ids(3).await, ["id3", "id4", "id5"]);
+
+    let sub = hub
+        .subscribe(request(&["/t"], Some(EARLIEST)))
+        .await
+        .unwrap();
+    assert_eq!(sub.last_event_id, EARLIEST);
+    assert_eq!(
+        Events::new(sub.stream).ids(5).await,
+        ["id1", "id2", "id3", "id4", "id5"]
+    );
+
+    let sub = hub.subscribe(request(&["/t"], None)).await.unwrap();
+    assert_eq!(
+        sub.last_event_id, "id5",
+        "the header names the last update before the stream"
+    );
+
+    let sub = hub
+        .subscribe(request(&["/t"], Some("never-published")))
+        .await
+        .unwrap();
+    assert!(sub.history_gap);
+    assert_eq!(sub.last_event_id, "id5");
+    let mut events = Events::new(sub.stream);
+    let (ty, _, data) = events.next().await.unwrap();
+    assert_eq!(ty.as_deref(), Some(HISTORY_GAP_EVENT));
+    assert_eq!(data, "id5");
+    hub.publish(update("/t", "id6", "6")).await.unwrap();
+    assert_eq!(events.ids(1).await, ["id6"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn history_survives_a_restart_and_pruned_ids_are_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(
+        &dir,
+        HubConfig {
+            history_max_events: 3,
+            ..HubConfig::default()
+        },
+    );
+    for i in 1..=10 {
+        hub.publish(update("/t", &format!("id{i}"), ""))
+            .await
+            .unwrap();
+    }
+    hub.shutdown().await;
+    drop(hub);
+    let hub = start(
+        &dir,
+        HubConfig {
+            history_max_events: 3,
+            ..HubConfig::default()
+        },
+    );
+    let sub = hub.subscribe(request(&["/t"], Some("id8"))).await.unwrap();
+    assert_eq!(Events::new(sub.stream).ids(2).await, ["id9", "id10"]);
+    let sub = hub.subscribe(request(&["/t"], Some("id1"))).await.unwrap();
+    assert!(sub.history_gap, "id1 was pruned");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_publishes_and_resumes_give_exact_sequences() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(
+        &dir,
+        HubConfig {
+            subscriber_buffer: 100_000,
+            ..HubConfig::default()
+        },
+    );
+    const TOTAL: usize = 3000;
+    let ids: Vec<String> = (0..TOTAL).map(|i| format!("e{i}")).collect();
+
+    // A publisher that runs flat out while subscribers join.
+    let publisher = {
+        let hub = hub.clone();
+        let ids = ids.clone();
+        tokio::spawn(async move {
+            for (i, id) in ids.iter().enumerate() {
+                // Alternate topics so the template subscribers skip none and exact ones do.
+                hub.publish(update(&format!("/race/{}", i % 2), id, &i.to_string()))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+
+    let mut readers = Vec::new();
+    for round in 0..12 {
+        // Wait until at least some updates exist, then resume from one of them.
+        tokio::time::sleep(Duration::from_millis(3 * round)).await;
+        let known = hub.history().last().unwrap().map(|(_, id)| id);
+        let (start_id, start_index) = match (&known, round % 3) {
+            (_, 0) => (Some(EARLIEST.to_owned()), 0),
+            (Some(id), _) => {
+                let i: usize = id[1..].parse().unwrap();
+                // Resume a little before the newest: part history, part live.
+                let back = i.saturating_sub(round as usize * 5);
+                (Some(ids[back].clone()), back + 1)
+            }
+            (None, _) => (Some(EARLIEST.to_owned()), 0),
+        };
+        let sub = hub
+            .subscribe(request(&["/race/{n}"], start_id.as_deref()))
+            .await
+            .unwrap();
+        let expected: Vec<String> = ids[start_index..].to_vec();
+        readers.push(tokio::spawn(async move {
+            let got = Events::new(sub.stream).ids(expected.len()).await;
+            assert_eq!(got, expected, "exact sequence, no gap, no duplicate");
+        }));
+    }
+    publisher.await.unwrap();
+    for reader in readers {
+        reader.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn private_updates_reach_only_authorized_subscribers() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(&dir, HubConfig::default());
+    let scoped = |scope: &[&str]| SubscribeRequest {
+        scope: Some(scope.iter().map(|s| Selector::parse(s).unwrap()).collect()),
+        ..request(&["*"], None)
+    };
+    let anonymous = Events::new(hub.subscribe(request(&["*"], None)).await.unwrap().stream);
+    let mut allowed = Events::new(
+        hub.subscribe(scoped(&["/secret/{x}"]))
+            .await
+            .unwrap()
+            .stream,
+    );
+    let mut other = Events::new(hub.subscribe(scoped(&["/elsewhere"])).await.unwrap().stream);
+    let mut anonymous = anonymous;
+
+    let mut private = update("/secret/1", "p", "hidden");
+    private.private = true;
+    hub.publish(private).await.unwrap();
+    hub.publish(update("/public", "q", "open")).await.unwrap();
+
+    assert_eq!(allowed.ids(2).await, ["p", "q"]);
+    assert_eq!(other.ids(1).await, ["q"]);
+    assert_eq!(anonymous.ids(1).await, ["q"]);
+    // And from history: the private one is skipped for the anonymous subscriber too.
+    let replay = hub
+        .subscribe(request(&["*"], Some(EARLIEST)))
+        .await
+        .unwrap();
+    assert_eq!(Events::new(replay.stream).ids(1).await, ["q"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_subscriber_is_evicted_while_others_keep_receiving() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(
+        &dir,
+        HubConfig {
+            subscriber_buffer: 4,
+            ..HubConfig::default()
+        },
+    );
+    let stalled = hub.subscribe(request(&["/t"], None)).await.unwrap();
+    let mut healthy = Events::new(hub.subscribe(request(&["/t"], None)).await.unwrap().stream);
+    // Lockstep: the next update is published once the healthy reader has the previous one, so
+    // its queue never holds more than one event, while the stalled one's fills up.
+    let (seen, mut receipts) = tokio::sync::mpsc::channel(1);
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        for _ in 0..20 {
+            got.extend(healthy.ids(1).await);
+            seen.send(()).await.unwrap();
+        }
+        got
+    });
+    for i in 0..20 {
+        hub.publish(update("/t", &format!("id{i}"), ""))
+            .await
+            .unwrap();
+        receipts.recv().await.unwrap();
+    }
+    let got = reader.await.unwrap();
+    assert_eq!(got, (0..20).map(|i| format!("id{i}")).collect::<Vec<_>>());
+    assert_eq!(
+        hub.metrics()
+            .subscribers_evicted
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+
+    // The evicted stream hands over what it had queued, then ends; its client would reconnect
+    // with the last id and get the rest from history.
+    let mut stalled = Events::new(stalled.stream);
+    let mut last = None;
+    while let Some((_, id, _)) = stalled.next().await {
+        last = id;
+    }
+    let last = last.expect("the queued events were delivered");
+    let resumed = hub.subscribe(request(&["/t"], Some(&last))).await.unwrap();
+    let n: usize = last[2..].parse().unwrap();
+    let rest = Events::new(resumed.stream).ids(19 - n).await;
+    assert_eq!(
+        rest,
+        (n + 1..20).map(|i| format!("id{i}")).collect::<Vec<_>>()
+    );
+}
