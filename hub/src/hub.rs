@@ -370,6 +370,11 @@ impl Hub {
         &self.shared.history
     }
 
+    /// Ends every subscription stream; publishing still works until [`Hub::shutdown`].
+    pub fn close_streams(&self) {
+        self.shared.closing.cancel();
+    }
+
     /// Ends every subscription stream, commits what is queued, and stops the writer.
     pub async fn shutdown(&self) {
         self.shared.closing.cancel();

@@ -44,6 +44,65 @@ pub struct Config {
     /// Seconds to wait, after SIGINT or SIGTERM, for open connections to finish before exiting.
     #[arg(long, env = "TIDINGS_SHUTDOWN_GRACE_SECS", default_value_t = 3)]
     pub shutdown_grace_secs: u64,
+
+    /// Folder for durable state: the hub's history (`history.sqlite3`).
+    #[arg(long, env = "TIDINGS_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Updates the history keeps; older ones are pruned.
+    #[arg(long, env = "TIDINGS_HISTORY_MAX_EVENTS", default_value_t = 100_000)]
+    pub history_max_events: u64,
+
+    /// Age after which updates are pruned from the history, such as `90s`, `12h` or `7d`.
+    /// No age limit by default.
+    #[arg(long, env = "TIDINGS_HISTORY_MAX_AGE", value_parser = humantime::parse_duration)]
+    pub history_max_age: Option<Duration>,
+
+    /// Seconds without an event after which a subscriber gets a heartbeat comment; 0 disables.
+    #[arg(long, env = "TIDINGS_HEARTBEAT_SECS", default_value_t = 15)]
+    pub heartbeat_secs: u64,
+
+    /// Events queued for one subscriber before it is disconnected as too slow (it reconnects
+    /// with its last id and catches up from the history).
+    #[arg(
+        long,
+        env = "TIDINGS_SUBSCRIBER_BUFFER",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub subscriber_buffer: u32,
+
+    /// The largest publish request body, in bytes; larger ones get 413.
+    #[arg(long, env = "TIDINGS_MAX_PUBLISH_BYTES", default_value_t = 1 << 20)]
+    pub max_publish_bytes: usize,
+
+    /// Key that verifies publishers' JWTs: the secret for HS256, a PEM public key (or the path
+    /// of a PEM file) for RS256/ES256. If unset, a random HS256 key is made at start-up and a
+    /// ready-to-use token is logged.
+    #[arg(long, env = "TIDINGS_PUBLISHER_JWT_KEY", hide_env_values = true)]
+    pub publisher_jwt_key: Option<String>,
+
+    /// Key that verifies subscribers' JWTs, in the same form; defaults to the publisher key.
+    #[arg(long, env = "TIDINGS_SUBSCRIBER_JWT_KEY", hide_env_values = true)]
+    pub subscriber_jwt_key: Option<String>,
+
+    /// The one JWT algorithm accepted; tokens signed otherwise (or with `none`) are refused.
+    #[arg(long, env = "TIDINGS_JWT_ALG", default_value = "HS256")]
+    pub jwt_alg: JwtAlg,
+
+    /// Refuse subscribers without a valid token (by default anonymous subscribers get public
+    /// updates).
+    #[arg(long, env = "TIDINGS_NO_ANONYMOUS")]
+    pub no_anonymous: bool,
+}
+
+/// The JWT algorithms a hub can be configured for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum JwtAlg {
+    Hs256,
+    Rs256,
+    Es256,
 }
 
 impl Config {
@@ -60,6 +119,10 @@ impl Config {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    pub fn heartbeat(&self) -> Option<Duration> {
+        (self.heartbeat_secs > 0).then(|| Duration::from_secs(self.heartbeat_secs))
     }
 }
 

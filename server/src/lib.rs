@@ -3,7 +3,8 @@
 //!
 //! - [`config`]: flags and `TIDINGS_*` variables.
 //! - [`counter_stream`]: `GET /web/StreamChat`, the seed's demo stream.
-//! - [`metrics`]: counters the server keeps about itself.
+//! - [`mercure`]: the Mercure hub at `/.well-known/mercure`.
+//! - [`metrics`]: `/metrics` and `/healthz`.
 //! - this file: the shared state, the router, and [`Server`], which binds, serves and shuts down.
 //!
 //! Shutdown is explicit because streams never end by themselves: axum's graceful shutdown waits
@@ -13,6 +14,7 @@
 
 pub mod config;
 pub mod counter_stream;
+pub mod mercure;
 pub mod metrics;
 
 pub use config::Config;
@@ -23,9 +25,13 @@ use leptos::prelude::LeptosOptions;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use std::{net::SocketAddr, sync::Arc};
 use tidings_app::{App, shell};
+use tidings_hub::{Hub, HubConfig, SqliteHistory};
 use tokio::net::TcpListener;
 pub use tokio_util::sync::CancellationToken;
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::{
+    cors::{AllowOrigin, CorsLayer},
+    set_header::SetResponseHeaderLayer,
+};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -33,6 +39,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub leptos: LeptosOptions,
     pub metrics: Arc<Metrics>,
+    pub hub: Hub,
+    pub auth: Arc<mercure::auth::Auth>,
     /// Fires on shutdown; every stream ends when it does.
     pub shutdown: CancellationToken,
 }
@@ -53,6 +61,10 @@ pub enum Error {
     },
     #[error("server failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    History(#[from] tidings_hub::HistoryError),
+    #[error(transparent)]
+    Keys(#[from] mercure::auth::KeyError),
 }
 
 /// A bound, not yet running, server.
@@ -78,10 +90,31 @@ impl Server {
             .site_pkg_dir("pkg")
             .site_addr(addr)
             .build();
+        let auth = mercure::auth::Auth::from_config(&config)?;
+        if let Some(token) = &auth.generated_token {
+            tracing::warn!(
+                "no --publisher-jwt-key given: generated a key for this run only. \
+                 A token that may publish and subscribe to every topic: {token}"
+            );
+        }
+        let history = SqliteHistory::open(&config.data_dir)?;
+        tracing::info!("history in {}", history.path().display());
+        let hub = Hub::start(
+            Arc::new(history),
+            HubConfig {
+                subscriber_buffer: config.subscriber_buffer as usize,
+                heartbeat: config.heartbeat(),
+                history_max_events: config.history_max_events,
+                history_max_age: config.history_max_age,
+                ..HubConfig::default()
+            },
+        )?;
         let state = AppState {
             config: Arc::new(config),
             leptos,
             metrics: Arc::default(),
+            hub,
+            auth: Arc::new(auth),
             shutdown: CancellationToken::new(),
         };
         Ok(Self { listener, state })
@@ -107,10 +140,18 @@ impl Server {
         let Self { listener, state } = self;
         let shutdown = state.shutdown.clone();
         let grace = state.config.shutdown_grace();
+        let hub = state.hub.clone();
         tracing::info!("listening on http://{}", state.leptos.site_addr);
+        // On shutdown, hub streams end at once so their connections can close.
+        let closing = hub.clone();
+        let watcher = shutdown.clone();
+        tokio::spawn(async move {
+            watcher.cancelled().await;
+            closing.close_streams();
+        });
         let serve = axum::serve(listener, router(state))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        tokio::select! {
+        let result = tokio::select! {
             result = serve.into_future() => result.map_err(Error::Serve),
             () = async {
                 shutdown.cancelled().await;
@@ -119,7 +160,10 @@ impl Server {
                 tracing::warn!("connections still open after {grace:?}; exiting anyway");
                 Ok(())
             }
-        }
+        };
+        // Commit whatever publishes were accepted before stopping.
+        hub.shutdown().await;
+        result
     }
 }
 
@@ -134,9 +178,19 @@ pub fn router(state: AppState) -> Router {
         streams = streams.layer(cors);
     }
     let leptos = state.leptos.clone();
+    // Pages advertise the hub, so Mercure clients can discover it from any of them.
+    let pages = Router::new()
+        .leptos_routes(&state, routes, move || shell(leptos.clone()))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            http::header::LINK,
+            http::HeaderValue::from_static(mercure::DISCOVERY_LINK),
+        ));
     Router::new()
         .merge(streams)
-        .leptos_routes(&state, routes, move || shell(leptos.clone()))
+        .merge(mercure::routes(&state))
+        .route("/metrics", get(metrics::metrics))
+        .route("/healthz", get(metrics::healthz))
+        .merge(pages)
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .with_state(state)
 }

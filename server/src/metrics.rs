@@ -1,16 +1,32 @@
-//! Counters the server keeps about itself.
+//! Counters the server keeps about itself, and `GET /metrics` in the Prometheus text format.
 //!
-//! Gauges are kept by guards: a guard is taken when the thing it counts starts and decrements the
-//! gauge when dropped, so a count cannot leak through an early return or a dropped connection.
+//! The hub counts in plain atomics (it knows nothing of Prometheus); this module reads them at
+//! scrape time. The format is small enough to write directly, which keeps the hot path free of
+//! any registry lookups.
+//!
+//! Gauges of the server's own are kept by guards: a guard is taken when the thing it counts starts
+//! and decrements the gauge when dropped, so a count cannot leak through an early return or a
+//! dropped connection.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
+use crate::AppState;
+use axum::{
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use std::{
+    fmt::Write,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
 
 #[derive(Debug, Default)]
 pub struct Metrics {
     counter_streams: Arc<AtomicUsize>,
+    pub publish_latency: Histogram,
 }
 
 impl Metrics {
@@ -39,5 +55,131 @@ impl GaugeGuard {
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Upper bounds of the publish latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// A Prometheus histogram with fixed buckets, lock-free.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|&bound| seconds <= bound) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn write(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let hub = state.hub.metrics();
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut out = String::with_capacity(2048);
+    metric(
+        &mut out,
+        "tidings_subscribers",
+        "gauge",
+        "Hub subscribers connected now.",
+        state.hub.subscriber_count(),
+    );
+    metric(
+        &mut out,
+        "tidings_subscribers_total",
+        "counter",
+        "Hub subscriptions opened.",
+        load(&hub.subscribers_total),
+    );
+    metric(
+        &mut out,
+        "tidings_updates_published_total",
+        "counter",
+        "Updates committed and fanned out.",
+        load(&hub.updates_published),
+    );
+    metric(
+        &mut out,
+        "tidings_events_delivered_total",
+        "counter",
+        "Events queued to subscribers (history replays excluded).",
+        load(&hub.events_delivered),
+    );
+    metric(
+        &mut out,
+        "tidings_subscribers_evicted_total",
+        "counter",
+        "Subscribers disconnected for falling behind.",
+        load(&hub.subscribers_evicted),
+    );
+    metric(
+        &mut out,
+        "tidings_counter_streams",
+        "gauge",
+        "Open /web/StreamChat streams.",
+        state.metrics.counter_streams_open(),
+    );
+    match state.hub.history().len() {
+        Ok(len) => metric(
+            &mut out,
+            "tidings_history_updates",
+            "gauge",
+            "Updates retained in the history.",
+            len,
+        ),
+        Err(error) => tracing::error!("metrics: {error}"),
+    }
+    state.metrics.publish_latency.write(
+        &mut out,
+        "tidings_publish_seconds",
+        "Time from a publish request's arrival at the hub to its acknowledgement (durable and fanned out).",
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// `GET /healthz`: 200 when the history answers, 503 otherwise.
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    let history = state.hub.history().clone();
+    match tokio::task::spawn_blocking(move || history.last()).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ok\n").into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "history unavailable\n").into_response(),
     }
 }

@@ -12,8 +12,11 @@ use support::SseReader;
 
 #[tokio::test]
 async fn sigterm_ends_open_streams_and_exits_cleanly() {
+    let data = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
         .args(["--addr", "127.0.0.1:0", "--stream-interval-ms", "3600000"])
+        .arg("--data-dir")
+        .arg(data.path())
         .args(["--shutdown-grace-secs", "3600"])
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")

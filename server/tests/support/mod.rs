@@ -7,9 +7,15 @@ use std::time::Duration;
 use tidings_server::{AppState, CancellationToken, Config, Server};
 use tokio::task::JoinHandle;
 
+/// The HS256 keys test servers use unless a test configures others.
+pub const PUBLISHER_KEY: &str = "publisher-secret-for-tests-only-0123456789";
+pub const SUBSCRIBER_KEY: &str = "subscriber-secret-for-tests-only-012345678";
+
 /// A server running in this process on `127.0.0.1:0`.
 pub struct TestServer {
     pub base: String,
+    /// The server's data folder, removed when the server is dropped.
+    pub data: tempfile::TempDir,
     pub state: AppState,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<Result<(), tidings_server::Error>>,
@@ -17,7 +23,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(configure: impl FnOnce(&mut Config)) -> Self {
+        let data = tempfile::tempdir().unwrap();
         let mut config = Config::with_addr("127.0.0.1:0".parse().unwrap());
+        config.data_dir = data.path().to_owned();
+        config.publisher_jwt_key = Some(PUBLISHER_KEY.into());
+        config.subscriber_jwt_key = Some(SUBSCRIBER_KEY.into());
         configure(&mut config);
         let server = Server::bind(config).await.expect("bind");
         let base = format!("http://{}", server.local_addr());
@@ -26,6 +36,7 @@ impl TestServer {
         let task = tokio::spawn(server.run());
         Self {
             base,
+            data,
             state,
             shutdown,
             task,

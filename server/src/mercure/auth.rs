@@ -1,0 +1,249 @@
+//! Who may publish and subscribe: JWTs with the `mercure` claim.
+//!
+//! A token is looked for in the `Authorization: Bearer` header, then the `authorization` query
+//! parameter (for clients that cannot set headers, such as `EventSource`), then the
+//! `mercureAuthorization` cookie. Exactly one algorithm is accepted, the configured one, so a
+//! token cannot pick a weaker one (and `alg: none` never verifies).
+
+use crate::config::{Config, JwtAlg};
+use axum::http::{HeaderMap, header};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+use tidings_hub::Selector;
+
+/// The cookie a browser can carry the token in.
+pub const COOKIE_NAME: &str = "mercureAuthorization";
+
+/// Verifies tokens.
+pub struct Auth {
+    validation: Validation,
+    publisher: DecodingKey,
+    subscriber: DecodingKey,
+    /// A token that may publish and subscribe to everything, when the key was generated here.
+    pub generated_token: Option<String>,
+}
+
+/// Why the keys could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("--jwt-alg {0:?} needs --publisher-jwt-key (a PEM public key)")]
+    MissingKey(JwtAlg),
+    #[error("cannot read the JWT key file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the JWT key is not a valid {alg:?} key: {source}")]
+    Invalid {
+        alg: JwtAlg,
+        source: jsonwebtoken::errors::Error,
+    },
+}
+
+/// The claims Tidings reads.
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct Claims {
+    #[serde(default)]
+    pub mercure: MercureClaim,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct MercureClaim {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribe: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
+}
+
+/// Where a request's token came from; cookies need a CSRF check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    Header,
+    Query,
+    Cookie,
+}
+
+/// Why a token was refused; said to the client as a one-line 401 reason.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("the Authorization header must be `Bearer <token>`")]
+    NotBearer,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+/// A verified token.
+pub struct Verified {
+    pub claims: Claims,
+    pub source: TokenSource,
+}
+
+impl Verified {
+    /// Selectors of a claim, parsed once; unparseable ones (empty, control characters) are
+    /// ignored rather than granting anything.
+    fn selectors(list: &Option<Vec<String>>) -> Option<Arc<[Selector]>> {
+        list.as_ref().map(|list| {
+            list.iter()
+                .filter_map(|s| Selector::parse(s).ok())
+                .collect()
+        })
+    }
+
+    pub fn publish_selectors(&self) -> Option<Arc<[Selector]>> {
+        Self::selectors(&self.claims.mercure.publish)
+    }
+
+    pub fn subscribe_selectors(&self) -> Option<Arc<[Selector]>> {
+        Self::selectors(&self.claims.mercure.subscribe)
+    }
+
+    /// When the token expires, as an instant of this process.
+    pub fn expires_at(&self) -> Option<Instant> {
+        let exp = self.claims.exp?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+        Some(Instant::now() + Duration::from_secs(exp.saturating_sub(now)))
+    }
+}
+
+impl Auth {
+    pub fn from_config(config: &Config) -> Result<Self, KeyError> {
+        let alg = config.jwt_alg;
+        let (publisher_text, generated) = match (&config.publisher_jwt_key, alg) {
+            (Some(key), _) => (key.clone(), false),
+            (None, JwtAlg::Hs256) => (random_secret(), true),
+            (None, _) => return Err(KeyError::MissingKey(alg)),
+        };
+        let subscriber_text = config
+            .subscriber_jwt_key
+            .clone()
+            .unwrap_or_else(|| publisher_text.clone());
+        let publisher = decoding_key(alg, &publisher_text)?;
+        let subscriber = decoding_key(alg, &subscriber_text)?;
+        let mut validation = Validation::new(algorithm(alg));
+        validation.required_spec_claims.clear();
+        validation.validate_aud = false;
+        validation.leeway = 5;
+        let generated_token = generated.then(|| {
+            let claims = Claims {
+                mercure: MercureClaim {
+                    publish: Some(vec!["*".into()]),
+                    subscribe: Some(vec!["*".into()]),
+                    payload: None,
+                },
+                exp: None,
+            };
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(publisher_text.as_bytes()),
+            )
+            .expect("HS256 signing cannot fail")
+        });
+        Ok(Self {
+            validation,
+            publisher,
+            subscriber,
+            generated_token,
+        })
+    }
+
+    pub fn verify_publisher(
+        &self,
+        token: &str,
+        source: TokenSource,
+    ) -> Result<Verified, TokenError> {
+        self.verify(&self.publisher, token, source)
+    }
+
+    pub fn verify_subscriber(
+        &self,
+        token: &str,
+        source: TokenSource,
+    ) -> Result<Verified, TokenError> {
+        self.verify(&self.subscriber, token, source)
+    }
+
+    fn verify(
+        &self,
+        key: &DecodingKey,
+        token: &str,
+        source: TokenSource,
+    ) -> Result<Verified, TokenError> {
+        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+            .map_err(|e| TokenError::Invalid(e.to_string()))?;
+        Ok(Verified {
+            claims: data.claims,
+            source,
+        })
+    }
+}
+
+/// Finds the request's token: header, then query parameter, then cookie.
+pub fn find_token<'a>(
+    headers: &'a HeaderMap,
+    query_token: Option<&'a str>,
+) -> Result<Option<(&'a str, TokenSource)>, TokenError> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().map_err(|_| TokenError::NotBearer)?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or(TokenError::NotBearer)?;
+        return Ok(Some((token.trim(), TokenSource::Header)));
+    }
+    if let Some(token) = query_token {
+        return Ok(Some((token, TokenSource::Query)));
+    }
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(value) = value.to_str() else { continue };
+        for pair in value.split(';') {
+            if let Some((name, token)) = pair.trim().split_once('=')
+                && name == COOKIE_NAME
+            {
+                return Ok(Some((token.trim_matches('"'), TokenSource::Cookie)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn algorithm(alg: JwtAlg) -> Algorithm {
+    match alg {
+        JwtAlg::Hs256 => Algorithm::HS256,
+        JwtAlg::Rs256 => Algorithm::RS256,
+        JwtAlg::Es256 => Algorithm::ES256,
+    }
+}
+
+fn decoding_key(alg: JwtAlg, text: &str) -> Result<DecodingKey, KeyError> {
+    let pem = |text: &str| -> Result<Vec<u8>, KeyError> {
+        if text.trim_start().starts_with("-----BEGIN") {
+            Ok(text.as_bytes().to_vec())
+        } else {
+            std::fs::read(text).map_err(|source| KeyError::Read {
+                path: text.into(),
+                source,
+            })
+        }
+    };
+    let invalid = |source| KeyError::Invalid { alg, source };
+    match alg {
+        JwtAlg::Hs256 => Ok(DecodingKey::from_secret(text.as_bytes())),
+        JwtAlg::Rs256 => DecodingKey::from_rsa_pem(&pem(text)?).map_err(invalid),
+        JwtAlg::Es256 => DecodingKey::from_ec_pem(&pem(text)?).map_err(invalid),
+    }
+}
+
+fn random_secret() -> String {
+    use base64::Engine;
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}

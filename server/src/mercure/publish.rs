@@ -1,0 +1,165 @@
+//! `POST /.well-known/mercure`: publish an update.
+
+use super::{
+    auth::{TokenError, TokenSource, find_token},
+    plain,
+};
+use crate::{AppState, config::CorsOrigin};
+use axum::{
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use std::time::Instant;
+use tidings_hub::{PublishError as HubError, Update, UpdateError, update::new_id};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("the body must be application/x-www-form-urlencoded")]
+    NotAForm,
+    #[error("retry must be a whole number of milliseconds (digits only)")]
+    BadRetry,
+    #[error(transparent)]
+    Invalid(#[from] UpdateError),
+    #[error("publishing needs a token")]
+    NoToken,
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("the token's mercure.publish claim does not allow topic {0:?}")]
+    TopicNotAllowed(String),
+    #[error("cookie-authenticated requests must come from an allowed origin")]
+    CrossSite,
+    #[error("{0}")]
+    Hub(#[from] HubError),
+}
+
+impl IntoResponse for PublishError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            PublishError::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            PublishError::BadRetry | PublishError::Invalid(_) => StatusCode::BAD_REQUEST,
+            PublishError::Hub(HubError::Invalid(_)) => StatusCode::BAD_REQUEST,
+            PublishError::NoToken | PublishError::Token(_) => StatusCode::UNAUTHORIZED,
+            PublishError::TopicNotAllowed(_) | PublishError::CrossSite => StatusCode::FORBIDDEN,
+            PublishError::Hub(HubError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
+            PublishError::Hub(HubError::Storage(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        plain(status, self)
+    }
+}
+
+pub async fn publish(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, PublishError> {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Err(PublishError::NotAForm);
+    }
+    let form: Vec<(String, String)> = form_urlencoded::parse(&body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let query_token = None;
+    let (token, source) = find_token(&headers, query_token)?.ok_or(PublishError::NoToken)?;
+    let verified = state.auth.verify_publisher(token, source)?;
+    if source == TokenSource::Cookie
+        && !same_or_allowed_origin(&headers, &state.config.cors_origins)
+    {
+        return Err(PublishError::CrossSite);
+    }
+
+    let update = parse_form(form)?;
+    update.check()?;
+    let allowed = verified.publish_selectors().unwrap_or_default();
+    if let Some(topic) = update
+        .topics
+        .iter()
+        .find(|t| !allowed.iter().any(|s| s.matches(t)))
+    {
+        return Err(PublishError::TopicNotAllowed(topic.clone()));
+    }
+
+    let started = Instant::now();
+    let id = update.id.clone();
+    state.hub.publish(update).await?;
+    state.metrics.publish_latency.observe(started.elapsed());
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], id).into_response())
+}
+
+fn parse_form(form: Vec<(String, String)>) -> Result<Update, PublishError> {
+    let mut update = Update {
+        id: String::new(),
+        topics: Vec::new(),
+        data: String::new(),
+        private: false,
+        event_type: None,
+        retry: None,
+    };
+    let mut data = None;
+    for (name, value) in form {
+        match name.as_str() {
+            "topic" => update.topics.push(value),
+            "data" if data.is_none() => data = Some(value),
+            "private" => update.private = true,
+            "id" if update.id.is_empty() => update.id = value,
+            "type" if update.event_type.is_none() && !value.is_empty() => {
+                update.event_type = Some(value)
+            }
+            "retry" if update.retry.is_none() => {
+                if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(PublishError::BadRetry);
+                }
+                update.retry = Some(value.parse().map_err(|_| PublishError::BadRetry)?);
+            }
+            _ => {}
+        }
+    }
+    update.data = data.unwrap_or_default();
+    if update.id.is_empty() {
+        update.id = new_id();
+    }
+    Ok(update)
+}
+
+/// For cookie-authenticated requests: the `Origin` (or else the `Referer`'s origin) must be this
+/// hub's own or a configured CORS origin. Browsers send cookies with cross-site form posts, so
+/// without this check any site could publish with a visitor's cookie.
+fn same_or_allowed_origin(headers: &HeaderMap, allowed: &[CorsOrigin]) -> bool {
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| {
+            let referer: axum::http::Uri =
+                headers.get(header::REFERER)?.to_str().ok()?.parse().ok()?;
+            Some(format!(
+                "{}://{}",
+                referer.scheme_str()?,
+                referer.authority()?
+            ))
+        });
+    let Some(origin) = origin else { return false };
+    let origin = origin.to_ascii_lowercase();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    if let Some(host) = host
+        && (origin == format!("http://{host}") || origin == format!("https://{host}"))
+    {
+        return true;
+    }
+    allowed.iter().any(|a| match a {
+        CorsOrigin::Any => true,
+        CorsOrigin::Exact(value) => value.as_bytes() == origin.as_bytes(),
+    })
+}
