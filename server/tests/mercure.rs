@@ -329,7 +329,8 @@ async fn bad_publishes_get_4xx_with_a_one_line_reason() {
     let token = publisher(&["*"]);
     let many: Vec<(&str, &str)> = std::iter::repeat_n(("topic", "/t"), 1001).collect();
     let big = "x".repeat(20_000);
-    let cases: Vec<(Vec<(&str, &str)>, StatusCode, &str)> = vec![
+    type Form<'a> = Vec<(&'a str, &'a str)>;
+    let cases: Vec<(Form, StatusCode, &str)> = vec![
         (
             vec![("data", "no topic")],
             StatusCode::BAD_REQUEST,

@@ -1,78 +1,131 @@
-//! The `tidings` binary as a process: it reports its address and exits promptly on SIGTERM even
-//! while a stream is open.
+//! The `tidings` binary as a process: shutdown on SIGTERM, and durability across `kill -9`.
 
 mod support;
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-    time::Duration,
-};
-use support::SseReader;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::{Client, StatusCode};
+use serde_json::json;
+use std::time::Duration;
+use support::{ChildServer, PUBLISHER_KEY, SseReader};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn publisher_token() -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({ "mercure": { "publish": ["*"] } }),
+        &EncodingKey::from_secret(PUBLISHER_KEY.as_bytes()),
+    )
+    .unwrap()
+}
 
 #[tokio::test]
 async fn sigterm_ends_open_streams_and_exits_cleanly() {
     let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args(["--addr", "127.0.0.1:0", "--stream-interval-ms", "3600000"])
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(["--shutdown-grace-secs", "3600"])
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tidings");
+    let dir = data.path().to_str().unwrap();
+    let server = ChildServer::spawn(&[
+        "--data-dir",
+        dir,
+        "--stream-interval-ms",
+        "3600000",
+        "--shutdown-grace-secs",
+        "3600",
+    ])
+    .await;
 
-    // The log's "listening on http://ADDR" line says which port it got.
-    let stdout = child.stdout.take().unwrap();
-    let base = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            if let Some(at) = line.find("listening on ") {
-                let base = line[at + "listening on ".len()..].trim().to_string();
-                // Keep draining so the child never blocks on a full pipe.
-                std::thread::spawn(move || lines.for_each(drop));
-                return base;
-            }
-        }
-        panic!("tidings exited without saying where it listens");
-    })
-    .await
-    .unwrap();
-
-    let response = reqwest::get(format!("{base}/web/StreamChat"))
+    let mut counter = SseReader::new(reqwest::get(server.url("/web/StreamChat")).await.unwrap());
+    assert_eq!(
+        counter.next_within(WAIT).await.unwrap().id.as_deref(),
+        Some("1")
+    );
+    let hub = reqwest::get(server.url("/.well-known/mercure?topic=/t"))
         .await
         .unwrap();
-    let mut reader = SseReader::new(response);
-    let first = reader.next_within(Duration::from_secs(10)).await.unwrap();
-    assert_eq!(first.id.as_deref(), Some("1"));
+    assert_eq!(hub.status(), StatusCode::OK);
+    let mut hub = SseReader::new(hub);
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    server.signal("-TERM");
     assert_eq!(
-        reader.next_within(Duration::from_secs(10)).await,
+        counter.next_within(WAIT).await,
         None,
-        "stream ends"
+        "the counter stream ends"
     );
+    assert_eq!(hub.next_within(WAIT).await, None, "the hub stream ends");
+    let exit = server
+        .wait_exit()
+        .await
+        .expect("tidings exits after SIGTERM");
+    assert!(exit.success(), "{exit:?}");
+}
 
-    let exit = tokio::task::spawn_blocking(move || {
-        // Bounded wait: a process that hangs fails the test instead of hanging it.
-        for _ in 0..200 {
-            if let Some(exit) = child.try_wait().unwrap() {
-                return Some(exit);
+#[tokio::test]
+async fn acknowledged_updates_survive_kill_9() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let server = ChildServer::spawn(&["--data-dir", dir]).await;
+    let token = publisher_token();
+    let client = Client::new();
+
+    // Publish concurrently (so commits are grouped), collecting every acknowledged id.
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let (client, url, token) = (
+            client.clone(),
+            server.url("/.well-known/mercure"),
+            token.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..50 {
+                let id = format!("w{worker}-{i}");
+                let response = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .form(&[("topic", "/durable"), ("id", &id), ("data", &i.to_string())])
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), StatusCode::OK);
+                acked.push(response.text().await.unwrap());
             }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        child.kill().ok();
-        None
-    })
-    .await
-    .unwrap();
-    assert!(exit.expect("tidings exits after SIGTERM").success());
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for task in tasks {
+        acked.push(task.await.unwrap());
+    }
+    server.signal("-KILL");
+    server.wait_exit().await.expect("killed");
+
+    let server = ChildServer::spawn(&["--data-dir", dir]).await;
+    let response =
+        reqwest::get(server.url("/.well-known/mercure?topic=/durable&lastEventID=earliest"))
+            .await
+            .unwrap();
+    let mut reader = SseReader::new(response);
+    let mut replayed = Vec::new();
+    while replayed.len() < 8 * 50 {
+        replayed.push(reader.next_within(WAIT).await.expect("replay").id.unwrap());
+    }
+    // Every acknowledged id is there once, and each publisher's ids are in its order.
+    for ids in &acked {
+        let positions: Vec<usize> = ids
+            .iter()
+            .map(|id| {
+                replayed
+                    .iter()
+                    .position(|r| r == id)
+                    .expect("acknowledged id kept")
+            })
+            .collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "in publish order"
+        );
+    }
+    let mut unique = replayed.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), replayed.len(), "no duplicates");
 }

@@ -131,3 +131,85 @@ fn parse_block(text: &str) -> Option<SseEvent> {
     event.data = data?;
     Some(event)
 }
+
+/// The real `tidings` binary as a child process on a free port.
+pub struct ChildServer {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl ChildServer {
+    /// Starts `tidings` with these arguments (plus `--addr 127.0.0.1:0` unless given) and waits
+    /// for its "listening on" line.
+    pub async fn spawn(args: &[&str]) -> Self {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
+        if !args.contains(&"--addr") {
+            command.args(["--addr", "127.0.0.1:0"]);
+        }
+        let mut child = command
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .env("TIDINGS_PUBLISHER_JWT_KEY", PUBLISHER_KEY)
+            .env("TIDINGS_SUBSCRIBER_JWT_KEY", SUBSCRIBER_KEY)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tidings");
+        let stdout = child.stdout.take().unwrap();
+        let base = tokio::task::spawn_blocking(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            for line in lines.by_ref() {
+                let line = line.unwrap();
+                if let Some(at) = line.find("listening on ") {
+                    let base = line[at + "listening on ".len()..].trim().to_string();
+                    // Keep draining so the child never blocks on a full pipe.
+                    std::thread::spawn(move || lines.for_each(drop));
+                    return base;
+                }
+            }
+            panic!("tidings exited without saying where it listens");
+        })
+        .await
+        .unwrap();
+        Self { child, base }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit; `None` if it did not, in which case it is killed.
+    pub async fn wait_exit(mut self) -> Option<std::process::ExitStatus> {
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..400 {
+                if let Some(exit) = self.child.try_wait().unwrap() {
+                    return Some(exit);
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            self.child.kill().ok();
+            None
+        })
+        .await
+        .unwrap()
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
