@@ -4,6 +4,9 @@
 // server listens on its own free port, which it reports in its log.
 
 import { ChildProcess, spawn } from 'node:child_process';
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { test as base, expect, Page, ConsoleMessage } from '@playwright/test';
 
@@ -11,18 +14,33 @@ const root = path.resolve(__dirname, '..', '..');
 const bin = process.env.TIDINGS_BIN ?? path.join(root, 'target', 'debug', 'tidings');
 const siteRoot = process.env.TIDINGS_SITE_ROOT ?? path.join(root, 'target', 'site');
 
+/** The HS256 key test servers verify publisher and subscriber tokens with. */
+export const JWT_KEY = 'e2e-secret-key-for-tests-only-0123456789';
+
 export class TidingsServer {
   private constructor(
     private child: ChildProcess,
     readonly url: string,
     readonly port: number,
     readonly args: string[],
+    readonly dataDir: string,
   ) {}
 
-  /** Starts a server; `port` 0 picks a free one. */
-  static async start(args: string[] = [], port = 0): Promise<TidingsServer> {
-    const child = spawn(bin, ['--addr', `127.0.0.1:${port}`, ...args], {
-      env: { ...process.env, TIDINGS_SITE_ROOT: siteRoot, NO_COLOR: '1', RUST_LOG: 'info' },
+  /**
+   * Starts a server; `port` 0 picks a free one. Each server gets a fresh data folder unless
+   * `dataDir` names one (to restart a server on the same history).
+   */
+  static async start(args: string[] = [], port = 0, dataDir?: string): Promise<TidingsServer> {
+    const data = dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'tidings-e2e-'));
+    const child = spawn(bin, ['--addr', `127.0.0.1:${port}`, '--data-dir', data, ...args], {
+      env: {
+        ...process.env,
+        TIDINGS_SITE_ROOT: siteRoot,
+        TIDINGS_PUBLISHER_JWT_KEY: JWT_KEY,
+        TIDINGS_SUBSCRIBER_JWT_KEY: JWT_KEY,
+        NO_COLOR: '1',
+        RUST_LOG: 'info',
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const url = await new Promise<string>((resolve, reject) => {
@@ -43,7 +61,7 @@ export class TidingsServer {
         reject(new Error(`tidings exited with ${code}:\n${log}`));
       });
     });
-    return new TidingsServer(child, url, Number(new URL(url).port), args);
+    return new TidingsServer(child, url, Number(new URL(url).port), args, data);
   }
 
   /** Kills the process at once (like a crash) and waits until it is gone. */
@@ -65,6 +83,14 @@ export class TidingsServer {
   }
 }
 
+/** An HS256 JWT with these claims, signed with the test servers' key. */
+export function token(claims: object, key = JWT_KEY): string {
+  const b64 = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const unsigned = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`;
+  const signature = crypto.createHmac('sha256', key).update(unsigned).digest('base64url');
+  return `${unsigned}.${signature}`;
+}
+
 /** Records console errors and uncaught exceptions, so a test can assert there were none. */
 export function watchConsole(page: Page): string[] {
   const errors: string[] = [];
@@ -83,6 +109,7 @@ export const test = base.extend<{ server: TidingsServer }>({
     const server = await TidingsServer.start(['--stream-interval-ms', '20']);
     await use(server);
     await server.stop();
+    fs.rmSync(server.dataDir, { recursive: true, force: true });
   },
 });
 
