@@ -160,6 +160,23 @@ impl FromStr for CorsOrigin {
     }
 }
 
+/// The origins CORS lets through; `mirror_any` says what `*` becomes (a literal `*` cannot be
+/// combined with credentials, so credentialed endpoints mirror the request's origin instead).
+pub fn allow_origin(origins: &[CorsOrigin], mirror_any: bool) -> tower_http::cors::AllowOrigin {
+    use tower_http::cors::AllowOrigin;
+    if origins.contains(&CorsOrigin::Any) {
+        return if mirror_any {
+            AllowOrigin::mirror_request()
+        } else {
+            AllowOrigin::any()
+        };
+    }
+    AllowOrigin::list(origins.iter().filter_map(|o| match o {
+        CorsOrigin::Exact(value) => Some(value.clone()),
+        CorsOrigin::Any => None,
+    }))
+}
+
 impl fmt::Display for CorsOrigin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

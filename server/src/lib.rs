@@ -28,10 +28,7 @@ use tidings_app::{App, shell};
 use tidings_hub::{Hub, HubConfig, SqliteHistory};
 use tokio::net::TcpListener;
 pub use tokio_util::sync::CancellationToken;
-use tower_http::{
-    cors::{AllowOrigin, CorsLayer},
-    set_header::SetResponseHeaderLayer,
-};
+use tower_http::{cors::CorsLayer, set_header::SetResponseHeaderLayer};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -197,24 +194,12 @@ pub fn router(state: AppState) -> Router {
 
 /// CORS for the streams: only the configured origins, and none unless configured.
 fn cors_layer(config: &Config) -> Option<CorsLayer> {
-    use config::CorsOrigin;
-    if config.cors_origins.is_empty() {
-        return None;
-    }
-    let allow = if config.cors_origins.contains(&CorsOrigin::Any) {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(config.cors_origins.iter().filter_map(|o| match o {
-            CorsOrigin::Exact(value) => Some(value.clone()),
-            CorsOrigin::Any => None,
-        }))
-    };
-    Some(
+    (!config.cors_origins.is_empty()).then(|| {
         CorsLayer::new()
-            .allow_origin(allow)
+            .allow_origin(config::allow_origin(&config.cors_origins, false))
             .allow_methods([http::Method::GET])
-            .allow_headers([http::header::HeaderName::from_static("last-event-id")]),
-    )
+            .allow_headers([http::header::HeaderName::from_static("last-event-id")])
+    })
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (what service managers and `kill` send).

@@ -3,23 +3,12 @@
 
 mod support;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Client, StatusCode};
-use serde_json::json;
 use std::time::Duration;
-use support::{PUBLISHER_KEY, SseReader, TestServer};
+use support::{SseReader, TestServer, publisher_token};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn publisher_token() -> String {
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &json!({ "mercure": { "publish": ["*"] } }),
-        &EncodingKey::from_secret(PUBLISHER_KEY.as_bytes()),
-    )
-    .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn resuming_subscribers_get_exact_sequences_while_publishes_race() {
@@ -27,7 +16,7 @@ async fn resuming_subscribers_get_exact_sequences_while_publishes_race() {
     const TOTAL: usize = 600;
     let ids: Vec<String> = (0..TOTAL).map(|i| format!("r{i}")).collect();
     let url = server.url("/.well-known/mercure");
-    let token = publisher_token();
+    let token = publisher_token(&["*"]);
 
     // Publishers: two concurrent streams of publishes, so commits batch up; ids are assigned in
     // publish order within each, and the hub's order is the order of acknowledgements.
@@ -109,7 +98,7 @@ async fn a_stalled_subscriber_is_evicted_and_the_others_keep_receiving() {
 
     // 64 KiB updates until the stalled one is gone; the healthy one reads along.
     let data = "x".repeat(64 * 1024);
-    let token = publisher_token();
+    let token = publisher_token(&["*"]);
     let url = server.url("/.well-known/mercure");
     let reader = tokio::spawn(async move {
         let mut n = 0;

@@ -8,34 +8,10 @@ use reqwest::{Client, RequestBuilder, Response, StatusCode, header};
 use serde_json::{Value, json};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::{PUBLISHER_KEY, SUBSCRIBER_KEY, SseEvent, SseReader, TestServer};
+use support::{publisher_token as publisher, sign_with, subscriber_token as subscriber};
 
 const HUB: &str = "/.well-known/mercure";
 const WAIT: Duration = Duration::from_secs(10);
-
-fn sign(key: &str, alg: Algorithm, claims: Value) -> String {
-    jsonwebtoken::encode(
-        &Header::new(alg),
-        &claims,
-        &EncodingKey::from_secret(key.as_bytes()),
-    )
-    .unwrap()
-}
-
-fn publisher(topics: &[&str]) -> String {
-    sign(
-        PUBLISHER_KEY,
-        Algorithm::HS256,
-        json!({ "mercure": { "publish": topics } }),
-    )
-}
-
-fn subscriber(topics: &[&str]) -> String {
-    sign(
-        SUBSCRIBER_KEY,
-        Algorithm::HS256,
-        json!({ "mercure": { "subscribe": topics } }),
-    )
-}
 
 fn now() -> u64 {
     SystemTime::now()
@@ -416,17 +392,17 @@ async fn bad_publishes_get_4xx_with_a_one_line_reason() {
 async fn publish_auth_matrix() {
     let server = server().await;
     let form = [("topic", "https://example.com/books/1"), ("data", "x")];
-    let expired = sign(
+    let expired = sign_with(
         PUBLISHER_KEY,
         Algorithm::HS256,
         json!({ "mercure": { "publish": ["*"] }, "exp": now() - 3600 }),
     );
-    let wrong_alg = sign(
+    let wrong_alg = sign_with(
         PUBLISHER_KEY,
         Algorithm::HS512,
         json!({ "mercure": { "publish": ["*"] } }),
     );
-    let wrong_key = sign(
+    let wrong_key = sign_with(
         "not-the-key",
         Algorithm::HS256,
         json!({ "mercure": { "publish": ["*"] } }),
@@ -453,7 +429,7 @@ async fn publish_auth_matrix() {
             StatusCode::FORBIDDEN,
         ),
         (
-            Some(sign(
+            Some(sign_with(
                 PUBLISHER_KEY,
                 Algorithm::HS256,
                 json!({ "mercure": {} }),
@@ -592,7 +568,7 @@ async fn subscriber_tokens_come_from_header_query_or_cookie_and_bad_ones_are_ref
 #[tokio::test]
 async fn a_stream_closes_when_its_token_expires() {
     let server = server().await;
-    let token = sign(
+    let token = sign_with(
         SUBSCRIBER_KEY,
         Algorithm::HS256,
         json!({ "mercure": { "subscribe": ["*"] }, "exp": now() + 2 }),
@@ -749,7 +725,7 @@ async fn asymmetric_keys_verify_es256_and_refuse_hs256() {
     );
     // An HS256 token "signed" with the public key text must not pass (the classic confusion).
     let public_text = std::fs::read_to_string(&public).unwrap();
-    let confused = sign(
+    let confused = sign_with(
         &public_text,
         Algorithm::HS256,
         json!({ "mercure": { "publish": ["*"] } }),
@@ -784,7 +760,7 @@ async fn subscription_events_and_the_subscriptions_api() {
         .unwrap();
     let mut watcher = SseReader::new(watcher);
 
-    let payload_token = sign(
+    let payload_token = sign_with(
         SUBSCRIBER_KEY,
         Algorithm::HS256,
         json!({ "mercure": { "subscribe": ["/room"], "payload": { "name": "ann" } } }),

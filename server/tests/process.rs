@@ -2,22 +2,11 @@
 
 mod support;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Client, StatusCode};
-use serde_json::json;
 use std::time::Duration;
-use support::{ChildServer, PUBLISHER_KEY, SseReader};
+use support::{ChildServer, SseReader, publisher_token};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn publisher_token() -> String {
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &json!({ "mercure": { "publish": ["*"] } }),
-        &EncodingKey::from_secret(PUBLISHER_KEY.as_bytes()),
-    )
-    .unwrap()
-}
 
 #[tokio::test]
 async fn sigterm_ends_open_streams_and_exits_cleanly() {
@@ -63,7 +52,7 @@ async fn acknowledged_updates_survive_kill_9() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().to_str().unwrap();
     let server = ChildServer::spawn(&["--data-dir", dir]).await;
-    let token = publisher_token();
+    let token = publisher_token(&["*"]);
     let client = Client::new();
 
     // Publish concurrently (so commits are grouped), collecting every acknowledged id.

@@ -11,7 +11,10 @@ pub mod publish;
 pub mod subscribe;
 pub mod subscriptions;
 
-use crate::{AppState, config::CorsOrigin};
+use crate::{
+    AppState,
+    config::{self, CorsOrigin},
+};
 use axum::{
     Router,
     extract::DefaultBodyLimit,
@@ -19,7 +22,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::cors::CorsLayer;
 
 /// The hub's URL path.
 pub const PATH: &str = "/.well-known/mercure";
@@ -57,17 +60,9 @@ fn cors_layer(origins: &[CorsOrigin]) -> Option<CorsLayer> {
     if origins.is_empty() {
         return None;
     }
-    let allow = if origins.contains(&CorsOrigin::Any) {
-        AllowOrigin::mirror_request()
-    } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| match o {
-            CorsOrigin::Exact(value) => Some(value.clone()),
-            CorsOrigin::Any => None,
-        }))
-    };
     Some(
         CorsLayer::new()
-            .allow_origin(allow)
+            .allow_origin(config::allow_origin(origins, true))
             .allow_credentials(true)
             .allow_methods([Method::GET, Method::POST])
             .allow_headers([

@@ -11,6 +11,32 @@ use tokio::task::JoinHandle;
 pub const PUBLISHER_KEY: &str = "publisher-secret-for-tests-only-0123456789";
 pub const SUBSCRIBER_KEY: &str = "subscriber-secret-for-tests-only-012345678";
 
+/// A token signed with [`PUBLISHER_KEY`] that may publish to these selectors.
+pub fn publisher_token(selectors: &[&str]) -> String {
+    sign(
+        PUBLISHER_KEY,
+        serde_json::json!({ "mercure": { "publish": selectors } }),
+    )
+}
+
+/// A token signed with [`SUBSCRIBER_KEY`] that may receive private updates of these selectors.
+pub fn subscriber_token(selectors: &[&str]) -> String {
+    sign(
+        SUBSCRIBER_KEY,
+        serde_json::json!({ "mercure": { "subscribe": selectors } }),
+    )
+}
+
+/// An HS256 token with these claims.
+pub fn sign(key: &str, claims: serde_json::Value) -> String {
+    sign_with(key, jsonwebtoken::Algorithm::HS256, claims)
+}
+
+pub fn sign_with(key: &str, alg: jsonwebtoken::Algorithm, claims: serde_json::Value) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(key.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, &key).unwrap()
+}
+
 /// A server running in this process on `127.0.0.1:0`.
 pub struct TestServer {
     pub base: String,
