@@ -11,15 +11,16 @@ export LEPTOS_OUTPUT_NAME := tidings
 export PATH := $(CURDIR)/tools/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
 
 ADDR ?= 127.0.0.1:3000
-SERVER_PACKAGES := -p tidings-hub -p tidings-server -p tidings-app
+SERVER_PACKAGES := -p tidings-hub -p tidings-server -p tidings-app -p tidings-bench
 
-.PHONY: help setup build run dev test check lint unit e2e clean
+.PHONY: help setup build run dev test check unit e2e bench clean
 
 help:
 	@echo "make run    install what is missing, build the release site and serve it on $(ADDR)"
 	@echo "make test   everything CI runs: fmt, clippy, Rust tests, browser tests"
 	@echo "make build  release build of the server and the site"
 	@echo "make dev    rebuild and reload on every change (cargo leptos watch)"
+	@echo "make bench  measure the hub core (publish throughput, fan-out cost, memory)"
 
 setup:
 	scripts/setup.sh
@@ -50,6 +51,11 @@ e2e:
 	scripts/setup.sh --test
 	cargo leptos build
 	cd end2end && TIDINGS_BIN=$(CURDIR)/target/debug/tidings TIDINGS_SITE_ROOT=$(CURDIR)/target/site npx playwright test
+
+# Hub core figures (release build): durable publishes/s, CPU per delivered event, memory per
+# idle subscriber. Not part of `make test`: numbers are reported, never asserted.
+bench:
+	cargo run --release --locked -p tidings-bench
 
 clean:
 	cargo clean

@@ -362,6 +362,12 @@ impl Hub {
         self.shared.registry.read().subscribers.len()
     }
 
+    /// Distinct selectors in the index: what one update's matching costs, at most.
+    pub fn distinct_selectors(&self) -> usize {
+        let registry = self.shared.registry.read();
+        registry.exact.len() + registry.patterns.len()
+    }
+
     pub fn metrics(&self) -> &HubMetrics {
         &self.shared.metrics
     }
@@ -482,27 +488,24 @@ impl Registry {
             return false;
         };
         for selector in &subscriber.info.selectors {
-            let (map_empty, name) = match selector {
+            match selector {
                 Selector::Exact(topic) => {
-                    let set = self.exact.get_mut(&**topic);
-                    (
-                        set.map(|s| s.remove(&key) && s.is_empty()).unwrap_or(false),
-                        topic.clone(),
-                    )
+                    if let Some(keys) = self.exact.get_mut(&**topic)
+                        && keys.remove(&key)
+                        && keys.is_empty()
+                    {
+                        self.exact.remove(&**topic);
+                    }
                 }
-                _ => {
-                    let name: Arc<str> = selector.as_str().into();
-                    let set = self.patterns.get_mut(&name);
-                    (
-                        set.map(|(_, s)| s.remove(&key) && s.is_empty())
-                            .unwrap_or(false),
-                        name,
-                    )
+                Selector::Any | Selector::Template(_) => {
+                    let name = selector.as_str();
+                    if let Some((_, keys)) = self.patterns.get_mut(name)
+                        && keys.remove(&key)
+                        && keys.is_empty()
+                    {
+                        self.patterns.remove(name);
+                    }
                 }
-            };
-            if map_empty {
-                self.exact.remove(&name);
-                self.patterns.remove(&name);
             }
         }
         true

@@ -343,3 +343,23 @@ async fn a_stalled_subscriber_is_evicted_while_others_keep_receiving() {
         (n + 1..20).map(|i| format!("id{i}")).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_index_shares_selectors_and_frees_them_when_subscribers_leave() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(&dir, HubConfig::default());
+    let mut subs = Vec::new();
+    for i in 0..50 {
+        // 50 subscribers, but only 3 distinct selectors among them plus one exact each.
+        let own = format!("/user/{i}");
+        let selectors = ["/room/{id}", "*", "/lobby", own.as_str()];
+        subs.push(hub.subscribe(request(&selectors, None)).await.unwrap());
+    }
+    assert_eq!(hub.subscriber_count(), 50);
+    assert_eq!(hub.distinct_selectors(), 3 + 50);
+    subs.truncate(10);
+    assert_eq!(hub.distinct_selectors(), 3 + 10);
+    drop(subs);
+    assert_eq!(hub.subscriber_count(), 0);
+    assert_eq!(hub.distinct_selectors(), 0, "nothing left behind");
+}
