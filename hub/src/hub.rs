@@ -127,6 +127,9 @@ enum Job {
         Arc<Update>,
         Option<oneshot::Sender<Result<u64, PublishError>>>,
     ),
+    /// Apply the age limit now (sent every second when there is one, so old updates go even
+    /// when nothing is published).
+    Prune,
     Stop,
 }
 
@@ -232,6 +235,24 @@ impl Hub {
             .spawn(move || writer_loop(&thread_shared, jobs))
             .map_err(|e| HistoryError::new(format!("cannot start the writer thread: {e}")))?;
         *shared.writer_thread.lock() = Some(thread);
+        if shared.config.history_max_age.is_some() {
+            // A weak sender: the ticker never keeps the writer alive on its own.
+            let ticker = writer.downgrade();
+            std::thread::Builder::new()
+                .name("tidings-prune".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(1));
+                        let Some(writer) = ticker.upgrade() else {
+                            return;
+                        };
+                        if writer.try_send(Job::Prune).is_err() && writer.is_closed() {
+                            return;
+                        }
+                    }
+                })
+                .map_err(|e| HistoryError::new(format!("cannot start the prune thread: {e}")))?;
+        }
         Ok(Self { shared, writer })
     }
 
@@ -585,10 +606,12 @@ fn writer_loop(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
             return;
         };
         let mut stop = false;
+        let mut prune_now = false;
         let mut next = Some(first);
         while let Some(job) = next.take() {
             match job {
                 Job::Publish(update, done) => batch.push((update, done)),
+                Job::Prune => prune_now = true,
                 Job::Stop => {
                     stop = true;
                     break;
@@ -607,9 +630,9 @@ fn writer_loop(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
         }
         let config = &shared.config;
         let over = since_prune >= (config.history_max_events / 100).max(1);
-        if over
-            || (config.history_max_age.is_some() && last_prune.elapsed() >= Duration::from_secs(1))
-        {
+        let aged =
+            config.history_max_age.is_some() && last_prune.elapsed() >= Duration::from_secs(1);
+        if over || prune_now || aged {
             if let Err(error) = shared
                 .history
                 .prune(config.history_max_events, config.history_max_age)

@@ -363,3 +363,28 @@ async fn the_index_shares_selectors_and_frees_them_when_subscribers_leave() {
     assert_eq!(hub.subscriber_count(), 0);
     assert_eq!(hub.distinct_selectors(), 0, "nothing left behind");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn old_updates_are_pruned_by_age_even_when_nothing_is_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let max_age = Some(Duration::from_millis(500));
+    let hub = start(
+        &dir,
+        HubConfig {
+            history_max_age: max_age,
+            ..HubConfig::default()
+        },
+    );
+    hub.publish(update("/t", "old", "")).await.unwrap();
+    assert_eq!(hub.history().len().unwrap(), 1);
+    // No further publish: the writer's once-a-second tick must do it.
+    tokio::time::timeout(WAIT, async {
+        while hub.history().len().unwrap() != 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("pruned by age");
+    let sub = hub.subscribe(request(&["/t"], Some("old"))).await.unwrap();
+    assert!(sub.history_gap, "a pruned id is a gap");
+}
