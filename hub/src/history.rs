@@ -46,6 +46,8 @@ pub trait History: Send + Sync + 'static {
     fn position_of(&self, id: &str) -> Result<Option<u64>>;
     /// Up to `limit` updates with `after < position <= until`, in order.
     fn read(&self, after: u64, until: u64, limit: usize) -> Result<Vec<Stored>>;
+    /// Up to `limit` updates with `position < before`, newest first.
+    fn read_back(&self, before: u64, limit: usize) -> Result<Vec<Stored>>;
     /// The last update's position and id, if any is retained.
     fn last(&self) -> Result<Option<(u64, String)>>;
     /// The number of retained updates.
@@ -132,6 +134,29 @@ impl SqliteHistory {
     }
 }
 
+impl SqliteHistory {
+    fn query(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Stored>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(sql)?;
+            let rows = stmt.query_map(params, |row| {
+                let topics: String = row.get(2)?;
+                Ok(Stored {
+                    position: row.get::<_, i64>(0)? as u64,
+                    update: Arc::new(Update {
+                        id: row.get(1)?,
+                        topics: topics.split('\n').map(str::to_owned).collect(),
+                        data: row.get(3)?,
+                        private: row.get(4)?,
+                        event_type: row.get(5)?,
+                        retry: row.get::<_, Option<i64>>(6)?.map(|r| r as u64),
+                    }),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -176,29 +201,21 @@ impl History for SqliteHistory {
     }
 
     fn read(&self, after: u64, until: u64, limit: usize) -> Result<Vec<Stored>> {
-        self.with_reader(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT position, id, topics, data, private, type, retry FROM updates
-                 WHERE position > ?1 AND position <= ?2 ORDER BY position LIMIT ?3",
-            )?;
-            let until = until.min(i64::MAX as u64);
-            let rows =
-                stmt.query_map(params![after as i64, until as i64, limit as i64], |row| {
-                    let topics: String = row.get(2)?;
-                    Ok(Stored {
-                        position: row.get::<_, i64>(0)? as u64,
-                        update: Arc::new(Update {
-                            id: row.get(1)?,
-                            topics: topics.split('\n').map(str::to_owned).collect(),
-                            data: row.get(3)?,
-                            private: row.get(4)?,
-                            event_type: row.get(5)?,
-                            retry: row.get::<_, Option<i64>>(6)?.map(|r| r as u64),
-                        }),
-                    })
-                })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
+        let until = until.min(i64::MAX as u64);
+        self.query(
+            "SELECT position, id, topics, data, private, type, retry FROM updates
+             WHERE position > ?1 AND position <= ?2 ORDER BY position LIMIT ?3",
+            params![after as i64, until as i64, limit as i64],
+        )
+    }
+
+    fn read_back(&self, before: u64, limit: usize) -> Result<Vec<Stored>> {
+        let before = before.min(i64::MAX as u64);
+        self.query(
+            "SELECT position, id, topics, data, private, type, retry FROM updates
+             WHERE position < ?1 ORDER BY position DESC LIMIT ?2",
+            params![before as i64, limit as i64],
+        )
     }
 
     fn last(&self) -> Result<Option<(u64, String)>> {

@@ -205,6 +205,15 @@ pub struct Subscription {
     pub stream: SubscriptionStream,
 }
 
+/// The recent state of some topics, for rendering a page before it goes live.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The newest matching updates, oldest first.
+    pub updates: Vec<Arc<Update>>,
+    /// Subscribe with this as `lastEventID` to get exactly what comes after the snapshot.
+    pub last_event_id: String,
+}
+
 /// One active subscription (a subscriber and one of its selectors), for the subscriptions API.
 #[derive(Debug, Clone)]
 pub struct ActiveSubscription {
@@ -353,6 +362,47 @@ impl Hub {
                 expires_at,
                 _registration: registration,
             }),
+        })
+    }
+
+    /// Up to `limit` of the newest public updates matching `selectors` (scanning at most
+    /// `max_scan` updates back), and the id to resume after them. The head is read first and the
+    /// history only up to it, so a subscription from `last_event_id` neither misses nor repeats
+    /// anything, whatever is published meanwhile.
+    pub async fn snapshot(
+        &self,
+        selectors: Vec<Selector>,
+        limit: usize,
+        max_scan: usize,
+    ) -> Result<Snapshot, HistoryError> {
+        let (head, head_id) = {
+            let registry = self.shared.registry.read();
+            (registry.last_position, registry.last_id.clone())
+        };
+        let history = self.shared.history.clone();
+        let updates =
+            tokio::task::spawn_blocking(move || {
+                let mut found = Vec::new();
+                let mut before = head + 1;
+                let mut scanned = 0;
+                while found.len() < limit && scanned < max_scan {
+                    let chunk = history.read_back(before, REPLAY_CHUNK)?;
+                    let Some(oldest) = chunk.last() else { break };
+                    before = oldest.position;
+                    scanned += chunk.len();
+                    found.extend(chunk.into_iter().map(|s| s.update).filter(|u| {
+                        !u.private && selectors.iter().any(|s| s.matches_any(u.topics()))
+                    }));
+                }
+                found.truncate(limit);
+                found.reverse();
+                Ok::<_, HistoryError>(found)
+            })
+            .await
+            .map_err(|e| HistoryError::new(format!("snapshot failed: {e}")))??;
+        Ok(Snapshot {
+            updates,
+            last_event_id: head_id.unwrap_or_else(|| EARLIEST.to_owned()),
         })
     }
 

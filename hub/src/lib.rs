@@ -18,7 +18,7 @@ pub mod sse;
 pub mod update;
 
 pub use history::{History, HistoryError, SqliteHistory};
-pub use hub::{Hub, HubConfig, PublishError, SubscribeRequest, Subscription};
+pub use hub::{Hub, HubConfig, PublishError, Snapshot, SubscribeRequest, Subscription};
 pub use selector::Selector;
 pub use sse::Event;
 pub use update::{Update, UpdateError};

@@ -388,3 +388,40 @@ async fn old_updates_are_pruned_by_age_even_when_nothing_is_published() {
     let sub = hub.subscribe(request(&["/t"], Some("old"))).await.unwrap();
     assert!(sub.history_gap, "a pruned id is a gap");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_snapshot_then_a_subscription_from_it_miss_and_repeat_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(&dir, HubConfig::default());
+    for i in 0..30 {
+        hub.publish(update(&format!("/room/{}", i % 3), &format!("m{i}"), ""))
+            .await
+            .unwrap();
+    }
+    let mut private = update("/room/0", "secret", "");
+    private.private = true;
+    hub.publish(private).await.unwrap();
+    let snapshot = hub
+        .snapshot(vec![Selector::parse("/room/0").unwrap()], 4, 10_000)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = snapshot.updates.iter().map(|u| u.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["m18", "m21", "m24", "m27"],
+        "newest matching, oldest first, no private"
+    );
+    assert_eq!(snapshot.last_event_id, "secret");
+
+    hub.publish(update("/room/0", "after", "")).await.unwrap();
+    let sub = hub
+        .subscribe(request(&["/room/0"], Some(&snapshot.last_event_id)))
+        .await
+        .unwrap();
+    assert_eq!(Events::new(sub.stream).ids(1).await, ["after"]);
+
+    let empty = start(&tempfile::tempdir().unwrap(), HubConfig::default());
+    let nothing = empty.snapshot(vec![Selector::Any], 10, 100).await.unwrap();
+    assert!(nothing.updates.is_empty());
+    assert_eq!(nothing.last_event_id, EARLIEST);
+}
