@@ -55,7 +55,11 @@ pub fn CounterPage() -> impl IntoView {
     view! {
         <h1>"Real-time Updates"</h1>
         <p class="intro">
-            "The server counts from 1 to " {LAST} ", one number at a time, over Server-Sent Events."
+            "The server counts from 1 to " {LAST} ", one number at a time, over Server-Sent Events. "
+            "Tidings does this for real work too: a " <a href="/chat">"chat"</a> ", a "
+            <a href="/ticker">"stock ticker"</a> ", " <a href="/news">"news"</a> ", its own "
+            <a href="/monitor">"monitor"</a> " and a " <a href="/console">"hub console"</a>
+            ", all live through one Mercure hub."
         </p>
         <p class="js-note">"Live updates need JavaScript: enable it to watch the numbers arrive."</p>
         <p class="status js-only" role="status" aria-live="polite">

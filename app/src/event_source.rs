@@ -18,29 +18,59 @@ pub enum ReadyState {
     Closed,
 }
 
+/// A listener for one event type.
+type Listener = Closure<dyn FnMut(MessageEvent)>;
+
 /// An open `EventSource` and the callbacks it calls.
 pub struct EventStream {
     source: EventSource,
-    _on_message: Closure<dyn FnMut(MessageEvent)>,
+    /// (event type, listener) for every type listened to, `message` included.
+    listeners: Vec<(String, Listener)>,
     _on_open: Closure<dyn FnMut(Event)>,
     _on_error: Closure<dyn FnMut(Event)>,
 }
 
 impl EventStream {
-    /// Opens `url`. `on_message` gets each unnamed event's `(lastEventId, data)`; `on_error`
-    /// gets the state the connection is in after the error. `None` if the browser refused the URL.
+    /// Opens `url`. `on_message` gets each unnamed event's `(lastEventId, data)`.
     pub fn open(
         url: &str,
         mut on_message: impl FnMut(&str, &str) + 'static,
+        on_open: impl FnMut() + 'static,
+        on_error: impl FnMut(ReadyState) + 'static,
+    ) -> Option<Self> {
+        Self::open_named(
+            url,
+            &[],
+            move |_, id, data| on_message(id, data),
+            on_open,
+            on_error,
+        )
+    }
+
+    /// Opens `url`, listening to unnamed events and to the `named` types. `on_event` gets
+    /// `(type, lastEventId, data)`; `on_error` gets the state after the error. `None` if the
+    /// browser refused the URL.
+    pub fn open_named(
+        url: &str,
+        named: &[&str],
+        on_event: impl FnMut(&str, &str, &str) + 'static,
         mut on_open: impl FnMut() + 'static,
         mut on_error: impl FnMut(ReadyState) + 'static,
     ) -> Option<Self> {
         let source = EventSource::new(url).ok()?;
-
-        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
-            let data = event.data().as_string().unwrap_or_default();
-            on_message(&event.last_event_id(), &data);
-        });
+        let on_event = std::rc::Rc::new(std::cell::RefCell::new(on_event));
+        let mut listeners = Vec::new();
+        for event_type in std::iter::once("message").chain(named.iter().copied()) {
+            let on_event = on_event.clone();
+            let listener = Listener::new(move |event: MessageEvent| {
+                let data = event.data().as_string().unwrap_or_default();
+                (on_event.borrow_mut())(&event.type_(), &event.last_event_id(), &data);
+            });
+            source
+                .add_event_listener_with_callback(event_type, listener.as_ref().unchecked_ref())
+                .ok()?;
+            listeners.push((event_type.to_owned(), listener));
+        }
         let on_open = Closure::<dyn FnMut(Event)>::new(move |_| on_open());
         let state_source = source.clone();
         let on_error = Closure::<dyn FnMut(Event)>::new(move |_| {
@@ -50,13 +80,12 @@ impl EventStream {
                 _ => ReadyState::Closed,
             })
         });
-        source.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
         source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
 
         Some(Self {
             source,
-            _on_message: on_message,
+            listeners,
             _on_open: on_open,
             _on_error: on_error,
         })
@@ -66,7 +95,11 @@ impl EventStream {
 impl Drop for EventStream {
     fn drop(&mut self) {
         self.source.close();
-        self.source.set_onmessage(None);
+        for (event_type, listener) in &self.listeners {
+            let _ = self
+                .source
+                .remove_event_listener_with_callback(event_type, listener.as_ref().unchecked_ref());
+        }
         self.source.set_onopen(None);
         self.source.set_onerror(None);
     }

@@ -5,20 +5,32 @@
 //! `tidings-frontend` crate) it attaches to that HTML and keeps it live. Code that touches browser
 //! APIs is compiled only with `hydrate`.
 //!
-//! - [`shell`]: the HTML document around every page (rendered on the server only).
+//! - [`shell`]: the HTML document around every page (rendered on the server only), and [`App`]:
+//!   the layout with its navigation, and the routes.
 //! - [`counter`]: the home page, the seed's counter stream as a live list.
-//! - `event_source` (browser only): a `web_sys::EventSource` bound to the component's lifetime.
+//! - [`pages`]: chat, ticker, news, monitor and the hub console.
+//! - [`live`]: live data from the hub, written once for every page.
+//! - [`api`]: server functions giving each page its server-rendered state.
+//! - [`model`]: the data the pages show, and the hub topics it travels on.
+//! - `event_source`, `browser` (browser only): `EventSource` bound to a component's lifetime;
+//!   posting and `localStorage`.
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::{
-    StaticSegment,
-    components::{Route, Router, Routes},
+    ParamSegment, StaticSegment,
+    components::{A, Route, Router, Routes},
 };
 
+pub mod api;
+#[cfg(feature = "hydrate")]
+mod browser;
 pub mod counter;
 #[cfg(feature = "hydrate")]
 mod event_source;
+pub mod live;
+pub mod model;
+pub mod pages;
 
 /// The document around the app. The server renders it; the browser only hydrates `<body>`.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -55,9 +67,25 @@ pub fn App() -> impl IntoView {
         <Stylesheet id="leptos" href="/pkg/tidings.css"/>
         <Title text="Tidings — real-time updates"/>
         <Router>
+            <header class="top">
+                <A href="/" attr:class="brand">"Tidings"</A>
+                <nav aria-label="Pages">
+                    <A href="/chat">"Chat"</A>
+                    <A href="/ticker">"Ticker"</A>
+                    <A href="/news">"News"</A>
+                    <A href="/monitor">"Monitor"</A>
+                    <A href="/console">"Console"</A>
+                </nav>
+            </header>
             <main>
                 <Routes fallback=|| view! { <h1>"Page not found"</h1> }>
                     <Route path=StaticSegment("") view=counter::CounterPage/>
+                    <Route path=StaticSegment("chat") view=pages::chat::ChatIndex/>
+                    <Route path=(StaticSegment("chat"), ParamSegment("room")) view=pages::chat::ChatRoomPage/>
+                    <Route path=StaticSegment("ticker") view=pages::ticker::TickerPage/>
+                    <Route path=StaticSegment("news") view=pages::news::NewsPage/>
+                    <Route path=StaticSegment("monitor") view=pages::monitor::MonitorPage/>
+                    <Route path=StaticSegment("console") view=pages::console::ConsolePage/>
                 </Routes>
             </main>
         </Router>

@@ -433,6 +433,18 @@ impl Hub {
         self.shared.registry.read().subscribers.len()
     }
 
+    /// Subscribers per exact-topic selector, for the topics `filter` accepts. Costs one pass over
+    /// the distinct exact selectors, not over subscribers.
+    pub fn exact_counts(&self, filter: impl Fn(&str) -> bool) -> Vec<(String, usize)> {
+        let registry = self.shared.registry.read();
+        registry
+            .exact
+            .iter()
+            .filter(|(topic, _)| filter(topic))
+            .map(|(topic, keys)| (topic.to_string(), keys.len()))
+            .collect()
+    }
+
     /// Distinct selectors in the index: what one update's matching costs, at most.
     pub fn distinct_selectors(&self) -> usize {
         let registry = self.shared.registry.read();

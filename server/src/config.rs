@@ -94,6 +94,18 @@ pub struct Config {
     /// updates).
     #[arg(long, env = "TIDINGS_NO_ANONYMOUS")]
     pub no_anonymous: bool,
+
+    /// Milliseconds between two ticks of the simulated market (the ticker page); 0 turns it off.
+    #[arg(long, env = "TIDINGS_MARKET_INTERVAL_MS", default_value_t = 1000)]
+    pub market_interval_ms: u64,
+
+    /// Seed of the simulated market, to replay the same prices; random by default.
+    #[arg(long, env = "TIDINGS_MARKET_SEED")]
+    pub market_seed: Option<u64>,
+
+    /// Milliseconds between two health samples on the monitor topic; 0 turns them off.
+    #[arg(long, env = "TIDINGS_MONITOR_INTERVAL_MS", default_value_t = 1000)]
+    pub monitor_interval_ms: u64,
 }
 
 /// The JWT algorithms a hub can be configured for.

@@ -5,6 +5,8 @@
 //! - [`counter_stream`]: `GET /web/StreamChat`, the seed's demo stream.
 //! - [`mercure`]: the Mercure hub at `/.well-known/mercure`.
 //! - [`metrics`]: `/metrics` and `/healthz`.
+//! - [`chat`], [`market`], [`monitor`]: what the live pages need from the server: posting to
+//!   chat rooms (and their presence counts), the simulated market, the health samples.
 //! - this file: the shared state, the router, and [`Server`], which binds, serves and shuts down.
 //!
 //! Shutdown is explicit because streams never end by themselves: axum's graceful shutdown waits
@@ -12,10 +14,13 @@
 //! stream also ends when the server's [`CancellationToken`] fires, and a grace period bounds the
 //! wait for anything else.
 
+pub mod chat;
 pub mod config;
 pub mod counter_stream;
+pub mod market;
 pub mod mercure;
 pub mod metrics;
+pub mod monitor;
 
 pub use config::Config;
 pub use metrics::Metrics;
@@ -38,6 +43,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub hub: Hub,
     pub auth: Arc<mercure::auth::Auth>,
+    pub chat_limiter: Arc<chat::RateLimiter>,
     /// Fires on shutdown; every stream ends when it does.
     pub shutdown: CancellationToken,
 }
@@ -112,6 +118,7 @@ impl Server {
             metrics: Arc::default(),
             hub,
             auth: Arc::new(auth),
+            chat_limiter: Arc::default(),
             shutdown: CancellationToken::new(),
         };
         Ok(Self { listener, state })
@@ -146,8 +153,10 @@ impl Server {
             watcher.cancelled().await;
             closing.close_streams();
         });
-        let serve = axum::serve(listener, router(state))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        spawn_tasks(&state);
+        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let serve =
+            axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let result = tokio::select! {
             result = serve.into_future() => result.map_err(Error::Serve),
             () = async {
@@ -164,6 +173,22 @@ impl Server {
     }
 }
 
+/// The server's own publishers; each ends on shutdown.
+fn spawn_tasks(state: &AppState) {
+    let config = &state.config;
+    tokio::spawn(chat::presence_task(state.clone()));
+    if config.market_interval_ms > 0 {
+        let seed = config.market_seed.unwrap_or_else(rand::random);
+        tracing::info!("simulated market on, seed {seed}");
+        let interval = std::time::Duration::from_millis(config.market_interval_ms);
+        tokio::spawn(market::run(state.clone(), interval, seed));
+    }
+    if config.monitor_interval_ms > 0 {
+        let interval = std::time::Duration::from_millis(config.monitor_interval_ms);
+        tokio::spawn(monitor::run(state.clone(), interval));
+    }
+}
+
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
@@ -175,9 +200,16 @@ pub fn router(state: AppState) -> Router {
         streams = streams.layer(cors);
     }
     let leptos = state.leptos.clone();
-    // Pages advertise the hub, so Mercure clients can discover it from any of them.
+    let hub = state.hub.clone();
+    // Pages advertise the hub, so Mercure clients can discover it from any of them. Server
+    // functions find the hub in their context.
     let pages = Router::new()
-        .leptos_routes(&state, routes, move || shell(leptos.clone()))
+        .leptos_routes_with_context(
+            &state,
+            routes,
+            move || leptos::prelude::provide_context(hub.clone()),
+            move || shell(leptos.clone()),
+        )
         .layer(SetResponseHeaderLayer::if_not_present(
             http::header::LINK,
             http::HeaderValue::from_static(mercure::DISCOVERY_LINK),
@@ -185,6 +217,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(streams)
         .merge(mercure::routes(&state))
+        .route("/api/chat/{room}", axum::routing::post(chat::post))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(metrics::healthz))
         .merge(pages)

@@ -54,6 +54,9 @@ impl TestServer {
         config.data_dir = data.path().to_owned();
         config.publisher_jwt_key = Some(PUBLISHER_KEY.into());
         config.subscriber_jwt_key = Some(SUBSCRIBER_KEY.into());
+        // The server's own publishers stay quiet unless a test turns them on.
+        config.market_interval_ms = 0;
+        config.monitor_interval_ms = 0;
         configure(&mut config);
         let server = Server::bind(config).await.expect("bind");
         let base = format!("http://{}", server.local_addr());

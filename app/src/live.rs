@@ -1,0 +1,224 @@
+//! Live data from the hub, written once for every page.
+//!
+//! [`use_live`] subscribes to topic selectors and exposes what arrives as signals: a bounded list
+//! of events (deduplicated by id) and the connection status. A page renders its state on the
+//! server together with the id of the last update that state includes, and passes that id here:
+//! the browser then subscribes from exactly that point (`lastEventID`), so nothing published
+//! between rendering and hydration is lost or shown twice. When the hub says it cannot resume
+//! (the `tidings-history-gap` event), the page reloads, which renders fresh state.
+//!
+//! On the server this does nothing: the signals stay empty and `connecting`.
+
+use leptos::prelude::*;
+
+/// The hub's "cannot resume from your id" event.
+pub const HISTORY_GAP_EVENT: &str = "tidings-history-gap";
+
+/// One update as the browser received it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveEvent {
+    pub id: String,
+    /// `message` for unnamed events.
+    pub event_type: String,
+    pub data: String,
+    /// When it arrived, in milliseconds since the epoch.
+    pub received_ms: f64,
+}
+
+/// The connection, as shown to the visitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveStatus {
+    Connecting,
+    Open,
+    Reconnecting,
+    Closed,
+}
+
+impl LiveStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LiveStatus::Connecting => "connecting",
+            LiveStatus::Open => "open",
+            LiveStatus::Reconnecting => "reconnecting",
+            LiveStatus::Closed => "closed",
+        }
+    }
+}
+
+/// What to subscribe to.
+#[derive(Debug, Clone, Default)]
+pub struct LiveOptions {
+    pub selectors: Vec<String>,
+    /// Resume after this id (from the server-rendered snapshot).
+    pub last_event_id: Option<String>,
+    /// Named event types to receive besides `message`.
+    pub named: Vec<&'static str>,
+    /// How many events the list keeps (the oldest go first).
+    pub capacity: usize,
+    /// A subscriber token, sent as the `authorization` query parameter.
+    pub token: Option<String>,
+    /// Reload the page on a history gap (default); otherwise the gap is shown as an event.
+    pub keep_on_gap: bool,
+}
+
+/// The signals of a live subscription; the connection closes when the owning component goes away.
+#[derive(Clone, Copy)]
+pub struct Live {
+    pub events: RwSignal<Vec<LiveEvent>>,
+    pub status: RwSignal<LiveStatus>,
+}
+
+/// The hub URL for these options.
+pub fn hub_url(options: &LiveOptions) -> String {
+    let mut url = String::from("/.well-known/mercure?");
+    let mut first = true;
+    let mut add = |name: &str, value: &str| {
+        if !first {
+            url.push('&');
+        }
+        first = false;
+        url.push_str(name);
+        url.push('=');
+        url.push_str(&encode(value));
+    };
+    for selector in &options.selectors {
+        add("topic", selector);
+    }
+    if let Some(id) = &options.last_event_id {
+        add("lastEventID", id);
+    }
+    if let Some(token) = options.token.as_deref().filter(|t| !t.is_empty()) {
+        add("authorization", token);
+    }
+    url
+}
+
+fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Subscribes (in the browser) and returns the signals.
+pub fn use_live(options: LiveOptions) -> Live {
+    let live = Live {
+        events: RwSignal::new(Vec::new()),
+        status: RwSignal::new(LiveStatus::Connecting),
+    };
+    #[cfg(feature = "hydrate")]
+    {
+        let connection = browser::connect(options, live);
+        on_cleanup(move || drop(connection));
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = options;
+    live
+}
+
+/// A small badge showing a connection's status, announced politely.
+#[component]
+pub fn LiveBadge(status: RwSignal<LiveStatus>) -> impl IntoView {
+    view! {
+        <span class="live-badge js-only" role="status" aria-live="polite"
+            data-status=move || status.get().as_str()>
+            {move || status.get().as_str()}
+        </span>
+    }
+}
+
+#[cfg(feature = "hydrate")]
+mod browser {
+    use super::{HISTORY_GAP_EVENT, Live, LiveEvent, LiveOptions, LiveStatus, hub_url};
+    use crate::event_source::{EventStream, ReadyState};
+    use leptos::prelude::*;
+    use send_wrapper::SendWrapper;
+    use std::{cell::RefCell, collections::HashSet, collections::VecDeque, rc::Rc};
+
+    pub fn connect(options: LiveOptions, live: Live) -> SendWrapper<Option<EventStream>> {
+        let capacity = options.capacity.max(1);
+        // Recently seen ids, bounded like the list.
+        let seen = Rc::new(RefCell::new((
+            HashSet::<String>::new(),
+            VecDeque::<String>::new(),
+        )));
+        let keep_on_gap = options.keep_on_gap;
+        let mut named = options.named.clone();
+        named.push(HISTORY_GAP_EVENT);
+        let on_event = move |event_type: &str, id: &str, data: &str| {
+            if event_type == HISTORY_GAP_EVENT && !keep_on_gap {
+                if let Some(window) = web_sys::window() {
+                    let _ = window.location().reload();
+                }
+                return;
+            }
+            if !id.is_empty() {
+                let mut seen = seen.borrow_mut();
+                if !seen.0.insert(id.to_owned()) {
+                    return;
+                }
+                seen.1.push_back(id.to_owned());
+                if seen.1.len() > capacity * 2
+                    && let Some(old) = seen.1.pop_front()
+                {
+                    seen.0.remove(&old);
+                }
+            }
+            let event = LiveEvent {
+                id: id.to_owned(),
+                event_type: event_type.to_owned(),
+                data: data.to_owned(),
+                received_ms: js_sys::Date::now(),
+            };
+            live.events.update(|list| {
+                list.push(event);
+                if list.len() > capacity {
+                    let excess = list.len() - capacity;
+                    list.drain(..excess);
+                }
+            });
+        };
+        let stream = EventStream::open_named(
+            &hub_url(&options),
+            &named,
+            on_event,
+            move || live.status.set(LiveStatus::Open),
+            move |state| {
+                live.status.set(match state {
+                    ReadyState::Connecting => LiveStatus::Reconnecting,
+                    ReadyState::Open => LiveStatus::Open,
+                    ReadyState::Closed => LiveStatus::Closed,
+                })
+            },
+        );
+        if stream.is_none() {
+            live.status.set(LiveStatus::Closed);
+        }
+        SendWrapper::new(stream)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_urls_encode_every_part() {
+        let url = hub_url(&LiveOptions {
+            selectors: vec!["/chat/general".into(), "/ticker/{symbol}".into()],
+            last_event_id: Some("urn:uuid:1".into()),
+            token: Some("a.b".into()),
+            ..LiveOptions::default()
+        });
+        assert_eq!(
+            url,
+            "/.well-known/mercure?topic=%2Fchat%2Fgeneral&topic=%2Fticker%2F%7Bsymbol%7D\
+             &lastEventID=urn%3Auuid%3A1&authorization=a.b"
+        );
+    }
+}
