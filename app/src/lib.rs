@@ -18,7 +18,7 @@
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::{
-    ParamSegment, StaticSegment,
+    ParamSegment, SsrMode, StaticSegment,
     components::{A, Route, Router, Routes},
 };
 
@@ -62,6 +62,9 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    // Effects run only in the browser, after hydration: `data-hydrated` says the page is live.
+    let hydrated = RwSignal::new(false);
+    Effect::new(move |_| hydrated.set(true));
 
     view! {
         <Stylesheet id="leptos" href="/pkg/tidings.css"/>
@@ -77,14 +80,17 @@ pub fn App() -> impl IntoView {
                     <A href="/console">"Console"</A>
                 </nav>
             </header>
-            <main>
+            <main data-hydrated=move || hydrated.get().to_string()>
                 <Routes fallback=|| view! { <h1>"Page not found"</h1> }>
                     <Route path=StaticSegment("") view=counter::CounterPage/>
                     <Route path=StaticSegment("chat") view=pages::chat::ChatIndex/>
-                    <Route path=(StaticSegment("chat"), ParamSegment("room")) view=pages::chat::ChatRoomPage/>
-                    <Route path=StaticSegment("ticker") view=pages::ticker::TickerPage/>
-                    <Route path=StaticSegment("news") view=pages::news::NewsPage/>
-                    <Route path=StaticSegment("monitor") view=pages::monitor::MonitorPage/>
+                    // Pages with server-rendered state render it completely before sending (async
+                    // mode): streamed chunks would need JavaScript to be put in place.
+                    <Route path=(StaticSegment("chat"), ParamSegment("room"))
+                        view=pages::chat::ChatRoomPage ssr=SsrMode::Async/>
+                    <Route path=StaticSegment("ticker") view=pages::ticker::TickerPage ssr=SsrMode::Async/>
+                    <Route path=StaticSegment("news") view=pages::news::NewsPage ssr=SsrMode::Async/>
+                    <Route path=StaticSegment("monitor") view=pages::monitor::MonitorPage ssr=SsrMode::Async/>
                     <Route path=StaticSegment("console") view=pages::console::ConsolePage/>
                 </Routes>
             </main>

@@ -103,10 +103,24 @@ export function watchConsole(page: Page): string[] {
   return errors;
 }
 
+/** Fast streams and publishers, so tests see things move. */
+export const FAST = [
+  '--stream-interval-ms', '20',
+  '--market-interval-ms', '200',
+  '--monitor-interval-ms', '250',
+];
+
+/** Saves a screenshot for the README under docs/ when TIDINGS_SCREENSHOTS=1 (`make screenshots`). */
+export async function screenshot(page: Page, name: string): Promise<void> {
+  if (process.env.TIDINGS_SCREENSHOTS === '1') {
+    await page.screenshot({ path: path.join(root, 'docs', `${name}.png`) });
+  }
+}
+
 /** A test whose `server` fixture is a fresh tidings with a fast counter stream. */
 export const test = base.extend<{ server: TidingsServer }>({
   server: async ({}, use) => {
-    const server = await TidingsServer.start(['--stream-interval-ms', '20']);
+    const server = await TidingsServer.start(FAST);
     await use(server);
     await server.stop();
     fs.rmSync(server.dataDir, { recursive: true, force: true });
