@@ -13,7 +13,7 @@ export PATH := $(CURDIR)/tools/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
 ADDR ?= 127.0.0.1:3000
 SERVER_PACKAGES := -p tidings-hub -p tidings-server -p tidings-app -p tidings-bench
 
-.PHONY: help setup build run dev test check unit e2e bench clean
+.PHONY: help setup build run dev test check unit e2e bench screenshots clean
 
 help:
 	@echo "make run    install what is missing, build the release site and serve it on $(ADDR)"
@@ -51,6 +51,12 @@ e2e:
 	scripts/setup.sh --test
 	cargo leptos build
 	cd end2end && TIDINGS_BIN=$(CURDIR)/target/debug/tidings TIDINGS_SITE_ROOT=$(CURDIR)/target/site npx playwright test
+
+# Refreshes the README's page screenshots (docs/*.png), taken by the browser suite.
+screenshots:
+	scripts/setup.sh --test
+	cargo leptos build
+	cd end2end && TIDINGS_SCREENSHOTS=1 TIDINGS_BIN=$(CURDIR)/target/debug/tidings TIDINGS_SITE_ROOT=$(CURDIR)/target/site npx playwright test tests/pages.spec.ts
 
 # Hub core figures (release build): durable publishes/s, CPU per delivered event, memory per
 # idle subscriber. Not part of `make test`: numbers are reported, never asserted.
