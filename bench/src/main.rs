@@ -29,17 +29,6 @@ fn hub(dir: &tempfile::TempDir, config: HubConfig) -> Hub {
     .expect("hub")
 }
 
-fn update(topic: &str, data: &str) -> Update {
-    Update {
-        id: tidings_hub::update::new_id(),
-        topics: vec![topic.into()],
-        data: data.into(),
-        private: false,
-        event_type: None,
-        retry: None,
-    }
-}
-
 fn cpu_time() -> Duration {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is always valid.
@@ -73,7 +62,7 @@ async fn publish_throughput(publishers: usize, per_publisher: usize) -> f64 {
             tokio::spawn(async move {
                 let topic = format!("/bench/{p}");
                 for _ in 0..per_publisher {
-                    hub.publish(update(&topic, "{\"price\": 101.25}"))
+                    hub.publish(Update::public(&topic, "{\"price\": 101.25}"))
                         .await
                         .unwrap();
                 }
@@ -101,7 +90,7 @@ async fn fan_out_cost(subscribers: usize, updates: usize) -> f64 {
     let payload = "{\"symbol\":\"ACME\",\"price\":101.25,\"change\":-0.42}";
     // Every event has the same length (fixed-size ids, same data), so a subscriber knows it has
     // everything by counting bytes: the consumer's own cost stays out of the figure.
-    let expected_bytes = update("/ticker/S0", payload).encode().len() * (updates / 4 * 4);
+    let expected_bytes = Update::public("/ticker/S0", payload).encode().len() * (updates / 4 * 4);
     let mut readers = Vec::new();
     for _ in 0..subscribers {
         let sub = hub
@@ -129,7 +118,7 @@ async fn fan_out_cost(subscribers: usize, updates: usize) -> f64 {
             let hub = hub.clone();
             tokio::spawn(async move {
                 for _ in 0..updates / 4 {
-                    hub.publish(update(&format!("/ticker/S{p}"), payload))
+                    hub.publish(Update::public(format!("/ticker/S{p}"), payload))
                         .await
                         .unwrap();
                 }

@@ -20,6 +20,18 @@ pub struct Update {
 }
 
 impl Update {
+    /// A public update on one topic with a fresh id.
+    pub fn public(topic: impl Into<String>, data: impl Into<String>) -> Self {
+        Self {
+            id: new_id(),
+            topics: vec![topic.into()],
+            data: data.into(),
+            private: false,
+            event_type: None,
+            retry: None,
+        }
+    }
+
     /// The SSE bytes of this update: encoded once, then shared by every subscriber.
     pub fn encode(&self) -> Bytes {
         Event {

@@ -20,7 +20,7 @@ use std::{
 };
 use tidings_app::model::{ChatMessage, ChatPost, NAME_MAX, PRESENCE_EVENT, Presence, TEXT_MAX};
 use tidings_app::model::{chat_topic, presence_topic, valid_room};
-use tidings_hub::{PublishError, Update, update::new_id};
+use tidings_hub::{PublishError, Update};
 
 /// Messages a client may send at once.
 pub const BURST: f64 = 5.0;
@@ -120,18 +120,12 @@ pub async fn post(
         text: text.into(),
         at_ms: now_ms(),
     };
-    let id = new_id();
-    state
-        .hub
-        .publish(Update {
-            id: id.clone(),
-            topics: vec![chat_topic(&room)],
-            data: serde_json::to_string(&message).expect("serializable"),
-            private: false,
-            event_type: None,
-            retry: None,
-        })
-        .await?;
+    let update = Update::public(
+        chat_topic(&room),
+        serde_json::to_string(&message).expect("serializable"),
+    );
+    let id = update.id.clone();
+    state.hub.publish(update).await?;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -170,13 +164,10 @@ pub async fn presence_task(state: AppState) {
             if published.get(&room) == Some(&present) {
                 continue;
             }
+            let data = serde_json::to_string(&Presence { present }).expect("serializable");
             let update = Update {
-                id: new_id(),
-                topics: vec![presence_topic(&room)],
-                data: serde_json::to_string(&Presence { present }).expect("serializable"),
-                private: false,
                 event_type: Some(PRESENCE_EVENT.into()),
-                retry: None,
+                ..Update::public(presence_topic(&room), data)
             };
             if state.hub.publish_internal(update).await.is_err() {
                 return;

@@ -6,7 +6,7 @@ use crate::AppState;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::time::Duration;
 use tidings_app::model::Quote;
-use tidings_hub::{Update, update::new_id};
+use tidings_hub::Update;
 
 /// The symbols and their opening prices.
 pub const SYMBOLS: [(&str, f64); 6] = [
@@ -64,14 +64,8 @@ pub async fn run(state: AppState, interval: Duration, seed: u64) {
             _ = ticks.tick() => {}
         }
         for quote in market.tick(crate::chat::now_ms()) {
-            let update = Update {
-                id: new_id(),
-                topics: vec![format!("/ticker/{}", quote.symbol)],
-                data: serde_json::to_string(&quote).expect("serializable"),
-                private: false,
-                event_type: None,
-                retry: None,
-            };
+            let data = serde_json::to_string(&quote).expect("serializable");
+            let update = Update::public(format!("/ticker/{}", quote.symbol), data);
             if state.hub.publish(update).await.is_err() {
                 return;
             }

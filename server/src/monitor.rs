@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 use tidings_app::model::{MONITOR_TOPIC, MonitorSample};
-use tidings_hub::{Update, update::new_id};
+use tidings_hub::Update;
 
 pub async fn run(state: AppState, interval: Duration) {
     let started = Instant::now();
@@ -50,14 +50,10 @@ pub async fn run(state: AppState, interval: Duration) {
             uptime_s: started.elapsed().as_secs(),
         };
         last = now;
-        let update = Update {
-            id: new_id(),
-            topics: vec![MONITOR_TOPIC.into()],
-            data: serde_json::to_string(&sample).expect("serializable"),
-            private: false,
-            event_type: None,
-            retry: None,
-        };
+        let update = Update::public(
+            MONITOR_TOPIC,
+            serde_json::to_string(&sample).expect("serializable"),
+        );
         if state.hub.publish(update).await.is_err() {
             return;
         }

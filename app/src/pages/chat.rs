@@ -32,14 +32,7 @@ pub fn ChatRoomPage() -> impl IntoView {
     let snapshot = Resource::new(room, load_chat);
     view! {
         <h1>"#" {room}</h1>
-        <Suspense fallback=|| view! { <p>"Loading the room…"</p> }>
-            {move || Suspend::new(async move {
-                match snapshot.await {
-                    Ok(snapshot) => view! { <ChatRoom room=room() snapshot/> }.into_any(),
-                    Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
-                }
-            })}
-        </Suspense>
+        {super::loaded(snapshot, "Loading the room…", move |snapshot| view! { <ChatRoom room=room() snapshot/> })}
     }
 }
 

@@ -17,14 +17,7 @@ pub fn MonitorPage() -> impl IntoView {
     view! {
         <h1>"Monitor"</h1>
         <p class="intro">"The hub's health, published every second on " <code>{MONITOR_TOPIC}</code> "."</p>
-        <Suspense fallback=|| view! { <p>"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match snapshot.await {
-                    Ok(snapshot) => view! { <MonitorBoard snapshot/> }.into_any(),
-                    Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
-                }
-            })}
-        </Suspense>
+        {super::loaded(snapshot, "Loading…", |snapshot| view! { <MonitorBoard snapshot/> })}
     }
 }
 

@@ -15,14 +15,7 @@ pub fn NewsPage() -> impl IntoView {
         <h1>"News"</h1>
         <p class="intro">"Headlines published on the hub topic " <code>{NEWS_TOPIC}</code>
             " appear here at once, newest first."</p>
-        <Suspense fallback=|| view! { <p>"Loading headlines…"</p> }>
-            {move || Suspend::new(async move {
-                match snapshot.await {
-                    Ok(snapshot) => view! { <NewsFeed snapshot/> }.into_any(),
-                    Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
-                }
-            })}
-        </Suspense>
+        {super::loaded(snapshot, "Loading headlines…", |snapshot| view! { <NewsFeed snapshot/> })}
     }
 }
 

@@ -20,14 +20,7 @@ pub fn TickerPage() -> impl IntoView {
         <h1>"Ticker"</h1>
         <p class="intro">"A simulated market: every symbol is a hub topic, the page subscribes to "
             <code>{TICKER_TEMPLATE}</code> "."</p>
-        <Suspense fallback=|| view! { <p>"Loading quotes…"</p> }>
-            {move || Suspend::new(async move {
-                match snapshot.await {
-                    Ok(snapshot) => view! { <TickerBoard snapshot/> }.into_any(),
-                    Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
-                }
-            })}
-        </Suspense>
+        {super::loaded(snapshot, "Loading quotes…", |snapshot| view! { <TickerBoard snapshot/> })}
     }
 }
 
