@@ -245,3 +245,37 @@ test('the home page links to every live page', async ({ page, server }) => {
     await expect(page.getByRole('navigation').getByRole('link', { name })).toBeVisible();
   }
 });
+
+test('when the hub cannot resume from the rendered state, the page reloads it', async ({ page, request }) => {
+  // A history of one update: the id the page was rendered with is soon pruned.
+  const server = await TidingsServer.start([
+    '--history-max-events', '1', '--market-interval-ms', '0', '--monitor-interval-ms', '0',
+  ]);
+  try {
+    const post = (text: string) =>
+      request.post(`${server.url}/api/chat/e2e-gap`, {
+        headers: { 'X-Tidings-Client': 'e2e-gap' },
+        data: { name: 'srv', text },
+      });
+    expect((await post('rendered, then pruned')).status()).toBe(200);
+
+    let release = () => {};
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    await page.route('**/pkg/tidings.wasm', async (route) => {
+      await gate;
+      await route.continue();
+    });
+    await page.goto(`${server.url}/chat/e2e-gap`, { waitUntil: 'domcontentloaded' });
+    await expect(log(page)).toHaveText(['srvrendered, then pruned']);
+    expect((await post('newer')).status()).toBe(200);
+    await page.evaluate(() => ((window as any).beforeReload = true));
+    release();
+
+    // The hub answers with the gap event; the page reloads and renders what the hub has now.
+    await expect.poll(() => page.evaluate(() => (window as any).beforeReload ?? false)).toBe(false);
+    await expect(page.locator('.live-badge')).toHaveText('open');
+    await expect(log(page).filter({ hasText: 'rendered, then pruned' })).toHaveCount(0);
+  } finally {
+    await server.stop();
+  }
+});
