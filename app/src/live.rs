@@ -152,9 +152,7 @@ mod browser {
         named.push(HISTORY_GAP_EVENT);
         let on_event = move |event_type: &str, id: &str, data: &str| {
             if event_type == HISTORY_GAP_EVENT && !keep_on_gap {
-                if let Some(window) = web_sys::window() {
-                    let _ = window.location().reload();
-                }
+                super::gap::reload_once();
                 return;
             }
             if !id.is_empty() {
@@ -200,6 +198,33 @@ mod browser {
             live.status.set(LiveStatus::Closed);
         }
         SendWrapper::new(stream)
+    }
+}
+
+#[cfg(feature = "hydrate")]
+mod gap {
+    /// Reloads the page, at most once per [`PAUSE_MS`]: if the state it renders is pruned again
+    /// before it can subscribe (a tiny history, or heavy traffic), reloading again would loop.
+    /// Within the pause the page stays live from where the hub continues.
+    pub fn reload_once() {
+        const KEY: &str = "tidings.gap-reload";
+        const PAUSE_MS: f64 = 30_000.0;
+        let Some(window) = web_sys::window() else {
+            return;
+        };
+        let now = js_sys::Date::now();
+        let storage = window.session_storage().ok().flatten();
+        let last = storage
+            .as_ref()
+            .and_then(|s| s.get_item(KEY).ok().flatten())
+            .and_then(|v| v.parse::<f64>().ok());
+        if last.is_some_and(|last| now - last < PAUSE_MS) {
+            return;
+        }
+        if let Some(storage) = storage {
+            let _ = storage.set_item(KEY, &now.to_string());
+        }
+        let _ = window.location().reload();
     }
 }
 
