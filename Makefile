@@ -46,17 +46,18 @@ check:
 unit:
 	cargo test $(SERVER_PACKAGES) --locked
 
-# The browser suite runs the debug build: each test starts its own server on a free port.
+# The browser suite runs the release build, what `make run` serves (release-only failures, such
+# as wasm-opt's, are caught here); each test starts its own server on a free port.
 e2e:
 	scripts/setup.sh --test
-	cargo leptos build
-	cd end2end && TIDINGS_BIN=$(CURDIR)/target/debug/tidings TIDINGS_SITE_ROOT=$(CURDIR)/target/site npx playwright test
+	cargo leptos build --release
+	cd end2end && TIDINGS_BIN=$(CURDIR)/target/release/tidings TIDINGS_SITE_ROOT=$(CURDIR)/target/site npx playwright test
 
 # Refreshes the README's page screenshots (docs/*.png), taken by the browser suite.
 screenshots:
 	scripts/setup.sh --test
-	cargo leptos build
-	cd end2end && TIDINGS_SCREENSHOTS=1 TIDINGS_BIN=$(CURDIR)/target/debug/tidings TIDINGS_SITE_ROOT=$(CURDIR)/target/site npx playwright test tests/pages.spec.ts
+	cargo leptos build --release
+	cd end2end && TIDINGS_SCREENSHOTS=1 TIDINGS_BIN=$(CURDIR)/target/release/tidings TIDINGS_SITE_ROOT=$(CURDIR)/target/site npx playwright test tests/pages.spec.ts
 
 # Hub core figures (release build): durable publishes/s, CPU per delivered event, memory per
 # idle subscriber. Not part of `make test`: numbers are reported, never asserted.

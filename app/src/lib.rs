@@ -15,6 +15,10 @@
 //! - `event_source`, `browser` (browser only): `EventSource` bound to a component's lifetime;
 //!   posting and `localStorage`.
 
+// Leptos views are deeply nested types; release builds of the WASM need more than the
+// default recursion limit to lay them out.
+#![recursion_limit = "256"]
+
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::{

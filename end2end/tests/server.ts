@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { test as base, expect, Page, ConsoleMessage } from '@playwright/test';
 
 const root = path.resolve(__dirname, '..', '..');
-const bin = process.env.TIDINGS_BIN ?? path.join(root, 'target', 'debug', 'tidings');
+const bin = process.env.TIDINGS_BIN ?? path.join(root, 'target', 'release', 'tidings');
 const siteRoot = process.env.TIDINGS_SITE_ROOT ?? path.join(root, 'target', 'site');
 
 /** The HS256 key test servers verify publisher and subscriber tokens with. */

@@ -14,6 +14,10 @@
 //! stream also ends when the server's [`CancellationToken`] fires, and a grace period bounds the
 //! wait for anything else.
 
+// Rendering Leptos views instantiates deeply nested types; release builds need more than the
+// default recursion limit to lay them out.
+#![recursion_limit = "256"]
+
 pub mod chat;
 pub mod config;
 pub mod counter_stream;

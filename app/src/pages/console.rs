@@ -6,6 +6,20 @@ use leptos::prelude::*;
 
 #[component]
 pub fn ConsolePage() -> impl IntoView {
+    view! {
+        <h1>"Hub console"</h1>
+        <p class="intro">"Subscribe to selectors and publish test updates on this hub."</p>
+        <p class="js-note">"The console needs JavaScript."</p>
+        <div class="console js-only">
+            <ConsoleSubscribe/>
+            <ConsolePublish/>
+        </div>
+    }
+}
+
+/// The subscribe form and the events it receives.
+#[component]
+fn ConsoleSubscribe() -> impl IntoView {
     let selectors = RwSignal::new(String::from("*"));
     let sub_token = RwSignal::new(String::new());
     let last_id = RwSignal::new(String::new());
@@ -31,6 +45,23 @@ pub fn ConsolePage() -> impl IntoView {
         }));
     };
 
+    view! {
+            <section>
+                <h2>"Subscribe"</h2>
+                <form id="console-subscribe" on:submit=subscribe>
+                    <label>"Selectors (one per line)" <textarea id="sub-selectors" rows="3" bind:value=selectors></textarea></label>
+                    <label>"Subscriber token (optional)" <input id="sub-token" type="password" bind:value=sub_token/></label>
+                    <label>"Last event id (optional, or earliest)" <input id="sub-last-id" bind:value=last_id/></label>
+                    <button type="submit">"Subscribe"</button>
+                </form>
+                {move || active.get().map(|options| view! { <ConsoleStream options/> })}
+            </section>
+    }
+}
+
+/// The publish form and the hub's answer.
+#[component]
+fn ConsolePublish() -> impl IntoView {
     let topics = RwSignal::new(String::from("https://example.com/books/1"));
     let data = RwSignal::new(String::new());
     let private = RwSignal::new(false);
@@ -80,20 +111,6 @@ pub fn ConsolePage() -> impl IntoView {
     };
 
     view! {
-        <h1>"Hub console"</h1>
-        <p class="intro">"Subscribe to selectors and publish test updates on this hub."</p>
-        <p class="js-note">"The console needs JavaScript."</p>
-        <div class="console js-only">
-            <section>
-                <h2>"Subscribe"</h2>
-                <form id="console-subscribe" on:submit=subscribe>
-                    <label>"Selectors (one per line)" <textarea id="sub-selectors" rows="3" bind:value=selectors></textarea></label>
-                    <label>"Subscriber token (optional)" <input id="sub-token" type="password" bind:value=sub_token/></label>
-                    <label>"Last event id (optional, or earliest)" <input id="sub-last-id" bind:value=last_id/></label>
-                    <button type="submit">"Subscribe"</button>
-                </form>
-                {move || active.get().map(|options| view! { <ConsoleStream options/> })}
-            </section>
             <section>
                 <h2>"Publish"</h2>
                 <form id="console-publish" on:submit=publish>
@@ -112,7 +129,6 @@ pub fn ConsolePage() -> impl IntoView {
                     {move || result.get().map(|r| r.1)}
                 </p>
             </section>
-        </div>
     }
 }
 
