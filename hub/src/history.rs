@@ -52,13 +52,24 @@ pub trait History: Send + Sync + 'static {
     fn last(&self) -> Result<Option<(u64, String)>>;
     /// The number of retained updates.
     fn len(&self) -> Result<u64>;
-    /// Drops what retention no longer keeps: beyond the newest `max_events`, or older than
-    /// `max_age`. Returns how many were dropped.
-    fn prune(&self, max_events: u64, max_age: Option<Duration>) -> Result<u64>;
+    /// Drops what `retention` no longer keeps. Returns how many updates were dropped.
+    fn prune(&self, retention: &Retention) -> Result<u64>;
 
     fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
     }
+}
+
+/// What the history keeps.
+#[derive(Debug, Clone, Default)]
+pub struct Retention {
+    /// The newest updates kept; older ones go.
+    pub max_events: u64,
+    /// Updates older than this go.
+    pub max_age: Option<Duration>,
+    /// Canonical-topic prefixes kept for a shorter time, such as frequent measurements that
+    /// would otherwise push everything else out of `max_events`.
+    pub volatile: Vec<(String, Duration)>,
 }
 
 /// History in one SQLite file (WAL mode), `history.sqlite3` in the data folder.
@@ -238,15 +249,23 @@ impl History for SqliteHistory {
         })
     }
 
-    fn prune(&self, max_events: u64, max_age: Option<Duration>) -> Result<u64> {
+    fn prune(&self, retention: &Retention) -> Result<u64> {
         let conn = self.writer.lock();
         let mut dropped = conn.execute(
             "DELETE FROM updates WHERE position <= (SELECT max(position) FROM updates) - ?1",
-            [max_events as i64],
+            [retention.max_events as i64],
         )?;
-        if let Some(age) = max_age {
+        if let Some(age) = retention.max_age {
             let cutoff = now_ms() - age.as_millis() as i64;
             dropped += conn.execute("DELETE FROM updates WHERE created_ms < ?1", [cutoff])?;
+        }
+        for (prefix, age) in &retention.volatile {
+            // The time index narrows this to old rows; the prefix test picks the topic's.
+            let cutoff = now_ms() - age.as_millis() as i64;
+            dropped += conn.execute(
+                "DELETE FROM updates WHERE created_ms < ?1 AND substr(topics, 1, ?2) = ?3",
+                params![cutoff, prefix.len() as i64, prefix],
+            )?;
         }
         Ok(dropped as u64)
     }
@@ -302,10 +321,14 @@ mod tests {
         let first = history
             .append(&[update("1"), update("2"), update("3")])
             .unwrap();
-        assert_eq!(history.prune(1, None).unwrap(), 2);
+        let keep = |max_events| Retention {
+            max_events,
+            ..Retention::default()
+        };
+        assert_eq!(history.prune(&keep(1)).unwrap(), 2);
         assert_eq!(history.len().unwrap(), 1);
         assert_eq!(history.position_of("1").unwrap(), None);
-        assert_eq!(history.prune(0, None).unwrap(), 1);
+        assert_eq!(history.prune(&keep(0)).unwrap(), 1);
         drop(history);
         let history = SqliteHistory::open(dir.path()).unwrap();
         let next = history.append(&[update("4")]).unwrap();
@@ -318,12 +341,47 @@ mod tests {
         let history = SqliteHistory::open(dir.path()).unwrap();
         history.append(&[update("old")]).unwrap();
         std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(
-            history
-                .prune(1000, Some(Duration::from_millis(10)))
-                .unwrap(),
-            1
-        );
+        let retention = Retention {
+            max_events: 1000,
+            max_age: Some(Duration::from_millis(10)),
+            volatile: vec![],
+        };
+        assert_eq!(history.prune(&retention).unwrap(), 1);
         assert!(history.is_empty().unwrap());
+    }
+
+    #[test]
+    fn volatile_topics_expire_sooner_and_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let history = SqliteHistory::open(dir.path()).unwrap();
+        let on = |topic: &str| {
+            Arc::new(Update {
+                topics: vec![topic.into(), "/alt".into()],
+                ..(*update(topic)).clone()
+            })
+        };
+        history
+            .append(&[on("/ticker/ACME"), on("/chat/general"), on("/monitor")])
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        history.append(&[on("/ticker/HOOLI")]).unwrap();
+        let short = Duration::from_millis(10);
+        let retention = Retention {
+            max_events: 1000,
+            max_age: None,
+            volatile: vec![("/ticker/".into(), short), ("/monitor".into(), short)],
+        };
+        assert_eq!(
+            history.prune(&retention).unwrap(),
+            2,
+            "the old ticker and monitor updates"
+        );
+        let left: Vec<String> = history
+            .read(0, u64::MAX, 10)
+            .unwrap()
+            .iter()
+            .map(|s| s.update.topics[0].clone())
+            .collect();
+        assert_eq!(left, ["/chat/general", "/ticker/HOOLI"]);
     }
 }

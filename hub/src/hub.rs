@@ -25,7 +25,7 @@
 //! with its last id and the history fills the gap.
 
 use crate::{
-    history::{History, HistoryError},
+    history::{History, HistoryError, Retention},
     selector::Selector,
     sse,
     update::{Stored, Update, UpdateError},
@@ -65,10 +65,26 @@ pub struct HubConfig {
     pub heartbeat: Option<Duration>,
     pub history_max_events: u64,
     pub history_max_age: Option<Duration>,
+    /// Canonical-topic prefixes whose updates are kept only this long (see [`Retention`]).
+    pub volatile_topics: Vec<(String, Duration)>,
     /// Publishes waiting for the writer; a publisher waits when it is full.
     pub publish_queue: usize,
     /// Publish subscription events on `/.well-known/mercure/subscriptions/{topic}/{subscriber}`.
     pub subscription_events: bool,
+}
+
+impl HubConfig {
+    fn prunes_by_age(&self) -> bool {
+        self.history_max_age.is_some() || !self.volatile_topics.is_empty()
+    }
+
+    fn retention(&self) -> Retention {
+        Retention {
+            max_events: self.history_max_events,
+            max_age: self.history_max_age,
+            volatile: self.volatile_topics.clone(),
+        }
+    }
 }
 
 impl Default for HubConfig {
@@ -78,6 +94,7 @@ impl Default for HubConfig {
             heartbeat: Some(Duration::from_secs(15)),
             history_max_events: 100_000,
             history_max_age: None,
+            volatile_topics: Vec::new(),
             publish_queue: 16_384,
             subscription_events: true,
         }
@@ -244,7 +261,7 @@ impl Hub {
             .spawn(move || writer_loop(&thread_shared, jobs))
             .map_err(|e| HistoryError::new(format!("cannot start the writer thread: {e}")))?;
         *shared.writer_thread.lock() = Some(thread);
-        if shared.config.history_max_age.is_some() {
+        if shared.config.prunes_by_age() {
             // A weak sender: the ticker never keeps the writer alive on its own.
             let ticker = writer.downgrade();
             std::thread::Builder::new()
@@ -692,13 +709,9 @@ fn writer_loop(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
         }
         let config = &shared.config;
         let over = since_prune >= (config.history_max_events / 100).max(1);
-        let aged =
-            config.history_max_age.is_some() && last_prune.elapsed() >= Duration::from_secs(1);
+        let aged = config.prunes_by_age() && last_prune.elapsed() >= Duration::from_secs(1);
         if over || prune_now || aged {
-            if let Err(error) = shared
-                .history
-                .prune(config.history_max_events, config.history_max_age)
-            {
+            if let Err(error) = shared.history.prune(&config.retention()) {
                 tracing::error!("pruning the history failed: {error}");
             }
             since_prune = 0;

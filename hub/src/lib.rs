@@ -17,7 +17,7 @@ pub mod selector;
 pub mod sse;
 pub mod update;
 
-pub use history::{History, HistoryError, SqliteHistory};
+pub use history::{History, HistoryError, Retention, SqliteHistory};
 pub use hub::{Hub, HubConfig, PublishError, Snapshot, SubscribeRequest, Subscription};
 pub use selector::Selector;
 pub use sse::Event;

@@ -39,6 +39,9 @@ use tokio::net::TcpListener;
 pub use tokio_util::sync::CancellationToken;
 use tower_http::{cors::CorsLayer, set_header::SetResponseHeaderLayer};
 
+/// How long the market's and the monitor's updates stay in the history.
+pub const VOLATILE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
@@ -113,6 +116,12 @@ impl Server {
                 heartbeat: config.heartbeat(),
                 history_max_events: config.history_max_events,
                 history_max_age: config.history_max_age,
+                // The market and the monitor publish every second; kept for ten minutes, they
+                // never push chat and news out of the history.
+                volatile_topics: vec![
+                    ("/ticker/".into(), VOLATILE_TTL),
+                    (tidings_app::model::MONITOR_TOPIC.into(), VOLATILE_TTL),
+                ],
                 ..HubConfig::default()
             },
         )?;
