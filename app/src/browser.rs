@@ -35,16 +35,7 @@ pub async fn post_form(url: &str, token: &str, pairs: &[(&str, &str)]) -> Result
     if !token.trim().is_empty() {
         request = request.header("Authorization", &format!("Bearer {}", token.trim()));
     }
-    let response = request
-        .body(body)
-        .map_err(unreachable)?
-        .send()
-        .await
-        .map_err(unreachable)?;
-    Ok(Answer {
-        status: response.status(),
-        body: response.text().await.unwrap_or_default(),
-    })
+    send(request.body(body)).await
 }
 
 /// POSTs JSON to `url` with extra headers.
@@ -57,8 +48,13 @@ pub async fn post_json<T: serde::Serialize>(
     for (name, value) in headers {
         request = request.header(name, value);
     }
+    send(request.json(value)).await
+}
+
+/// Sends a built request and reads the answer; failing to build or to reach the server is
+/// reported the same way, as unreachable.
+async fn send(request: Result<gloo_net::http::Request, gloo_net::Error>) -> Result<Answer, String> {
     let response = request
-        .json(value)
         .map_err(unreachable)?
         .send()
         .await
