@@ -120,6 +120,9 @@ pub struct HubMetrics {
     pub events_delivered: AtomicU64,
     pub subscribers_evicted: AtomicU64,
     pub subscribers_total: AtomicU64,
+    /// Updates in the history: counted at start, then kept by the writer as it appends and
+    /// prunes, so reading it costs no query.
+    pub history_len: AtomicU64,
 }
 
 /// A handle to the hub; clones share it.
@@ -246,12 +249,14 @@ impl Hub {
             registry.last_position = position;
             registry.last_id = Some(id);
         }
+        let metrics = HubMetrics::default();
+        metrics.history_len.store(history.len()?, Ordering::Relaxed);
         let (writer, jobs) = mpsc::channel(config.publish_queue.max(1));
         let shared = Arc::new(Shared {
             config,
             history,
             registry: RwLock::new(registry),
-            metrics: HubMetrics::default(),
+            metrics,
             closing: CancellationToken::new(),
             writer_thread: Mutex::new(None),
         });
@@ -314,16 +319,19 @@ impl Hub {
             expires_at,
         } = request;
         // Where the client is, found before registering (the id was published earlier).
-        let requested = match last_event_id.as_deref() {
+        let requested = match last_event_id {
             None => Resume::Live,
-            Some(EARLIEST) => Resume::After(0),
+            Some(id) if id == EARLIEST => Resume::Earliest,
             Some(id) => {
                 let history = self.shared.history.clone();
-                let id = id.to_owned();
-                let found = tokio::task::spawn_blocking(move || history.position_of(&id))
+                let lookup = id.clone();
+                let found = tokio::task::spawn_blocking(move || history.position_of(&lookup))
                     .await
                     .map_err(|e| HistoryError::new(format!("history lookup failed: {e}")))??;
-                found.map_or(Resume::Gap, Resume::After)
+                match found {
+                    Some(position) => Resume::After(position, id),
+                    None => Resume::Gap,
+                }
             }
         };
 
@@ -350,12 +358,12 @@ impl Hub {
         };
         self.announce(&info, true);
 
-        let head = || handoff_id.clone().unwrap_or_else(|| EARLIEST.to_owned());
-        let (after, header, gap) = match (&requested, last_event_id) {
-            (Resume::Live, _) => (handoff, head(), false),
-            (Resume::Gap, _) => (handoff, head(), true),
-            (Resume::After(0), Some(id)) if id == EARLIEST => (0, EARLIEST.to_owned(), false),
-            (Resume::After(position), id) => (*position, id.unwrap_or_default(), false),
+        let head = || handoff_id.unwrap_or_else(|| EARLIEST.to_owned());
+        let (after, header, gap) = match requested {
+            Resume::Live => (handoff, head(), false),
+            Resume::Gap => (handoff, head(), true),
+            Resume::Earliest => (0, EARLIEST.to_owned(), false),
+            Resume::After(position, id) => (position, id, false),
         };
         let first = gap.then(|| {
             sse::Event {
@@ -423,7 +431,8 @@ impl Hub {
         })
     }
 
-    /// The subscriptions now active, optionally only those of one selector and/or subscriber.
+    /// Every active subscription (one per subscriber and selector), sorted, and the id of the
+    /// last update fanned out (`earliest` if none).
     pub fn active_subscriptions(&self) -> (Vec<ActiveSubscription>, String) {
         let registry = self.shared.registry.read();
         let mut list: Vec<ActiveSubscription> = registry
@@ -511,10 +520,16 @@ impl Hub {
     }
 }
 
+/// Where a new subscription starts.
 enum Resume {
+    /// Live updates only.
     Live,
+    /// The whole retained history.
+    Earliest,
+    /// After this position, which the client knows by this id.
+    After(u64, String),
+    /// After an id the history does not have: live, announced by the gap event.
     Gap,
-    After(u64),
 }
 
 /// The topic of a subscription event.
@@ -711,8 +726,14 @@ fn writer_loop(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
         let over = since_prune >= (config.history_max_events / 100).max(1);
         let aged = config.prunes_by_age() && last_prune.elapsed() >= Duration::from_secs(1);
         if over || prune_now || aged {
-            if let Err(error) = shared.history.prune(&config.retention()) {
-                tracing::error!("pruning the history failed: {error}");
+            match shared.history.prune(&config.retention()) {
+                Ok(dropped) => {
+                    shared
+                        .metrics
+                        .history_len
+                        .fetch_sub(dropped, Ordering::Relaxed);
+                }
+                Err(error) => tracing::error!("pruning the history failed: {error}"),
             }
             since_prune = 0;
             last_prune = Instant::now();
@@ -767,10 +788,15 @@ fn commit_and_fan_out(shared: &Shared, batch: &mut Vec<Pending>) {
                     });
                 }
             }
+            let appended = batch.len() as u64;
             shared
                 .metrics
                 .updates_published
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                .fetch_add(appended, Ordering::Relaxed);
+            shared
+                .metrics
+                .history_len
+                .fetch_add(appended, Ordering::Relaxed);
             for ((_, done), position) in batch.drain(..).zip(positions) {
                 if let Some(done) = done {
                     let _ = done.send(Ok(position));

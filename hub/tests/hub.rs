@@ -193,6 +193,18 @@ async fn history_survives_a_restart_and_pruned_ids_are_gaps() {
     );
     let sub = hub.subscribe(request(&["/t"], Some("id8"))).await.unwrap();
     assert_eq!(Events::new(sub.stream).ids(2).await, ["id9", "id10"]);
+    // The size the hub reports is kept without queries and matches the store.
+    let reported = hub
+        .metrics()
+        .history_len
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(reported, hub.history().len().unwrap());
+    hub.publish(update("/t", "id11", "")).await.unwrap();
+    let reported = hub
+        .metrics()
+        .history_len
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(reported, hub.history().len().unwrap());
     let sub = hub.subscribe(request(&["/t"], Some("id1"))).await.unwrap();
     assert!(sub.history_gap, "id1 was pruned");
 }

@@ -118,7 +118,7 @@ pub async fn post(
         id: String::new(),
         name: name.into(),
         text: text.into(),
-        at_ms: now_ms(),
+        at_ms: crate::now_ms(),
     };
     let update = Update::public(
         chat_topic(&room),

@@ -248,6 +248,13 @@ fn cors_layer(config: &Config) -> Option<CorsLayer> {
     })
 }
 
+/// Milliseconds since the Unix epoch: the timestamps the pages show.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (what service managers and `kill` send).
 pub async fn shutdown_signal() {
     let ctrl_c = async {

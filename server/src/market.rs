@@ -63,7 +63,7 @@ pub async fn run(state: AppState, interval: Duration, seed: u64) {
             () = state.shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        for quote in market.tick(crate::chat::now_ms()) {
+        for quote in market.tick(crate::now_ms()) {
             let data = serde_json::to_string(&quote).expect("serializable");
             let update = Update::public(format!("/ticker/{}", quote.symbol), data);
             if state.hub.publish(update).await.is_err() {

@@ -150,16 +150,13 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         "Open /web/StreamChat streams.",
         state.metrics.counter_streams_open(),
     );
-    match state.hub.history().len() {
-        Ok(len) => metric(
-            &mut out,
-            "tidings_history_updates",
-            "gauge",
-            "Updates retained in the history.",
-            len,
-        ),
-        Err(error) => tracing::error!("metrics: {error}"),
-    }
+    metric(
+        &mut out,
+        "tidings_history_updates",
+        "gauge",
+        "Updates retained in the history.",
+        load(&hub.history_len),
+    );
     state.metrics.publish_latency.write(
         &mut out,
         "tidings_publish_seconds",

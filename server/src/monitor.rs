@@ -32,19 +32,13 @@ pub async fn run(state: AppState, interval: Duration) {
             cpu_time(),
         );
         let seconds = now.0.duration_since(last.0).as_secs_f64().max(1e-3);
-        let history = state.hub.history().clone();
-        let history = tokio::task::spawn_blocking(move || history.len())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or(0);
         let sample = MonitorSample {
-            at_ms: crate::chat::now_ms(),
+            at_ms: crate::now_ms(),
             subscribers: state.hub.subscriber_count() as u64,
             publishes_per_s: (now.1 - last.1) as f64 / seconds,
             deliveries_per_s: (now.2 - last.2) as f64 / seconds,
             evictions: metrics.subscribers_evicted.load(Ordering::Relaxed),
-            history,
+            history: metrics.history_len.load(Ordering::Relaxed),
             memory_bytes: rss_bytes(),
             cpu_percent: (now.3 - last.3).as_secs_f64() / seconds * 100.0,
             uptime_s: started.elapsed().as_secs(),
