@@ -460,6 +460,18 @@ async fn publish_auth_matrix() {
     .await
     .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    // The token may also come as the `authorization` query parameter.
+    let with_query = Client::new()
+        .post(format!(
+            "{}?authorization={}",
+            server.url(HUB),
+            publisher(&["*"])
+        ))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_query.status(), StatusCode::OK);
     // A malformed Authorization header is refused, not ignored.
     let response = Client::new()
         .post(server.url(HUB))

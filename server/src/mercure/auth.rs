@@ -186,6 +186,13 @@ impl Auth {
     }
 }
 
+/// The `authorization` query parameter of a request's query string, if any.
+pub fn query_token(query: Option<&str>) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(name, _)| name == "authorization")
+        .map(|(_, value)| value.into_owned())
+}
+
 /// Finds the request's token: header, then query parameter, then cookie.
 pub fn find_token<'a>(
     headers: &'a HeaderMap,

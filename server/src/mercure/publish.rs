@@ -1,13 +1,13 @@
 //! `POST /.well-known/mercure`: publish an update.
 
 use super::{
-    auth::{TokenError, TokenSource, find_token},
+    auth::{TokenError, TokenSource, find_token, query_token},
     plain,
 };
 use crate::{AppState, config::CorsOrigin};
 use axum::{
     body::Bytes,
-    extract::State,
+    extract::{RawQuery, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -52,6 +52,7 @@ impl IntoResponse for PublishError {
 pub async fn publish(
     State(state): State<AppState>,
     headers: HeaderMap,
+    RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Result<Response, PublishError> {
     let is_form = headers
@@ -68,8 +69,9 @@ pub async fn publish(
     let form: Vec<(String, String)> = form_urlencoded::parse(&body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    let query_token = None;
-    let (token, source) = find_token(&headers, query_token)?.ok_or(PublishError::NoToken)?;
+    let query_token = query_token(query.as_deref());
+    let (token, source) =
+        find_token(&headers, query_token.as_deref())?.ok_or(PublishError::NoToken)?;
     let verified = state.auth.verify_publisher(token, source)?;
     if source == TokenSource::Cookie
         && !same_or_allowed_origin(&headers, &state.config.cors_origins)

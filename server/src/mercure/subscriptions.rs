@@ -3,7 +3,7 @@
 //! matches the requested URL's path is needed.
 
 use super::{
-    auth::{TokenError, find_token},
+    auth::{TokenError, find_token, query_token},
     plain,
 };
 use crate::AppState;
@@ -39,11 +39,7 @@ impl IntoResponse for SubscriptionsError {
 }
 
 fn authorize(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<(), SubscriptionsError> {
-    let query_token = uri.query().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "authorization")
-            .map(|(_, v)| v.into_owned())
-    });
+    let query_token = query_token(uri.query());
     let (token, source) =
         find_token(headers, query_token.as_deref())?.ok_or(SubscriptionsError::NoToken)?;
     let verified = state.auth.verify_subscriber(token, source)?;
