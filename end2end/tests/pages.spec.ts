@@ -269,11 +269,14 @@ test('when the hub cannot resume from the rendered state, the page reloads it', 
     await expect(log(page)).toHaveText(['srvrendered, then pruned']);
     expect((await post('newer')).status()).toBe(200);
     await page.evaluate(() => ((window as any).beforeReload = true));
+    // Wait for the navigation itself: evaluating during it fails rather than retries.
+    const reloaded = page.waitForEvent('framenavigated');
     release();
 
     // The hub answers with the gap event; the page reloads and renders what the hub has now.
-    await expect.poll(() => page.evaluate(() => (window as any).beforeReload ?? false)).toBe(false);
+    await reloaded;
     await expect(page.locator('.live-badge')).toHaveText('open');
+    expect(await page.evaluate(() => (window as any).beforeReload ?? false)).toBe(false);
     await expect(log(page).filter({ hasText: 'rendered, then pruned' })).toHaveCount(0);
   } finally {
     await server.stop();
