@@ -37,8 +37,8 @@ mod hub {
             .updates
             .iter()
             .filter_map(|u| {
-                let mut item: T = serde_json::from_str(&u.data).ok()?;
-                with_id(&mut item, &u.id);
+                let mut item: T = serde_json::from_str(u.data()).ok()?;
+                with_id(&mut item, u.id());
                 Some(item)
             })
             .collect()

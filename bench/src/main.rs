@@ -62,7 +62,7 @@ async fn publish_throughput(publishers: usize, per_publisher: usize) -> f64 {
             tokio::spawn(async move {
                 let topic = format!("/bench/{p}");
                 for _ in 0..per_publisher {
-                    hub.publish(Update::public(&topic, "{\"price\": 101.25}"))
+                    hub.publish(Update::public(&topic, "{\"price\": 101.25}").unwrap())
                         .await
                         .unwrap();
                 }
@@ -90,7 +90,11 @@ async fn fan_out_cost(subscribers: usize, updates: usize) -> f64 {
     let payload = "{\"symbol\":\"ACME\",\"price\":101.25,\"change\":-0.42}";
     // Every event has the same length (fixed-size ids, same data), so a subscriber knows it has
     // everything by counting bytes: the consumer's own cost stays out of the figure.
-    let expected_bytes = Update::public("/ticker/S0", payload).encode().len() * (updates / 4 * 4);
+    let expected_bytes = Update::public("/ticker/S0", payload)
+        .unwrap()
+        .encode()
+        .len()
+        * (updates / 4 * 4);
     let mut readers = Vec::new();
     for _ in 0..subscribers {
         let sub = hub
@@ -118,7 +122,7 @@ async fn fan_out_cost(subscribers: usize, updates: usize) -> f64 {
             let hub = hub.clone();
             tokio::spawn(async move {
                 for _ in 0..updates / 4 {
-                    hub.publish(Update::public(format!("/ticker/S{p}"), payload))
+                    hub.publish(Update::public(format!("/ticker/S{p}"), payload).unwrap())
                         .await
                         .unwrap();
                 }

@@ -1,24 +1,41 @@
 //! The publish/subscribe core of Tidings.
 //!
 //! This crate knows nothing of HTTP frameworks or of the UI: the server maps requests onto it, and
-//! so could any other front end. It is organised one concept per module:
+//! so could any other front end. One concept per module, all private; what callers need is
+//! re-exported here:
 //!
-//! - [`sse`]: encoding an event into the bytes of the `text/event-stream` format. Encoding happens
-//!   once per event; the resulting [`bytes::Bytes`] is cheap to clone and is what every subscriber
-//!   of that event is handed.
-//! - [`selector`]: which topics a subscription or a token claim covers (exact, `*`, URI templates).
-//! - [`update`]: an update and the protocol's rules for a valid one.
-//! - [`history`]: the storage boundary, and its SQLite implementation.
-//! - [`hub`]: publishing, the subscriber registry, fan-out, and resuming from history.
+//! - `sse`: encoding an event into the bytes of the `text/event-stream` format, once per event;
+//!   the resulting [`bytes::Bytes`] is cheap to clone and is what every subscriber is handed.
+//! - `selector`: which topics a subscription or a token claim covers (exact, `*`, URI templates).
+//! - `update`: an update, parsed once at the edge from a [`NewUpdate`].
+//! - `history`: the storage boundary ([`History`]), and its SQLite implementation.
+//! - `index` and `registry`: the subscribers, indexed by selector, and the head of the stream.
+//! - `writer`: the one thread that commits and fans out, in order.
+//! - `stream`: a subscription's stream, from history to live.
+//! - `events`: subscription events.
+//! - `hub`: the [`Hub`] handle that ties them together.
 
-pub mod history;
-pub mod hub;
-pub mod selector;
-pub mod sse;
-pub mod update;
+mod events;
+mod history;
+mod hub;
+mod index;
+mod registry;
+mod selector;
+mod sse;
+mod stats;
+mod stream;
+mod update;
+mod writer;
 
-pub use history::{History, HistoryError, Retention, SqliteHistory};
-pub use hub::{Hub, HubConfig, PublishError, Snapshot, SubscribeRequest, Subscription};
-pub use selector::Selector;
-pub use sse::Event;
-pub use update::{Update, UpdateError};
+pub use events::{subscription_json, subscription_topic};
+pub use history::{Heads, History, HistoryError, Horizon, Retention, SqliteHistory};
+pub use hub::{
+    Hub, HubConfig, PublishError, Snapshot, SubscribeError, SubscribeRequest, Subscription,
+    Subscriptions, Unhealthy,
+};
+pub use registry::{ActiveSubscription, EARLIEST, SubscriberInfo};
+pub use selector::{MAX_SELECTOR_LEN, Selector, SelectorError};
+pub use sse::{Event, comment};
+pub use stats::Stats;
+pub use stream::{HISTORY_GAP_EVENT, SubscriptionStream};
+pub use update::{MAX_TOPICS, NewUpdate, RESERVED_PATH, Stored, Update, UpdateError, new_id};

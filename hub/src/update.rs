@@ -1,35 +1,152 @@
 //! An update: what a publisher sends and subscribers receive.
+//!
+//! Parse, don't validate: an [`Update`] is built once, at the edge, from a [`NewUpdate`] (the
+//! publisher's fields as sent) and cannot be invalid afterwards. Its fields are private, so no
+//! later code can break what the SSE encoding and the history rely on (no line break in an id
+//! or type, at least one topic, none in the hub's reserved namespace unless the hub made it).
 
 use crate::sse::Event;
 use bytes::Bytes;
+use std::sync::Arc;
 
-/// A published update, validated.
+/// A published update, valid by construction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Update {
-    /// The event id. Unique unless the publisher chose a duplicate; lookups take the earliest.
-    pub id: String,
+    id: String,
+    topics: Vec<String>,
+    data: String,
+    private: bool,
+    event_type: Option<String>,
+    retry: Option<u64>,
+}
+
+/// The fields of an update as a publisher sends them, not yet checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewUpdate {
+    /// The event id; `None` or empty: a fresh `urn:uuid:` id.
+    pub id: Option<String>,
     /// The first topic is canonical; the others are alternates. A subscriber of any gets it.
     pub topics: Vec<String>,
     pub data: String,
     /// Delivered only to subscribers whose `mercure.subscribe` claim matches one of the topics.
     pub private: bool,
-    /// The SSE `event:` field.
+    /// The SSE `event:` field; empty means none.
     pub event_type: Option<String>,
     /// The SSE `retry:` field, in milliseconds.
     pub retry: Option<u64>,
 }
 
-impl Update {
-    /// A public update on one topic with a fresh id.
-    pub fn public(topic: impl Into<String>, data: impl Into<String>) -> Self {
+impl NewUpdate {
+    /// A public update on one topic.
+    pub fn new(topic: impl Into<String>, data: impl Into<String>) -> Self {
         Self {
-            id: new_id(),
             topics: vec![topic.into()],
             data: data.into(),
-            private: false,
-            event_type: None,
-            retry: None,
+            ..Self::default()
         }
+    }
+
+    /// Checks a publisher's update: everything the encoding and the history depend on, and that
+    /// no topic lies in the hub's reserved namespace.
+    pub fn parse(self) -> Result<Update, UpdateError> {
+        if let Some(topic) = self.topics.iter().find(|t| is_reserved_topic(t)) {
+            return Err(UpdateError::ReservedTopic(topic.clone()));
+        }
+        self.parse_internal()
+    }
+
+    /// Checks an update of the hub's own, which may use the reserved namespace.
+    pub(crate) fn parse_internal(self) -> Result<Update, UpdateError> {
+        if self.topics.is_empty() {
+            return Err(UpdateError::NoTopic);
+        }
+        if self.topics.len() > MAX_TOPICS {
+            return Err(UpdateError::TooManyTopics);
+        }
+        if self
+            .topics
+            .iter()
+            .any(|t| t.is_empty() || t.chars().any(char::is_control))
+        {
+            return Err(UpdateError::BadTopic);
+        }
+        let id = match self.id {
+            Some(id) if !id.is_empty() => id,
+            _ => new_id(),
+        };
+        if id.starts_with('#') || id.contains(['\r', '\n', '\0']) {
+            return Err(UpdateError::BadId);
+        }
+        let event_type = self.event_type.filter(|t| !t.is_empty());
+        if event_type
+            .as_deref()
+            .is_some_and(|t| t.contains(['\r', '\n', '\0']))
+        {
+            return Err(UpdateError::BadType);
+        }
+        Ok(Update {
+            id,
+            topics: self.topics,
+            data: self.data,
+            private: self.private,
+            event_type,
+            retry: self.retry,
+        })
+    }
+}
+
+impl Update {
+    /// A public update on one topic with a fresh id (for the server's own publishers).
+    pub fn public(topic: impl Into<String>, data: impl Into<String>) -> Result<Self, UpdateError> {
+        NewUpdate::new(topic, data).parse()
+    }
+
+    /// An update read back from the history, which only ever stored parsed updates.
+    pub(crate) fn restore(
+        id: String,
+        topics: Vec<String>,
+        data: String,
+        private: bool,
+        event_type: Option<String>,
+        retry: Option<u64>,
+    ) -> Self {
+        Self {
+            id,
+            topics,
+            data,
+            private,
+            event_type,
+            retry,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn topics(&self) -> impl Iterator<Item = &str> + Clone {
+        self.topics.iter().map(String::as_str)
+    }
+
+    /// The canonical topic (the first).
+    pub fn topic(&self) -> &str {
+        &self.topics[0]
+    }
+
+    pub fn data(&self) -> &str {
+        &self.data
+    }
+
+    pub fn is_private(&self) -> bool {
+        self.private
+    }
+
+    pub fn event_type(&self) -> Option<&str> {
+        self.event_type.as_deref()
+    }
+
+    pub fn retry(&self) -> Option<u64> {
+        self.retry
     }
 
     /// The SSE bytes of this update: encoded once, then shared by every subscriber.
@@ -42,10 +159,6 @@ impl Update {
         }
         .encode()
     }
-
-    pub fn topics(&self) -> impl Iterator<Item = &str> + Clone {
-        self.topics.iter().map(String::as_str)
-    }
 }
 
 /// An update with its position in the history: positions only grow, and the fan-out delivers
@@ -53,7 +166,7 @@ impl Update {
 #[derive(Debug, Clone)]
 pub struct Stored {
     pub position: u64,
-    pub update: std::sync::Arc<Update>,
+    pub update: Arc<Update>,
 }
 
 /// The most topics one update may have.
@@ -77,46 +190,6 @@ pub enum UpdateError {
     BadId,
     #[error("type must not contain CR, LF or NUL")]
     BadType,
-}
-
-impl Update {
-    /// Checks an update that a publisher sent: everything [`Update::check_internal`] checks, and
-    /// that no topic lies in the hub's reserved namespace.
-    pub fn check(&self) -> Result<(), UpdateError> {
-        self.check_internal()?;
-        if let Some(topic) = self.topics.iter().find(|t| is_reserved_topic(t)) {
-            return Err(UpdateError::ReservedTopic(topic.clone()));
-        }
-        Ok(())
-    }
-
-    /// Checks what the SSE encoding and the history depend on.
-    pub fn check_internal(&self) -> Result<(), UpdateError> {
-        if self.topics.is_empty() {
-            return Err(UpdateError::NoTopic);
-        }
-        if self.topics.len() > MAX_TOPICS {
-            return Err(UpdateError::TooManyTopics);
-        }
-        if self
-            .topics
-            .iter()
-            .any(|t| t.is_empty() || t.chars().any(char::is_control))
-        {
-            return Err(UpdateError::BadTopic);
-        }
-        if self.id.is_empty() || self.id.starts_with('#') || self.id.contains(['\r', '\n', '\0']) {
-            return Err(UpdateError::BadId);
-        }
-        if self
-            .event_type
-            .as_deref()
-            .is_some_and(|t| t.contains(['\r', '\n', '\0']))
-        {
-            return Err(UpdateError::BadType);
-        }
-        Ok(())
-    }
 }
 
 /// A fresh update id: `urn:uuid:` and a UUIDv7, so ids also sort by creation time.
@@ -202,21 +275,15 @@ mod tests {
     }
 
     #[test]
-    fn checks_give_the_reason() {
-        let ok = Update {
-            id: new_id(),
-            topics: vec!["/a".into()],
-            data: String::new(),
-            private: false,
-            event_type: None,
-            retry: None,
-        };
-        assert_eq!(ok.check(), Ok(()));
-        assert!(ok.id.starts_with("urn:uuid:"));
-        let with = |f: &dyn Fn(&mut Update)| {
+    fn parsing_gives_the_reason() {
+        let ok = NewUpdate::new("/a", "");
+        let update = ok.clone().parse().unwrap();
+        assert!(update.id().starts_with("urn:uuid:"));
+        assert_eq!(update.event_type(), None);
+        let with = |f: &dyn Fn(&mut NewUpdate)| {
             let mut u = ok.clone();
             f(&mut u);
-            u.check()
+            u.parse()
         };
         assert_eq!(with(&|u| u.topics.clear()), Err(UpdateError::NoTopic));
         assert_eq!(
@@ -227,8 +294,15 @@ mod tests {
             with(&|u| u.topics.push("a\u{0}b".into())),
             Err(UpdateError::BadTopic)
         );
-        assert_eq!(with(&|u| u.id = "#x".into()), Err(UpdateError::BadId));
-        assert_eq!(with(&|u| u.id = "a\rb".into()), Err(UpdateError::BadId));
+        assert_eq!(
+            with(&|u| u.topics.push(String::new())),
+            Err(UpdateError::BadTopic)
+        );
+        assert_eq!(with(&|u| u.id = Some("#x".into())), Err(UpdateError::BadId));
+        assert_eq!(
+            with(&|u| u.id = Some("a\rb".into())),
+            Err(UpdateError::BadId)
+        );
         assert_eq!(
             with(&|u| u.event_type = Some("a\nb".into())),
             Err(UpdateError::BadType)
@@ -237,5 +311,11 @@ mod tests {
             with(&|u| u.topics.push("/.well-known/mercure/x".into())),
             Err(UpdateError::ReservedTopic(_))
         ));
+        let internal = NewUpdate::new("/.well-known/mercure/x", "").parse_internal();
+        assert!(internal.is_ok(), "the hub may use its own namespace");
+        assert_eq!(
+            with(&|u| u.id = Some(String::new())).unwrap().id().len(),
+            45
+        );
     }
 }

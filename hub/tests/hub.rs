@@ -3,33 +3,48 @@
 use futures_util::StreamExt;
 use std::{sync::Arc, time::Duration};
 use tidings_hub::{
-    Hub, HubConfig, Selector, SqliteHistory, SubscribeRequest, Update,
-    hub::{EARLIEST, HISTORY_GAP_EVENT, SubscriptionStream},
+    EARLIEST, HISTORY_GAP_EVENT, History, Hub, HubConfig, NewUpdate, Selector, SqliteHistory,
+    SubscribeRequest, SubscriptionStream, Update,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
 
 fn start(dir: &tempfile::TempDir, config: HubConfig) -> Hub {
+    start_with_history(dir, config).0
+}
+
+/// A hub, and its history for the test to look at.
+fn start_with_history(dir: &tempfile::TempDir, config: HubConfig) -> (Hub, Arc<SqliteHistory>) {
     let history = Arc::new(SqliteHistory::open(dir.path()).unwrap());
-    Hub::start(
-        history,
+    let hub = Hub::start(
+        history.clone(),
         HubConfig {
             subscription_events: false,
             ..config
         },
     )
-    .unwrap()
+    .unwrap();
+    (hub, history)
+}
+
+fn new_update(topic: &str, id: &str, data: &str) -> NewUpdate {
+    NewUpdate {
+        id: Some(id.into()),
+        ..NewUpdate::new(topic, data)
+    }
 }
 
 fn update(topic: &str, id: &str, data: &str) -> Update {
-    Update {
-        id: id.into(),
-        topics: vec![topic.into()],
-        data: data.into(),
-        private: false,
-        event_type: None,
-        retry: None,
+    new_update(topic, id, data).parse().unwrap()
+}
+
+fn private_update(topic: &str, id: &str, data: &str) -> Update {
+    NewUpdate {
+        private: true,
+        ..new_update(topic, id, data)
     }
+    .parse()
+    .unwrap()
 }
 
 fn request(selectors: &[&str], last_event_id: Option<&str>) -> SubscribeRequest {
@@ -184,7 +199,7 @@ async fn history_survives_a_restart_and_pruned_ids_are_gaps() {
     }
     hub.shutdown().await;
     drop(hub);
-    let hub = start(
+    let (hub, history) = start_with_history(
         &dir,
         HubConfig {
             history_max_events: 3,
@@ -194,17 +209,10 @@ async fn history_survives_a_restart_and_pruned_ids_are_gaps() {
     let sub = hub.subscribe(request(&["/t"], Some("id8"))).await.unwrap();
     assert_eq!(Events::new(sub.stream).ids(2).await, ["id9", "id10"]);
     // The size the hub reports is kept without queries and matches the store.
-    let reported = hub
-        .metrics()
-        .history_len
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(reported, hub.history().len().unwrap());
+    let counted = || history.read(0, u64::MAX, 1000).unwrap().len() as u64;
+    assert_eq!(hub.stats().history_updates, counted());
     hub.publish(update("/t", "id11", "")).await.unwrap();
-    let reported = hub
-        .metrics()
-        .history_len
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(reported, hub.history().len().unwrap());
+    assert_eq!(hub.stats().history_updates, counted());
     let sub = hub.subscribe(request(&["/t"], Some("id1"))).await.unwrap();
     assert!(sub.history_gap, "id1 was pruned");
 }
@@ -212,7 +220,7 @@ async fn history_survives_a_restart_and_pruned_ids_are_gaps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_publishes_and_resumes_give_exact_sequences() {
     let dir = tempfile::tempdir().unwrap();
-    let hub = start(
+    let (hub, history) = start_with_history(
         &dir,
         HubConfig {
             subscriber_buffer: 100_000,
@@ -240,7 +248,11 @@ async fn racing_publishes_and_resumes_give_exact_sequences() {
     for round in 0..12 {
         // Wait until at least some updates exist, then resume from one of them.
         tokio::time::sleep(Duration::from_millis(3 * round)).await;
-        let known = hub.history().last().unwrap().map(|(_, id)| id);
+        let known = history
+            .heads()
+            .unwrap()
+            .last
+            .map(|s| s.update.id().to_owned());
         let (start_id, start_index) = match (&known, round % 3) {
             (_, 0) => (Some(EARLIEST.to_owned()), 0),
             (Some(id), _) => {
@@ -285,9 +297,9 @@ async fn private_updates_reach_only_authorized_subscribers() {
     let mut other = Events::new(hub.subscribe(scoped(&["/elsewhere"])).await.unwrap().stream);
     let mut anonymous = anonymous;
 
-    let mut private = update("/secret/1", "p", "hidden");
-    private.private = true;
-    hub.publish(private).await.unwrap();
+    hub.publish(private_update("/secret/1", "p", "hidden"))
+        .await
+        .unwrap();
     hub.publish(update("/public", "q", "open")).await.unwrap();
 
     assert_eq!(allowed.ids(2).await, ["p", "q"]);
@@ -332,12 +344,7 @@ async fn a_stalled_subscriber_is_evicted_while_others_keep_receiving() {
     }
     let got = reader.await.unwrap();
     assert_eq!(got, (0..20).map(|i| format!("id{i}")).collect::<Vec<_>>());
-    assert_eq!(
-        hub.metrics()
-            .subscribers_evicted
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(hub.stats().subscribers_evicted, 1);
 
     // The evicted stream hands over what it had queued, then ends; its client would reconnect
     // with the last id and get the rest from history.
@@ -367,13 +374,13 @@ async fn the_index_shares_selectors_and_frees_them_when_subscribers_leave() {
         let selectors = ["/room/{id}", "*", "/lobby", own.as_str()];
         subs.push(hub.subscribe(request(&selectors, None)).await.unwrap());
     }
-    assert_eq!(hub.subscriber_count(), 50);
-    assert_eq!(hub.distinct_selectors(), 3 + 50);
+    assert_eq!(hub.stats().subscribers, 50);
+    assert_eq!(hub.stats().distinct_selectors, 3 + 50);
     subs.truncate(10);
-    assert_eq!(hub.distinct_selectors(), 3 + 10);
+    assert_eq!(hub.stats().distinct_selectors, 3 + 10);
     drop(subs);
-    assert_eq!(hub.subscriber_count(), 0);
-    assert_eq!(hub.distinct_selectors(), 0, "nothing left behind");
+    assert_eq!(hub.stats().subscribers, 0);
+    assert_eq!(hub.stats().distinct_selectors, 0, "nothing left behind");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -388,10 +395,10 @@ async fn old_updates_are_pruned_by_age_even_when_nothing_is_published() {
         },
     );
     hub.publish(update("/t", "old", "")).await.unwrap();
-    assert_eq!(hub.history().len().unwrap(), 1);
+    assert_eq!(hub.stats().history_updates, 1);
     // No further publish: the writer's once-a-second tick must do it.
     tokio::time::timeout(WAIT, async {
-        while hub.history().len().unwrap() != 0 {
+        while hub.stats().history_updates != 0 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
@@ -410,20 +417,23 @@ async fn a_snapshot_then_a_subscription_from_it_miss_and_repeat_nothing() {
             .await
             .unwrap();
     }
-    let mut private = update("/room/0", "secret", "");
-    private.private = true;
-    hub.publish(private).await.unwrap();
+    hub.publish(private_update("/room/0", "secret", ""))
+        .await
+        .unwrap();
     let snapshot = hub
         .snapshot(vec![Selector::parse("/room/0").unwrap()], 4, 10_000)
         .await
         .unwrap();
-    let ids: Vec<&str> = snapshot.updates.iter().map(|u| u.id.as_str()).collect();
+    let ids: Vec<&str> = snapshot.updates.iter().map(|u| u.id()).collect();
     assert_eq!(
         ids,
         ["m18", "m21", "m24", "m27"],
         "newest matching, oldest first, no private"
     );
-    assert_eq!(snapshot.last_event_id, "secret");
+    assert_eq!(
+        snapshot.last_event_id, "m29",
+        "the newest public id: a page never learns a private one"
+    );
 
     hub.publish(update("/room/0", "after", "")).await.unwrap();
     let sub = hub
@@ -436,4 +446,185 @@ async fn a_snapshot_then_a_subscription_from_it_miss_and_repeat_nothing() {
     let nothing = empty.snapshot(vec![Selector::Any], 10, 100).await.unwrap();
     assert!(nothing.updates.is_empty());
     assert_eq!(nothing.last_event_id, EARLIEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subscription_events_are_live_only_and_resume_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = Arc::new(SqliteHistory::open(dir.path()).unwrap());
+    let hub = Hub::start(history.clone(), HubConfig::default()).unwrap();
+    let watcher = SubscribeRequest {
+        scope: Some(Arc::from([Selector::Any])),
+        ..request(
+            &[
+                "/.well-known/mercure/subscriptions{/topic}{/subscriber}",
+                "/t",
+            ],
+            None,
+        )
+    };
+    let mut events = Events::new(hub.subscribe(watcher).await.unwrap().stream);
+    // Its own subscription event first.
+    let (_, own, data) = events.next().await.unwrap();
+    assert!(data.contains("\"active\":true"), "{data}");
+    // Connections coming and going: each is announced, none is stored.
+    for _ in 0..50 {
+        drop(hub.subscribe(request(&["/t"], None)).await.unwrap());
+    }
+    let mut last = None;
+    for _ in 0..100 {
+        last = events.next().await.unwrap().1;
+    }
+    assert_eq!(
+        hub.stats().history_updates,
+        0,
+        "the history holds only publishes"
+    );
+    assert!(history.is_empty());
+
+    // Resuming from a live event's id misses no stored update published after it.
+    hub.publish(update("/t", "stored", "")).await.unwrap();
+    let resumed = hub
+        .subscribe(request(&["/t"], Some(last.as_deref().unwrap())))
+        .await
+        .unwrap();
+    assert!(!resumed.history_gap);
+    assert_eq!(Events::new(resumed.stream).ids(1).await, ["stored"]);
+    assert!(own.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_updates_keep_their_place_in_the_order_without_being_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(&dir, HubConfig::default());
+    let mut events = Events::new(hub.subscribe(request(&["/t"], None)).await.unwrap().stream);
+    hub.publish(update("/t", "a", "")).await.unwrap();
+    hub.publish_live(update("/t", "live", "")).await.unwrap();
+    hub.publish(update("/t", "b", "")).await.unwrap();
+    assert_eq!(events.ids(3).await, ["a", "live", "b"]);
+    assert_eq!(hub.stats().history_updates, 2);
+    let replay = hub
+        .subscribe(request(&["/t"], Some(EARLIEST)))
+        .await
+        .unwrap();
+    assert_eq!(Events::new(replay.stream).ids(2).await, ["a", "b"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pruning_that_overtakes_a_replay_sends_the_gap_event_before_the_hole() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(
+        &dir,
+        HubConfig {
+            history_max_events: 1000,
+            subscriber_buffer: 100_000,
+            ..HubConfig::default()
+        },
+    );
+    for i in 0..1000 {
+        hub.publish(update("/t", &format!("id{i}"), ""))
+            .await
+            .unwrap();
+    }
+    let sub = hub.subscribe(request(&["/t"], Some("id0"))).await.unwrap();
+    assert!(!sub.history_gap, "nothing is pruned yet");
+    let mut events = Events::new(sub.stream);
+    // The first chunk of the replay is read...
+    let first = events.next().await.unwrap();
+    assert_eq!(first.1.as_deref(), Some("id1"));
+    // ...then a storm of publishes prunes far past where the replay stands.
+    for i in 1000..3000 {
+        hub.publish(update("/t", &format!("id{i}"), ""))
+            .await
+            .unwrap();
+    }
+    let mut seen = vec![first.1.unwrap()];
+    loop {
+        let (ty, id, data) = events.next().await.unwrap();
+        if ty.as_deref() == Some(HISTORY_GAP_EVENT) {
+            assert_eq!(data, "id999", "continues after the head at the handoff");
+            break;
+        }
+        let id = id.unwrap();
+        let n: usize = id[2..].parse().unwrap();
+        assert_eq!(n, seen.len() + 1, "in order, nothing skipped silently");
+        seen.push(id);
+        assert!(n < 999, "the hole must be announced before the replay ends");
+    }
+    // Then live, from the handoff on.
+    assert_eq!(events.ids(1).await, ["id1000"]);
+    assert_eq!(hub.stats().history_gaps, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_anonymous_subscriber_never_learns_a_private_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(&dir, HubConfig::default());
+    let scope =
+        |s: &str| -> Option<Arc<[Selector]>> { Some(Arc::from([Selector::parse(s).unwrap()])) };
+    // Nothing public yet.
+    hub.publish(private_update("/secret", "p0", ""))
+        .await
+        .unwrap();
+    let sub = hub.subscribe(request(&["*"], None)).await.unwrap();
+    assert_eq!(sub.last_event_id, EARLIEST);
+    hub.publish(update("/open", "q", "")).await.unwrap();
+    hub.publish(private_update("/secret", "p1", ""))
+        .await
+        .unwrap();
+
+    let sub = hub.subscribe(request(&["*"], None)).await.unwrap();
+    assert_eq!(sub.last_event_id, "q", "the newest public id, not p1");
+    let gap = hub
+        .subscribe(request(&["*"], Some("unknown")))
+        .await
+        .unwrap();
+    assert_eq!(gap.last_event_id, "q");
+    let (ty, _, data) = Events::new(gap.stream).next().await.unwrap();
+    assert_eq!(
+        (ty.as_deref(), data.as_str()),
+        (Some(HISTORY_GAP_EVENT), "q")
+    );
+
+    let allowed = SubscribeRequest {
+        scope: scope("/secret"),
+        ..request(&["*"], None)
+    };
+    assert_eq!(hub.subscribe(allowed).await.unwrap().last_event_id, "p1");
+    let other = SubscribeRequest {
+        scope: scope("/other"),
+        ..request(&["*"], None)
+    };
+    assert_eq!(hub.subscribe(other).await.unwrap().last_event_id, "q");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_publish_tests_only_templates_whose_prefix_starts_its_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(&dir, HubConfig::default());
+    let selectors: Vec<String> = (0..3000).map(|i| format!("/t/{i}/{{x}}")).collect();
+    let mut subs = Vec::new();
+    for chunk in selectors.chunks(100) {
+        let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        subs.push(hub.subscribe(request(&chunk, None)).await.unwrap());
+    }
+    assert_eq!(hub.stats().distinct_selectors, 3000);
+    let before = hub.stats().template_tests;
+    hub.publish(update("/t/1234/x", "one", "")).await.unwrap();
+    assert_eq!(
+        hub.stats().template_tests - before,
+        1,
+        "one candidate, not 3000"
+    );
+    let mut events = Events::new(subs.remove(12).stream);
+    assert_eq!(events.ids(1).await, ["one"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_is_a_real_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(&dir, HubConfig::default());
+    hub.health().await.unwrap();
+    hub.publish(update("/t", "a", "")).await.unwrap();
+    hub.health().await.unwrap();
 }

@@ -20,7 +20,7 @@ use std::{
 };
 use tidings_app::model::{ChatMessage, ChatPost, NAME_MAX, PRESENCE_EVENT, Presence, TEXT_MAX};
 use tidings_app::model::{chat_topic, presence_topic, valid_room};
-use tidings_hub::{PublishError, Update};
+use tidings_hub::{NewUpdate, PublishError, Update};
 
 /// Messages a client may send at once.
 pub const BURST: f64 = 5.0;
@@ -123,8 +123,9 @@ pub async fn post(
     let update = Update::public(
         chat_topic(&room),
         serde_json::to_string(&message).expect("serializable"),
-    );
-    let id = update.id.clone();
+    )
+    .map_err(|_| ChatError::BadRoom)?;
+    let id = update.id().to_owned();
     state.hub.publish(update).await?;
     Ok((
         StatusCode::OK,
@@ -165,11 +166,15 @@ pub async fn presence_task(state: AppState) {
                 continue;
             }
             let data = serde_json::to_string(&Presence { present }).expect("serializable");
-            let update = Update {
+            // Presence is state, not history: sent to those connected, never stored.
+            let Ok(update) = (NewUpdate {
                 event_type: Some(PRESENCE_EVENT.into()),
-                ..Update::public(presence_topic(&room), data)
+                ..NewUpdate::new(presence_topic(&room), data)
+            })
+            .parse() else {
+                continue;
             };
-            if state.hub.publish_internal(update).await.is_err() {
+            if state.hub.publish_live(update).await.is_err() {
                 return;
             }
             if present == 0 {

@@ -65,7 +65,9 @@ pub async fn run(state: AppState, interval: Duration, seed: u64) {
         }
         for quote in market.tick(crate::now_ms()) {
             let data = serde_json::to_string(&quote).expect("serializable");
-            let update = Update::public(format!("/ticker/{}", quote.symbol), data);
+            let Ok(update) = Update::public(format!("/ticker/{}", quote.symbol), data) else {
+                continue;
+            };
             if state.hub.publish(update).await.is_err() {
                 return;
             }

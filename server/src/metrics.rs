@@ -1,8 +1,8 @@
 //! Counters the server keeps about itself, and `GET /metrics` in the Prometheus text format.
 //!
-//! The hub counts in plain atomics (it knows nothing of Prometheus); this module reads them at
-//! scrape time. The format is small enough to write directly, which keeps the hot path free of
-//! any registry lookups.
+//! The hub counts its own figures (it knows nothing of Prometheus); this module reads a copy of
+//! them ([`tidings_hub::Stats`]) at scrape time. The format is small enough to write directly,
+//! which keeps the hot path free of any registry lookups.
 //!
 //! Gauges of the server's own are kept by guards: a guard is taken when the thing it counts starts
 //! and decrements the gauge when dropped, so a count cannot leak through an early return or a
@@ -105,58 +105,73 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
 
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let hub = state.hub.metrics();
-    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let hub = state.hub.stats();
     let mut out = String::with_capacity(2048);
-    metric(
-        &mut out,
-        "tidings_subscribers",
-        "gauge",
-        "Hub subscribers connected now.",
-        state.hub.subscriber_count(),
-    );
-    metric(
-        &mut out,
-        "tidings_subscribers_total",
-        "counter",
-        "Hub subscriptions opened.",
-        load(&hub.subscribers_total),
-    );
-    metric(
-        &mut out,
-        "tidings_updates_published_total",
-        "counter",
-        "Updates committed and fanned out.",
-        load(&hub.updates_published),
-    );
-    metric(
-        &mut out,
-        "tidings_events_delivered_total",
-        "counter",
-        "Events queued to subscribers (history replays excluded).",
-        load(&hub.events_delivered),
-    );
-    metric(
-        &mut out,
-        "tidings_subscribers_evicted_total",
-        "counter",
-        "Subscribers disconnected for falling behind.",
-        load(&hub.subscribers_evicted),
-    );
-    metric(
-        &mut out,
-        "tidings_counter_streams",
-        "gauge",
-        "Open /web/StreamChat streams.",
-        state.metrics.counter_streams_open(),
-    );
-    metric(
-        &mut out,
-        "tidings_history_updates",
-        "gauge",
-        "Updates retained in the history.",
-        load(&hub.history_len),
-    );
+    let figures: [(&str, &str, &str, u64); 10] = [
+        (
+            "tidings_subscribers",
+            "gauge",
+            "Hub subscribers connected now.",
+            hub.subscribers,
+        ),
+        (
+            "tidings_subscribers_total",
+            "counter",
+            "Hub subscriptions opened.",
+            hub.subscribers_total,
+        ),
+        (
+            "tidings_updates_published_total",
+            "counter",
+            "Updates committed and fanned out.",
+            hub.updates_published,
+        ),
+        (
+            "tidings_events_delivered_total",
+            "counter",
+            "Events queued to subscribers (history replays excluded).",
+            hub.events_delivered,
+        ),
+        (
+            "tidings_subscribers_evicted_total",
+            "counter",
+            "Subscribers disconnected for falling behind.",
+            hub.subscribers_evicted,
+        ),
+        (
+            "tidings_counter_streams",
+            "gauge",
+            "Open /web/StreamChat streams.",
+            state.metrics.counter_streams_open() as u64,
+        ),
+        (
+            "tidings_history_updates",
+            "gauge",
+            "Updates retained in the history.",
+            hub.history_updates,
+        ),
+        (
+            "tidings_distinct_selectors",
+            "gauge",
+            "Distinct selectors (exact topics and templates) in the subscriber index.",
+            hub.distinct_selectors,
+        ),
+        (
+            "tidings_template_tests_total",
+            "counter",
+            "Template matches tried by the fan-out (only templates whose literal prefix starts the topic).",
+            hub.template_tests,
+        ),
+        (
+            "tidings_history_gaps_total",
+            "counter",
+            "Streams told that history they asked for is gone (the tidings-history-gap event).",
+            hub.history_gaps,
+        ),
+    ];
+    for (name, kind, help, value) in figures {
+        metric(&mut out, name, kind, help, value);
+    }
     state.metrics.publish_latency.write(
         &mut out,
         "tidings_publish_seconds",
@@ -172,11 +187,14 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// `GET /healthz`: 200 when the history answers, 503 otherwise.
+/// `GET /healthz`: 200 when the history can be written now (a recent write succeeded, or a
+/// probe write does), 503 otherwise. The reason goes to the log, not to the caller.
 pub async fn healthz(State(state): State<AppState>) -> Response {
-    let history = state.hub.history().clone();
-    match tokio::task::spawn_blocking(move || history.last()).await {
-        Ok(Ok(_)) => (StatusCode::OK, "ok\n").into_response(),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "history unavailable\n").into_response(),
+    match state.hub.health().await {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(reason) => {
+            tracing::error!("unhealthy: {reason}");
+            (StatusCode::SERVICE_UNAVAILABLE, "history unavailable\n").into_response()
+        }
     }
 }

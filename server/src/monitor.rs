@@ -1,20 +1,17 @@
 //! The hub's own health, published every second on the monitor topic for the `/monitor` page.
 
 use crate::AppState;
-use std::{
-    sync::atomic::Ordering,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 use tidings_app::model::{MONITOR_TOPIC, MonitorSample};
 use tidings_hub::Update;
 
 pub async fn run(state: AppState, interval: Duration) {
     let started = Instant::now();
-    let metrics = state.hub.metrics();
+    let stats = state.hub.stats();
     let mut last = (
         Instant::now(),
-        metrics.updates_published.load(Ordering::Relaxed),
-        metrics.events_delivered.load(Ordering::Relaxed),
+        stats.updates_published,
+        stats.events_delivered,
         cpu_time(),
     );
     let mut ticks = tokio::time::interval(interval);
@@ -24,30 +21,32 @@ pub async fn run(state: AppState, interval: Duration) {
             () = state.shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let metrics = state.hub.metrics();
+        let stats = state.hub.stats();
         let now = (
             Instant::now(),
-            metrics.updates_published.load(Ordering::Relaxed),
-            metrics.events_delivered.load(Ordering::Relaxed),
+            stats.updates_published,
+            stats.events_delivered,
             cpu_time(),
         );
         let seconds = now.0.duration_since(last.0).as_secs_f64().max(1e-3);
         let sample = MonitorSample {
             at_ms: crate::now_ms(),
-            subscribers: state.hub.subscriber_count() as u64,
+            subscribers: stats.subscribers,
             publishes_per_s: (now.1 - last.1) as f64 / seconds,
             deliveries_per_s: (now.2 - last.2) as f64 / seconds,
-            evictions: metrics.subscribers_evicted.load(Ordering::Relaxed),
-            history: metrics.history_len.load(Ordering::Relaxed),
+            evictions: stats.subscribers_evicted,
+            history: stats.history_updates,
             memory_bytes: rss_bytes(),
             cpu_percent: (now.3 - last.3).as_secs_f64() / seconds * 100.0,
             uptime_s: started.elapsed().as_secs(),
         };
         last = now;
-        let update = Update::public(
+        let Ok(update) = Update::public(
             MONITOR_TOPIC,
             serde_json::to_string(&sample).expect("serializable"),
-        );
+        ) else {
+            return;
+        };
         if state.hub.publish(update).await.is_err() {
             return;
         }

@@ -12,7 +12,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use std::time::Instant;
-use tidings_hub::{PublishError as HubError, Update, UpdateError, update::new_id};
+use tidings_hub::{NewUpdate, PublishError as HubError, UpdateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -39,11 +39,10 @@ impl IntoResponse for PublishError {
         let status = match &self {
             PublishError::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PublishError::BadRetry | PublishError::Invalid(_) => StatusCode::BAD_REQUEST,
-            PublishError::Hub(HubError::Invalid(_)) => StatusCode::BAD_REQUEST,
             PublishError::NoToken | PublishError::Token(_) => StatusCode::UNAUTHORIZED,
             PublishError::TopicNotAllowed(_) | PublishError::CrossSite => StatusCode::FORBIDDEN,
             PublishError::Hub(HubError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
-            PublishError::Hub(HubError::Storage(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            PublishError::Hub(HubError::Storage) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         plain(status, self)
     }
@@ -79,40 +78,32 @@ pub async fn publish(
         return Err(PublishError::CrossSite);
     }
 
-    let update = parse_form(form)?;
-    update.check()?;
+    let update = parse_form(form)?.parse()?;
     let allowed = verified.publish_selectors().unwrap_or_default();
     if let Some(topic) = update
-        .topics
-        .iter()
+        .topics()
         .find(|t| !allowed.iter().any(|s| s.matches(t)))
     {
-        return Err(PublishError::TopicNotAllowed(topic.clone()));
+        return Err(PublishError::TopicNotAllowed(topic.to_owned()));
     }
 
     let started = Instant::now();
-    let id = update.id.clone();
+    let id = update.id().to_owned();
     state.hub.publish(update).await?;
     state.metrics.publish_latency.observe(started.elapsed());
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], id).into_response())
 }
 
-fn parse_form(form: Vec<(String, String)>) -> Result<Update, PublishError> {
-    let mut update = Update {
-        id: String::new(),
-        topics: Vec::new(),
-        data: String::new(),
-        private: false,
-        event_type: None,
-        retry: None,
-    };
+/// The form's fields as an update, not yet checked: the first of each single field counts.
+fn parse_form(form: Vec<(String, String)>) -> Result<NewUpdate, PublishError> {
+    let mut update = NewUpdate::default();
     let mut data = None;
     for (name, value) in form {
         match name.as_str() {
             "topic" => update.topics.push(value),
             "data" if data.is_none() => data = Some(value),
             "private" => update.private = true,
-            "id" if update.id.is_empty() => update.id = value,
+            "id" if update.id.is_none() => update.id = Some(value),
             "type" if update.event_type.is_none() && !value.is_empty() => {
                 update.event_type = Some(value)
             }
@@ -126,9 +117,6 @@ fn parse_form(form: Vec<(String, String)>) -> Result<Update, PublishError> {
         }
     }
     update.data = data.unwrap_or_default();
-    if update.id.is_empty() {
-        update.id = new_id();
-    }
     Ok(update)
 }
 

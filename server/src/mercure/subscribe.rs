@@ -13,7 +13,7 @@ use axum::{
 };
 use futures_util::StreamExt;
 use std::convert::Infallible;
-use tidings_hub::{HistoryError, Selector, SubscribeRequest, selector::SelectorError};
+use tidings_hub::{Selector, SelectorError, SubscribeError as HubError, SubscribeRequest};
 
 /// The most selectors one subscription may have.
 pub const MAX_SELECTORS: usize = 1000;
@@ -33,7 +33,7 @@ pub enum SubscribeError {
     #[error("this hub needs a subscriber token")]
     AnonymousRefused,
     #[error("{0}")]
-    Storage(#[from] HistoryError),
+    Hub(#[from] HubError),
 }
 
 impl IntoResponse for SubscribeError {
@@ -44,7 +44,8 @@ impl IntoResponse for SubscribeError {
             | SubscribeError::BadSelector(..)
             | SubscribeError::BadLastEventId => StatusCode::BAD_REQUEST,
             SubscribeError::Token(_) | SubscribeError::AnonymousRefused => StatusCode::UNAUTHORIZED,
-            SubscribeError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            SubscribeError::Hub(HubError::Storage) => StatusCode::INTERNAL_SERVER_ERROR,
+            SubscribeError::Hub(HubError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
         };
         plain(status, self)
     }

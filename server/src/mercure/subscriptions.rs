@@ -13,7 +13,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
-use tidings_hub::hub::{subscription_json, subscription_topic};
+use tidings_hub::{subscription_json, subscription_topic};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubscriptionsError {
@@ -61,7 +61,10 @@ fn json_ld(doc: Value) -> Response {
 }
 
 fn collection(state: &AppState, id: String, topic: Option<&str>) -> Response {
-    let (active, last_event_id) = state.hub.active_subscriptions();
+    let tidings_hub::Subscriptions {
+        active,
+        last_event_id,
+    } = state.hub.subscriptions();
     let subscriptions: Vec<Value> = active
         .iter()
         .filter(|a| topic.is_none_or(|t| a.selector == t))
@@ -111,10 +114,13 @@ pub async fn one(
     uri: Uri,
 ) -> Result<Response, SubscriptionsError> {
     authorize(&state, &headers, &uri)?;
-    let (active, last_event_id) = state.hub.active_subscriptions();
+    let tidings_hub::Subscriptions {
+        active,
+        last_event_id,
+    } = state.hub.subscriptions();
     let found = active
         .iter()
-        .find(|a| a.selector == topic && a.subscriber.id == subscriber)
+        .find(|a| a.selector == topic && a.subscriber.id() == subscriber)
         .ok_or(SubscriptionsError::NotFound)?;
     let mut doc = subscription_json(&found.subscriber, &found.selector, true);
     doc["lastEventID"] = json!(last_event_id);

@@ -1,0 +1,48 @@
+//! What the hub counts about itself. The counters are the hub's own; callers get [`Stats`], a
+//! plain copy, so nothing outside can change them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub updates_published: AtomicU64,
+    pub events_delivered: AtomicU64,
+    pub subscribers_evicted: AtomicU64,
+    pub subscribers_total: AtomicU64,
+    pub template_tests: AtomicU64,
+    pub gaps: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// The hub's figures at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Subscribers connected now.
+    pub subscribers: u64,
+    /// Subscriptions opened since start.
+    pub subscribers_total: u64,
+    /// Updates committed and fanned out.
+    pub updates_published: u64,
+    /// Events put in subscribers' queues (history replays excluded).
+    pub events_delivered: u64,
+    /// Subscribers disconnected for falling behind.
+    pub subscribers_evicted: u64,
+    /// Updates retained in the history.
+    pub history_updates: u64,
+    /// Distinct selectors in the index (exact topics and templates).
+    pub distinct_selectors: u64,
+    /// Template matches tried by the fan-out: with the prefix index, only templates whose
+    /// literal prefix starts the topic are tried.
+    pub template_tests: u64,
+    /// Streams told that history they asked for is gone (the gap event).
+    pub history_gaps: u64,
+}
+
+pub(crate) fn load(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}

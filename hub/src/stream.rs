@@ -1,0 +1,213 @@
+//! A subscription's stream: history first, then live, with no gap and no duplicate — or, when
+//! history it needs is gone, the gap event before the hole, never a silent skip.
+//!
+//! # The handoff from history to live
+//!
+//! The writer fans out while holding the registry's read lock and records the last position it
+//! delivered (the head). A new subscriber registers under the write lock and reads that
+//! position, `P`, at the same moment. Every update up to `P` was delivered before it existed (so
+//! it must come from history), every update after `P` will be put in its queue. It replays
+//! history up to `P`, then reads its queue, dropping stored events at or below `P`.
+//!
+//! # Holes
+//!
+//! Pruning may overtake a replay. The history publishes how far pruning reaches
+//! ([`Horizon`](crate::Horizon)) *before* it deletes, and the stream checks it *after* each read:
+//! if it has passed the position the read started from, rows the subscriber could want may be
+//! missing, so the stream sends the gap event and continues live. A read that fails (a corrupt
+//! or unreadable database) does the same, so the client learns it must reload its state.
+
+use crate::{
+    hub::{Registration, Shared},
+    registry::{Queued, SubscriberInfo},
+    sse,
+};
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+use tokio::sync::mpsc;
+
+/// The named event a subscriber receives when history it asked for is not there (an unknown or
+/// pruned `Last-Event-ID`, pruning that overtook the replay, an unreadable history): the hub
+/// cannot send what it missed, so the client should reload its state. Its data is the id the
+/// stream continues after. Plain `onmessage` handlers ignore it; listen with
+/// `addEventListener("tidings-history-gap", …)`.
+pub const HISTORY_GAP_EVENT: &str = "tidings-history-gap";
+
+const REPLAY_CHUNK: usize = 512;
+/// Queued events written together at most, so one write stays a reasonable size.
+const MAX_COALESCE: usize = 64;
+
+/// The events of one subscription, as chunks of SSE bytes ready to write.
+pub struct SubscriptionStream {
+    inner: Pin<Box<dyn Stream<Item = Bytes> + Send>>,
+}
+
+pub(crate) struct StreamState {
+    pub hub: Arc<Shared>,
+    pub info: Arc<SubscriberInfo>,
+    /// Starts with the gap event.
+    pub gap_first: bool,
+    /// History still to replay: positions in `(after, until]`.
+    pub replay: Option<(u64, u64)>,
+    /// Stored events in the queue up to this position were (or are to be) sent from history.
+    pub skip_until: u64,
+    /// The visible id of the head at the handoff: what the gap event says the stream continues
+    /// after.
+    pub handoff_id: String,
+    pub receiver: mpsc::Receiver<Queued>,
+    pub expires_at: Option<Instant>,
+    /// Held for its `Drop`: the subscriber leaves the registry with its stream.
+    pub _registration: Registration,
+}
+
+pub(crate) fn gap_event(continues_after: &str) -> Bytes {
+    sse::Event {
+        event: Some(HISTORY_GAP_EVENT),
+        data: continues_after,
+        ..sse::Event::default()
+    }
+    .encode()
+}
+
+impl SubscriptionStream {
+    pub(crate) fn new(state: StreamState) -> Self {
+        let stream = futures_util::stream::unfold(state, |mut state| async move {
+            let chunk = state.next_chunk().await?;
+            Some((chunk, state))
+        });
+        Self {
+            inner: Box::pin(stream),
+        }
+    }
+}
+
+impl Stream for SubscriptionStream {
+    type Item = Bytes;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+impl StreamState {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if std::mem::take(&mut self.gap_first) {
+            return Some(self.gap());
+        }
+        while let Some((after, until)) = self.replay {
+            let history = self.hub.history.clone();
+            let read = tokio::select! {
+                () = self.hub.closing.cancelled() => return None,
+                read = tokio::task::spawn_blocking(move || {
+                    let read = history.read(after, until, REPLAY_CHUNK);
+                    (read, history.horizon())
+                }) => read,
+            };
+            let stored = match read {
+                Ok((Ok(stored), horizon)) if !horizon.hides_after(after, self.info.prefixes()) => {
+                    stored
+                }
+                Ok((Ok(_), _)) => {
+                    tracing::info!(subscriber = %self.info.id(), "pruning overtook a replay");
+                    return Some(self.abandon_replay());
+                }
+                Ok((Err(error), _)) => {
+                    tracing::error!("history replay failed: {error}");
+                    return Some(self.abandon_replay());
+                }
+                Err(_) => return None,
+            };
+            self.replay = match stored.last() {
+                Some(last) if stored.len() == REPLAY_CHUNK && last.position < until => {
+                    Some((last.position, until))
+                }
+                _ => None,
+            };
+            let mut chunk = BytesMut::new();
+            for item in stored {
+                if self.info.wants(&item.update) && self.info.may_receive(&item.update) {
+                    chunk.extend_from_slice(&item.update.encode());
+                }
+            }
+            if !chunk.is_empty() {
+                return Some(chunk.freeze());
+            }
+        }
+        self.next_live().await
+    }
+
+    /// The history cannot give the rest: say so, then continue live from the handoff.
+    fn abandon_replay(&mut self) -> Bytes {
+        self.replay = None;
+        self.gap()
+    }
+
+    fn gap(&self) -> Bytes {
+        crate::stats::Counters::add(&self.hub.counters.gaps, 1);
+        gap_event(&self.handoff_id)
+    }
+
+    async fn next_live(&mut self) -> Option<Bytes> {
+        loop {
+            let heartbeat = self.hub.config.heartbeat;
+            let expiry = self.expires_at;
+            let item = tokio::select! {
+                biased;
+                () = self.hub.closing.cancelled() => return None,
+                () = sleep_until(expiry) => return None,
+                item = self.receiver.recv() => item,
+                () = sleep_for(heartbeat) => return Some(sse::comment("heartbeat")),
+            };
+            // `None`: the hub dropped this subscriber (evicted as too slow).
+            let first = item?;
+            let mut chunk: Option<BytesMut> = None;
+            let mut single = self.is_new(&first).then_some(first.bytes);
+            for _ in 0..MAX_COALESCE {
+                let Ok(more) = self.receiver.try_recv() else {
+                    break;
+                };
+                if !self.is_new(&more) {
+                    continue;
+                }
+                let buf = chunk.get_or_insert_with(|| {
+                    let mut buf = BytesMut::new();
+                    if let Some(first) = single.take() {
+                        buf.extend_from_slice(&first);
+                    }
+                    buf
+                });
+                buf.extend_from_slice(&more.bytes);
+            }
+            match (chunk, single) {
+                (Some(buf), _) => return Some(buf.freeze()),
+                (None, Some(one)) => return Some(one),
+                (None, None) => continue,
+            }
+        }
+    }
+
+    /// Whether a queued event was not already sent from history.
+    fn is_new(&self, queued: &Queued) -> bool {
+        queued.live || queued.position > self.skip_until
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_for(duration: Option<Duration>) {
+    match duration {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,220 @@
+//! The writer: the one thread that commits and fans out, in order.
+//!
+//! It takes whatever jobs are waiting (a batch), appends the batch's updates to the
+//! [`History`](crate::History) in one durable commit (group commit: one fsync for many
+//! publishes), then fans the batch out in arrival order, then answers the publishers. So an
+//! acknowledged update is always durable, and every subscriber sees one total order. Live-only
+//! events (subscription events, presence) take their place in that order without being stored.
+//!
+//! Between batches it prunes the history, and answers health probes with a real write.
+
+use crate::{
+    hub::{PublishError, Shared},
+    registry::Delivery,
+    stats::Counters,
+    update::Update,
+};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+use tokio::sync::{mpsc, oneshot};
+
+pub(crate) type Ack = oneshot::Sender<Result<u64, PublishError>>;
+
+pub(crate) enum Job {
+    /// Store, fan out, then answer.
+    Publish(Arc<Update>, Ack),
+    /// Fan out only: never stored.
+    Live(Arc<Update>),
+    /// Apply the age limits now (sent every second when there are any, so old updates go even
+    /// when nothing is published).
+    Prune,
+    /// A small durable write, to learn whether the history can still be written.
+    Probe(oneshot::Sender<Result<(), String>>),
+    Stop,
+}
+
+const MAX_BATCH: usize = 1024;
+
+/// The ids of recent live-only events, each with the history position it followed, so that a
+/// client whose last event was one of them resumes exactly. Bounded: an id that has fallen out
+/// is unknown, and its client gets the gap event — never a silent loss, and never at the
+/// expense of a stored update.
+pub(crate) struct LiveIds {
+    capacity: usize,
+    order: VecDeque<Arc<str>>,
+    positions: HashMap<Arc<str>, u64>,
+}
+
+impl LiveIds {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            order: VecDeque::new(),
+            positions: HashMap::new(),
+        }
+    }
+
+    fn record(&mut self, id: &str, position: u64) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.order.len() == self.capacity
+            && let Some(old) = self.order.pop_front()
+        {
+            self.positions.remove(&old);
+        }
+        let id: Arc<str> = id.into();
+        if self.positions.insert(id.clone(), position).is_none() {
+            self.order.push_back(id);
+        }
+    }
+
+    pub(crate) fn position_of(&self, id: &str) -> Option<u64> {
+        self.positions.get(id).copied()
+    }
+}
+
+pub(crate) fn run(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut round = 0u64;
+    let mut last_age_prune = Instant::now();
+    loop {
+        let Some(first) = jobs.blocking_recv() else {
+            return;
+        };
+        let mut stop = false;
+        let mut prune_now = false;
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Publish(..) | Job::Live(_) => batch.push(job),
+                Job::Prune => prune_now = true,
+                Job::Probe(answer) => {
+                    let result = shared.history.probe().map_err(|e| e.to_string());
+                    shared.set_health(result.clone());
+                    let _ = answer.send(result);
+                }
+                Job::Stop => {
+                    stop = true;
+                    break;
+                }
+            }
+            if batch.len() < MAX_BATCH {
+                next = jobs.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            commit_and_fan_out(shared, &mut batch, &mut round);
+        }
+        if stop {
+            return;
+        }
+        let config = &shared.config;
+        let slack = (config.history_max_events / 100).max(1);
+        let over = shared.history.len() >= config.history_max_events.saturating_add(slack);
+        let aged = config.prunes_by_age() && last_age_prune.elapsed() >= Duration::from_secs(1);
+        if over || prune_now || aged {
+            if let Err(error) = shared.history.prune(&config.retention()) {
+                tracing::error!("pruning the history failed: {error}");
+            }
+            last_age_prune = Instant::now();
+        }
+    }
+}
+
+fn commit_and_fan_out(shared: &Shared, batch: &mut Vec<Job>, round: &mut u64) {
+    let stored: Vec<Arc<Update>> = batch
+        .iter()
+        .filter_map(|job| match job {
+            Job::Publish(update, _) => Some(update.clone()),
+            _ => None,
+        })
+        .collect();
+    let positions = if stored.is_empty() {
+        Ok(Vec::new())
+    } else {
+        shared.history.append(&stored)
+    };
+    let failed = positions.as_ref().err().map(ToString::to_string);
+    if let Some(error) = &failed {
+        tracing::error!("{error}");
+        shared.set_health(Err(error.clone()));
+    } else if !stored.is_empty() {
+        shared.set_health(Ok(()));
+    }
+    let mut positions = positions.unwrap_or_default().into_iter();
+    let mut acks = Vec::new();
+    let mut evicted = Vec::new();
+    {
+        let mut registry = shared.registry.upgradable_read();
+        for job in batch.drain(..) {
+            let (update, live) = match job {
+                Job::Publish(update, ack) => {
+                    let Some(position) = positions.next() else {
+                        let _ = ack.send(Err(PublishError::Storage));
+                        continue;
+                    };
+                    acks.push((ack, position));
+                    registry.with_upgraded(|r| r.head.advance(position, &update));
+                    (update, false)
+                }
+                Job::Live(update) => {
+                    shared
+                        .live_ids
+                        .lock()
+                        .record(update.id(), registry.head.position);
+                    (update, true)
+                }
+                _ => continue,
+            };
+            *round += 1;
+            let bytes = update.encode();
+            let out = registry.fan_out(&Delivery {
+                round: *round,
+                position: registry.head.position,
+                live,
+                update: &update,
+                bytes: &bytes,
+            });
+            Counters::add(&shared.counters.events_delivered, out.delivered);
+            Counters::add(&shared.counters.template_tests, out.template_tests);
+            evicted.extend(out.evict);
+        }
+        if !evicted.is_empty() {
+            registry.with_upgraded(|r| {
+                for key in &evicted {
+                    if r.remove(*key) {
+                        Counters::add(&shared.counters.subscribers_evicted, 1);
+                    }
+                }
+            });
+        }
+    }
+    Counters::add(&shared.counters.updates_published, acks.len() as u64);
+    for (ack, position) in acks {
+        let _ = ack.send(Ok(position));
+    }
+}
+
+/// Sends [`Job::Prune`] every second while the writer lives (a weak sender never keeps it
+/// alive on its own).
+pub(crate) fn spawn_prune_ticker(writer: &mpsc::Sender<Job>) -> std::io::Result<()> {
+    let ticker = writer.downgrade();
+    std::thread::Builder::new()
+        .name("tidings-prune".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                let Some(writer) = ticker.upgrade() else {
+                    return;
+                };
+                if writer.try_send(Job::Prune).is_err() && writer.is_closed() {
+                    return;
+                }
+            }
+        })
+        .map(drop)
+}
