@@ -514,7 +514,13 @@ fn allowed(op: Operator) -> &'static str {
 
 /// Any encoded value: allowed characters and percent-encoded octets.
 fn value(op: Operator) -> String {
-    format!("(?:[{}]|{PCT})*", allowed(op))
+    values(op, "")
+}
+
+/// Values joined by the single character `joint`: `v(?:,v)*` written as one repetition, which
+/// compiles smaller and faster.
+fn values(op: Operator, joint: &str) -> String {
+    format!("(?:[{}{}]|{PCT})*", allowed(op), regex::escape(joint))
 }
 
 /// One character of a value, as a prefix modifier counts them: an allowed character, or the
@@ -542,6 +548,10 @@ fn character(op: Operator) -> String {
 struct Pattern {
     text: String,
     cost: usize,
+    /// For a variable's pattern: whether its language is closed under joining by the
+    /// operator's separator (any values joined by `sep` are again one value of it), so that an
+    /// expression of such variables needs no branch per first variable.
+    closed: bool,
 }
 
 impl Pattern {
@@ -563,6 +573,7 @@ impl From<String> for Pattern {
         Pattern {
             cost: text.len(),
             text,
+            closed: false,
         }
     }
 }
@@ -578,7 +589,8 @@ fn varspec_pattern(op: Operator, var: &VarSpec<'_>) -> Pattern {
     let sep = regex::escape(op.sep);
     let ifemp = regex::escape(op.ifemp);
     let name = regex::escape(var.name);
-    let text = match (op.named, var.modifier) {
+    // Unions below leave out alternatives another one already covers, for a smaller program.
+    let (text, closed) = match (op.named, var.modifier) {
         // A string's first n characters (prefixes apply to strings only).
         (named, Modifier::Prefix(n)) => {
             let c = character(op);
@@ -588,22 +600,34 @@ fn varspec_pattern(op: Operator, var: &VarSpec<'_>) -> Pattern {
             } else {
                 format!("{c}{{0,{n}}}")
             };
-            return Pattern { text, cost };
+            return Pattern {
+                text,
+                cost,
+                closed: false,
+            };
         }
-        // A string, or a list or map joined by commas (k,v,k,v).
-        (false, Modifier::None) => format!("{v}(?:,{v})*"),
-        (true, Modifier::None) => format!("{name}(?:{ifemp}|={v}(?:,{v})*)"),
-        // A string, a list joined by sep, or a map's k=v pairs joined by sep.
-        (false, Modifier::Explode) => format!("{v}(?:{sep}{v})*|{v}={v}(?:{sep}{v}={v})*"),
-        // Named: each item `name=value` (`name` + ifemp when empty), or for a map each pair
-        // `key=value` with the key in place of the name.
+        // A string, or a list or a map (k,v,k,v) joined by commas: `v(?:,v)*`.
+        (false, Modifier::None) => (values(op, ","), op.sep == ","),
+        (true, Modifier::None) => (format!("{name}(?:{ifemp}|={})", values(op, ",")), false),
+        // A string or a list joined by sep (`v(?:sep v)*`), or a map's k=v pairs joined by sep,
+        // which reserved expansion's values already cover (they may hold `=` and `,`).
+        (false, Modifier::Explode) if op.reserved => (values(op, op.sep), true),
+        (false, Modifier::Explode) => (
+            format!("{}|{v}={v}(?:{sep}{v}={v})*", values(op, op.sep)),
+            false,
+        ),
+        // Named: each list item `name=value` (`name` + ifemp when empty), or each map pair
+        // `key=value`, the key in place of the name; a key can be any value, so the pairs cover
+        // the items.
         (true, Modifier::Explode) => {
-            let item = format!("{name}(?:{ifemp}|={v})");
             let pair = format!("{v}(?:{ifemp}|={v})");
-            format!("{item}(?:{sep}{item})*|{pair}(?:{sep}{pair})*")
+            (format!("{pair}(?:{sep}{pair})*"), false)
         }
     };
-    format!("(?:{text})").into()
+    Pattern {
+        closed,
+        ..format!("(?:{text})").into()
+    }
 }
 
 /// The expansions of one expression: `""` when every variable is undefined, else `first` and
@@ -627,6 +651,13 @@ fn expression_pattern(op: Operator, vars: &[VarSpec<'_>], out: &mut Pattern) -> 
     }
     if op.first == op.sep {
         return optional.iter().try_for_each(|o| out.push(o));
+    }
+    // Values that join into one value of the same language: any defined subset is one value.
+    if items.iter().all(|i| i.closed && i.text == items[0].text) {
+        out.push_str("(?:")?;
+        out.push_str(&regex::escape(op.first))?;
+        out.push(&items[0])?;
+        return out.push_str(")?");
     }
     out.push_str("(?:")?;
     out.push_str(&regex::escape(op.first))?;
