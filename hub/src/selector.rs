@@ -12,7 +12,8 @@
 //! with one exception that no regular expression can avoid: a variable used twice is matched
 //! independently at each place (`/{x}/{x}` matches `/a/b`). The compiled size is bounded: a
 //! template that would exceed the bound (a prefix longer than about 120 characters, or more than
-//! about 35 variables in one expression) is an exact selector, which fails closed for a claim.
+//! 24 to 46 variables in one `?` expression, or in a simple, `+` or `#` one with exploded or
+//! prefixed variables) is an exact selector, which fails closed for a claim.
 //!
 //! Compiling is the costly part: an [`Interner`] compiles each distinct template once and shares
 //! it while it is in use ([`Selector`] is cheap to clone).
@@ -35,8 +36,8 @@ pub const MAX_SELECTOR_LEN: usize = 2048;
 /// repetitions expanded (see [`Pattern`]). It bounds both the time spent compiling a hostile
 /// template (tens of milliseconds unoptimised) and the compiled size (about a megabyte and a
 /// half). A prefix modifier costs one character's pattern, about 500 units, per character of
-/// its length, so prefixes up to about 120 fit; an expression's cost is quadratic in its number
-/// of variables (see [`expression_pattern`]), and about 35 fit.
+/// its length, so prefixes up to about 120 fit; some expressions cost quadratic in their number
+/// of variables (see [`expression_pattern`]), and 24 to 46 of those fit.
 const MAX_PATTERN_COST: usize = 1 << 16;
 
 /// The `regex` crate's own bound on the compiled size, a backstop above what
