@@ -1,22 +1,48 @@
 //! Topic selectors: which topics a subscription (or a JWT claim) covers.
 //!
-//! A selector is `*` (every topic), or a string that matches a topic equal to it, or, when it is
-//! an RFC 6570 URI template, any topic the template could expand to. This follows the reference
-//! (Go) Mercure hub: equality is tried first, then the template; matching is anchored at both
-//! ends; `{var}` matches unreserved characters and percent-escapes, so it never crosses `/`;
-//! `{+var}` and `{#var}` also allow reserved characters; the other operators (`.`, `/`, `;`, `?`,
-//! `&`) add their prefix and separator (`{?x}` matches `?x=…`).
+//! A selector is `*` (every topic), or a string that matches the topic equal to it, or, when it
+//! is a well-formed RFC 6570 URI template, any topic that is an expansion of the template for
+//! some values of its variables (each undefined, a string, a list or an associative array), and
+//! also the topic equal to the template's own text (as the reference Go hub does, equality is
+//! tried first). A string that is not a well-formed template is an exact selector.
 //!
 //! Templates become regular expressions of the `regex` crate, whose matching time is linear in
-//! the topic: a hostile template cannot make the hub backtrack forever. Compiling is the costly
-//! part, so the hub compiles each distinct template once and shares it ([`Selector`] is cheap to
-//! clone).
+//! the topic: a hostile template cannot make the hub backtrack. The regular expression accepts
+//! exactly the strings the RFC's expansion algorithm (section 3.2.1 and appendix A) can produce,
+//! with one exception that no regular expression can avoid: a variable used twice is matched
+//! independently at each place (`/{x}/{x}` matches `/a/b`). The compiled size is bounded: a
+//! template that would exceed the bound (a prefix longer than about 120 characters, or more than
+//! 24 to 46 variables in one `?` expression, or in a simple, `+` or `#` one with exploded or
+//! prefixed variables) is an exact selector, which fails closed for a claim.
+//!
+//! Compiling is the costly part: an [`Interner`] compiles each distinct template once and shares
+//! it while it is in use ([`Selector`] is cheap to clone).
 
-use regex::Regex;
-use std::{fmt, sync::Arc};
+use parking_lot::Mutex;
+use regex::{Regex, RegexBuilder};
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 /// The longest selector accepted, in bytes. Longer ones are refused at the edge.
 pub const MAX_SELECTOR_LEN: usize = 2048;
+
+/// The most a template may cost to compile, in units of regular-expression text with bounded
+/// repetitions expanded (see [`Pattern`]). It bounds both the time spent compiling a hostile
+/// template (tens of milliseconds unoptimised) and the compiled size (about a megabyte and a
+/// half). A prefix modifier costs one character's pattern, about 500 units, per character of
+/// its length, so prefixes up to about 120 fit; some expressions cost quadratic in their number
+/// of variables (see [`expression_pattern`]), and 24 to 46 of those fit.
+const MAX_PATTERN_COST: usize = 1 << 16;
+
+/// The `regex` crate's own bound on the compiled size, a backstop above what
+/// [`MAX_PATTERN_COST`] lets through.
+const REGEX_SIZE_LIMIT: usize = 4 << 20;
 
 /// A parsed selector.
 #[derive(Clone)]
@@ -30,9 +56,16 @@ pub enum Selector {
 }
 
 /// A compiled URI template.
+///
+/// A template created through an [`Interner`] is registered there while it lives, and removes
+/// its own entry when the last selector holding it is dropped.
 pub struct Template {
-    source: String,
+    source: Arc<str>,
     regex: Regex,
+    /// Length of the literal text before the first `{`.
+    prefix_len: usize,
+    /// The interner's table, if it came from one.
+    home: Option<Weak<Table>>,
 }
 
 /// Why a string cannot be a selector.
@@ -47,30 +80,17 @@ pub enum SelectorError {
 }
 
 impl Selector {
-    /// Parses a selector. A string that is not a well-formed template (an unclosed `{`, say) is
-    /// an exact selector: it still matches the topic equal to it.
+    /// Parses a selector, compiling a template afresh. A string that is not a well-formed
+    /// template (an unclosed `{`, say) is an exact selector: it still matches the topic equal
+    /// to it. Use an [`Interner`] to share compiled templates.
     pub fn parse(text: &str) -> Result<Self, SelectorError> {
-        if text.is_empty() {
-            return Err(SelectorError::Empty);
+        if let Some(simple) = parse_simple(text)? {
+            return Ok(simple);
         }
-        if text.len() > MAX_SELECTOR_LEN {
-            return Err(SelectorError::TooLong);
-        }
-        if text.chars().any(char::is_control) {
-            return Err(SelectorError::Control);
-        }
-        if text == "*" {
-            return Ok(Selector::Any);
-        }
-        if text.contains('{')
-            && let Some(regex) = template_regex(text)
-        {
-            return Ok(Selector::Template(Arc::new(Template {
-                source: text.to_owned(),
-                regex,
-            })));
-        }
-        Ok(Selector::Exact(text.into()))
+        Ok(match Template::compile(text, None) {
+            Some(template) => Selector::Template(Arc::new(template)),
+            None => Selector::Exact(text.into()),
+        })
     }
 
     /// The selector as written.
@@ -78,7 +98,23 @@ impl Selector {
         match self {
             Selector::Any => "*",
             Selector::Exact(s) => s,
-            Selector::Template(t) => &t.source,
+            Selector::Template(t) => t.as_str(),
+        }
+    }
+
+    /// Whether this is a URI template (rather than `*` or an exact topic).
+    pub fn is_template(&self) -> bool {
+        matches!(self, Selector::Template(_))
+    }
+
+    /// A string that every topic this selector matches starts with, so that an index can skip
+    /// selectors cheaply: `""` for `*`, the whole text for an exact selector, and a template's
+    /// literal text before its first `{` (literals match only themselves).
+    pub fn literal_prefix(&self) -> &str {
+        match self {
+            Selector::Any => "",
+            Selector::Exact(s) => s,
+            Selector::Template(t) => t.literal_prefix(),
         }
     }
 
@@ -87,7 +123,7 @@ impl Selector {
         match self {
             Selector::Any => true,
             Selector::Exact(s) => &**s == topic,
-            Selector::Template(t) => t.source == topic || t.regex.is_match(topic),
+            Selector::Template(t) => t.matches(topic),
         }
     }
 
@@ -95,6 +131,27 @@ impl Selector {
     pub fn matches_any<'a>(&self, topics: impl IntoIterator<Item = &'a str>) -> bool {
         topics.into_iter().any(|topic| self.matches(topic))
     }
+}
+
+/// The checks every selector goes through, and the selectors that need no compiling: `Some` for
+/// `*` and for a text without `{` (which cannot be a template with an expression).
+fn parse_simple(text: &str) -> Result<Option<Selector>, SelectorError> {
+    if text.is_empty() {
+        return Err(SelectorError::Empty);
+    }
+    if text.len() > MAX_SELECTOR_LEN {
+        return Err(SelectorError::TooLong);
+    }
+    if text.chars().any(char::is_control) {
+        return Err(SelectorError::Control);
+    }
+    if text == "*" {
+        return Ok(Some(Selector::Any));
+    }
+    if !text.contains('{') {
+        return Ok(Some(Selector::Exact(text.into())));
+    }
+    Ok(None)
 }
 
 impl fmt::Debug for Selector {
@@ -111,90 +168,524 @@ impl PartialEq for Selector {
 
 impl Eq for Selector {}
 
-const UNRESERVED: &str = r"A-Za-z0-9\-._~";
-const RESERVED: &str = r":/?#\[\]@!$&'()*+,;=";
+impl Template {
+    /// Compiles `text`; `None` if it is not a well-formed template with at least one expression,
+    /// or if its expression would exceed the size bounds.
+    fn compile(text: &str, home: Option<&Arc<Table>>) -> Option<Self> {
+        let parts = parse_template(text)?;
+        let pattern = template_pattern(&parts)?;
+        if let Some(table) = home {
+            table.compiled.fetch_add(1, Ordering::Relaxed);
+        }
+        let regex = RegexBuilder::new(&pattern)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .ok()?;
+        Some(Template {
+            source: text.into(),
+            regex,
+            prefix_len: text.find('{').unwrap_or(text.len()),
+            home: home.map(Arc::downgrade),
+        })
+    }
 
-/// Translates an RFC 6570 template into an anchored regex; `None` if it is not a template.
-fn template_regex(template: &str) -> Option<Regex> {
-    let mut pattern = String::from("^");
-    let mut rest = template;
-    let mut expressions = 0;
-    while let Some(open) = rest.find('{') {
-        pattern.push_str(&regex::escape(&rest[..open]));
-        let close = rest[open..].find('}')? + open;
-        pattern.push_str(&expression_regex(&rest[open + 1..close])?);
-        expressions += 1;
-        rest = &rest[close + 1..];
+    /// The template as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
     }
-    if rest.contains('}') || expressions == 0 {
-        return None;
+
+    /// The literal text before the first `{`.
+    pub fn literal_prefix(&self) -> &str {
+        &self.source[..self.prefix_len]
     }
-    pattern.push_str(&regex::escape(rest));
-    pattern.push('$');
-    regex::RegexBuilder::new(&pattern)
-        .size_limit(1 << 20)
-        .build()
-        .ok()
+
+    /// Whether `topic` is the template's own text or one of its expansions.
+    pub fn matches(&self, topic: &str) -> bool {
+        *self.source == *topic || self.regex.is_match(topic)
+    }
 }
 
-/// The regex for one `{…}` expression: operator, then a comma-separated list of variables.
-fn expression_regex(body: &str) -> Option<String> {
-    let (op, vars) = match body.chars().next()? {
-        c @ ('+' | '#' | '.' | '/' | ';' | '?' | '&') => (Some(c), &body[1..]),
-        _ => (None, body),
-    };
-    // (prefix before the first value, separator between values, reserved allowed, named)
-    let (first, sep, reserved, named) = match op {
-        None => ("", ",", false, false),
-        Some('+') => ("", ",", true, false),
-        Some('#') => ("#", ",", true, false),
-        Some('.') => (".", ".", false, false),
-        Some('/') => ("/", "/", false, false),
-        Some(';') => (";", ";", false, true),
-        Some('?') => ("?", "&", false, true),
-        Some('&') => ("&", "&", false, true),
-        Some(_) => return None,
-    };
-    let mut names = Vec::new();
-    for spec in vars.split(',') {
-        let name = spec.strip_suffix('*').unwrap_or(spec);
-        let name = match name.split_once(':') {
-            Some((name, len)) if !len.is_empty() && len.bytes().all(|b| b.is_ascii_digit()) => name,
-            Some(_) => return None,
-            None => name,
+impl fmt::Debug for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Template({:?})", &*self.source)
+    }
+}
+
+impl Drop for Template {
+    fn drop(&mut self) {
+        let Some(table) = self.home.as_ref().and_then(Weak::upgrade) else {
+            return;
         };
-        let valid = !name.is_empty()
-            && name.split('.').all(|part| {
-                !part.is_empty()
-                    && part
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '%')
-            });
+        let mut entries = table.entries.lock();
+        // The entry may already belong to a newer compilation of the same text (made after our
+        // last holder let go and before we got the lock): leave that one alone.
+        if let Some(entry) = entries.get(&*self.source)
+            && std::ptr::eq(entry.as_ptr(), self)
+        {
+            entries.remove(&*self.source);
+        }
+    }
+}
+
+/// Shares compiled templates: one [`Template`] per distinct text while any selector holds it.
+///
+/// The table holds weak references, so it never keeps a template alive; a template removes its
+/// entry when dropped. Compiling happens outside the lock, so a slow compilation does not stall
+/// lookups of other templates (two threads racing on the same new text may both compile it; the
+/// first one stored wins).
+#[derive(Default)]
+pub struct Interner {
+    table: Arc<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    entries: Mutex<HashMap<Arc<str>, Weak<Template>>>,
+    /// Compilations started, for tests and metrics.
+    compiled: AtomicU64,
+}
+
+impl Interner {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Like [`Selector::parse`], but a template already in use is shared instead of compiled.
+    pub fn parse(&self, text: &str) -> Result<Selector, SelectorError> {
+        if let Some(simple) = parse_simple(text)? {
+            return Ok(simple);
+        }
+        if let Some(template) = self.lookup(text) {
+            return Ok(Selector::Template(template));
+        }
+        let Some(compiled) = Template::compile(text, Some(&self.table)) else {
+            return Ok(Selector::Exact(text.into()));
+        };
+        let mut compiled = Arc::new(compiled);
+        let ours = {
+            let mut entries = self.table.entries.lock();
+            match entries.get(text).and_then(Weak::upgrade) {
+                Some(theirs) => Some(std::mem::replace(&mut compiled, theirs)),
+                None => {
+                    entries.insert(compiled.source.clone(), Arc::downgrade(&compiled));
+                    None
+                }
+            }
+        };
+        // Dropped outside the lock: a template's `Drop` takes it.
+        drop(ours);
+        Ok(Selector::Template(compiled))
+    }
+
+    fn lookup(&self, text: &str) -> Option<Arc<Template>> {
+        self.table.entries.lock().get(text).and_then(Weak::upgrade)
+    }
+
+    /// How many distinct compiled templates are alive.
+    pub fn live_templates(&self) -> usize {
+        let entries = self.table.entries.lock();
+        entries.values().filter(|t| t.strong_count() > 0).count()
+    }
+
+    /// How many compilations were started (a refused or repeated request should start none).
+    pub fn compiled_total(&self) -> u64 {
+        self.table.compiled.load(Ordering::Relaxed)
+    }
+}
+
+impl fmt::Debug for Interner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Interner")
+            .field("live_templates", &self.live_templates())
+            .field("compiled_total", &self.compiled_total())
+            .finish()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing (RFC 6570 section 2).
+
+/// One operator's expansion rules (RFC 6570 appendix A).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Operator {
+    first: &'static str,
+    sep: &'static str,
+    named: bool,
+    ifemp: &'static str,
+    /// Whether values may contain reserved characters unencoded (`+` and `#`).
+    reserved: bool,
+}
+
+const fn op(first: &'static str, sep: &'static str, named: bool, ifemp: &'static str) -> Operator {
+    Operator {
+        first,
+        sep,
+        named,
+        ifemp,
+        reserved: false,
+    }
+}
+
+const SIMPLE: Operator = op("", ",", false, "");
+const RESERVED: Operator = Operator {
+    reserved: true,
+    ..SIMPLE
+};
+const FRAGMENT: Operator = Operator {
+    reserved: true,
+    ..op("#", ",", false, "")
+};
+const LABEL: Operator = op(".", ".", false, "");
+const PATH: Operator = op("/", "/", false, "");
+const PARAMS: Operator = op(";", ";", true, "");
+const QUERY: Operator = op("?", "&", true, "=");
+const CONTINUATION: Operator = op("&", "&", true, "=");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Modifier {
+    None,
+    /// `*`
+    Explode,
+    /// `:n`, 1 to 9999 characters.
+    Prefix(u16),
+}
+
+#[derive(Debug)]
+struct VarSpec<'a> {
+    name: &'a str,
+    modifier: Modifier,
+}
+
+#[derive(Debug)]
+enum Part<'a> {
+    Literal(&'a str),
+    Expression(Operator, Vec<VarSpec<'a>>),
+}
+
+/// Splits a template into literals and expressions; `None` unless it follows the RFC's grammar
+/// and has at least one expression.
+fn parse_template(text: &str) -> Option<Vec<Part<'_>>> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let literal_end = rest.find('{').unwrap_or(rest.len());
+        if literal_end > 0 {
+            let literal = &rest[..literal_end];
+            if !is_literal(literal) {
+                return None;
+            }
+            parts.push(Part::Literal(literal));
+        }
+        rest = &rest[literal_end..];
+        if let Some(after) = rest.strip_prefix('{') {
+            let close = after.find('}')?;
+            let (op, vars) = parse_expression(&after[..close])?;
+            parts.push(Part::Expression(op, vars));
+            rest = &after[close + 1..];
+        }
+    }
+    parts
+        .iter()
+        .any(|p| matches!(p, Part::Expression(..)))
+        .then_some(parts)
+}
+
+/// RFC 6570 `literals`: characters allowed in a URI or IRI except `"`, `%` (other than in a
+/// percent-encoded triplet), `<`, `>`, `\`, `^`, `` ` ``, `{`, `|`, `}`. The grammar also leaves
+/// out `'`, but the RFC's own examples (`'{var}'`) use it, so it is allowed here.
+fn is_literal(literal: &str) -> bool {
+    let bytes = literal.as_bytes();
+    let mut chars = literal.char_indices();
+    while let Some((i, c)) = chars.next() {
+        let ok = match c {
+            '%' => {
+                let triplet = bytes.len() > i + 2
+                    && bytes[i + 1].is_ascii_hexdigit()
+                    && bytes[i + 2].is_ascii_hexdigit();
+                chars.nth(1);
+                triplet
+            }
+            '!'
+            | '#'
+            | '$'
+            | '&'
+            | '\''
+            | '('..=';'
+            | '='
+            | '?'..='['
+            | ']'
+            | '_'
+            | 'a'..='z'
+            | '~' => true,
+            c if c.is_ascii() => false,
+            c => is_ucschar_or_iprivate(c),
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// RFC 3987 `ucschar` and `iprivate`: the non-ASCII characters an IRI may hold.
+fn is_ucschar_or_iprivate(c: char) -> bool {
+    let c = u32::from(c);
+    match c {
+        0xA0..=0xD7FF | 0xE000..=0xFDCF | 0xFDF0..=0xFFEF => true,
+        // Planes 1 to 16, less each plane's last two code points and the tags block.
+        0x10000.. => c & 0xFFFF <= 0xFFFD && !(0xE0000..=0xE0FFF).contains(&c),
+        _ => false,
+    }
+}
+
+/// An expression's body (between the braces): operator, then comma-separated varspecs.
+fn parse_expression(body: &str) -> Option<(Operator, Vec<VarSpec<'_>>)> {
+    let (op, list) = match body.as_bytes().first()? {
+        b'+' => (RESERVED, &body[1..]),
+        b'#' => (FRAGMENT, &body[1..]),
+        b'.' => (LABEL, &body[1..]),
+        b'/' => (PATH, &body[1..]),
+        b';' => (PARAMS, &body[1..]),
+        b'?' => (QUERY, &body[1..]),
+        b'&' => (CONTINUATION, &body[1..]),
+        // Reserved for future extensions: not a template.
+        b'=' | b',' | b'!' | b'@' | b'|' => return None,
+        _ => (SIMPLE, body),
+    };
+    let vars = list.split(',').map(parse_varspec).collect::<Option<_>>()?;
+    Some((op, vars))
+}
+
+/// `varname [ "*" / ":" max-length ]`, max-length 1 to 9999 without a leading zero.
+fn parse_varspec(spec: &str) -> Option<VarSpec<'_>> {
+    let (name, modifier) = if let Some(name) = spec.strip_suffix('*') {
+        (name, Modifier::Explode)
+    } else if let Some((name, len)) = spec.split_once(':') {
+        let valid = (1..=4).contains(&len.len())
+            && !len.starts_with('0')
+            && len.bytes().all(|b| b.is_ascii_digit());
         if !valid {
             return None;
         }
-        names.push(regex::escape(name));
-    }
-    let chars = if reserved {
-        format!("{UNRESERVED}{RESERVED}")
+        (name, Modifier::Prefix(len.parse().ok()?))
     } else {
-        UNRESERVED.to_owned()
+        (spec, Modifier::None)
     };
-    // A value: allowed characters and percent-escapes. Lists (and exploded values) are joined
-    // with the separator, which a value therefore may contain.
-    let value = format!("(?:[{chars}]|%[0-9A-Fa-f]{{2}})*");
-    let names = names.join("|");
-    let item = match op {
-        // `;x` omits the `=` of an empty value; `?x=` and `&x=` always have it.
-        Some(';') => format!("(?:{names})(?:={value})?"),
-        _ if named => format!("(?:{names})={value}"),
-        _ => value,
+    is_varname(name).then_some(VarSpec { name, modifier })
+}
+
+/// `varchar *( ["."] varchar )`, varchar being ALPHA / DIGIT / "_" / pct-encoded.
+fn is_varname(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('.').all(|part| {
+            let bytes = part.as_bytes();
+            let mut i = 0;
+            while i < bytes.len() {
+                match bytes[i] {
+                    b'%' if bytes.len() > i + 2
+                        && bytes[i + 1].is_ascii_hexdigit()
+                        && bytes[i + 2].is_ascii_hexdigit() =>
+                    {
+                        i += 3
+                    }
+                    b if b.is_ascii_alphanumeric() || b == b'_' => i += 1,
+                    _ => return false,
+                }
+            }
+            !bytes.is_empty()
+        })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compiling: the regular expression of all expansions.
+
+/// A percent-encoded octet (either case of hex digit, as RFC 3986 allows).
+const PCT: &str = "%[0-9A-Fa-f]{2}";
+/// A continuation octet of UTF-8, percent-encoded.
+const CONT: &str = "%[89ABab][0-9A-Fa-f]";
+
+/// The value characters an operator leaves unencoded, as the inside of a character class.
+fn allowed(op: Operator) -> &'static str {
+    if op.reserved {
+        r"A-Za-z0-9\-._\~:/?#\[\]@!$\&'()*+,;="
+    } else {
+        r"A-Za-z0-9\-._\~"
+    }
+}
+
+/// Any encoded value: allowed characters and percent-encoded octets.
+fn value(op: Operator) -> String {
+    values(op, "")
+}
+
+/// Values joined by the single character `joint`: `v(?:,v)*` written as one repetition, which
+/// compiles smaller and faster.
+fn values(op: Operator, joint: &str) -> String {
+    format!("(?:[{}{}]|{PCT})*", allowed(op), regex::escape(joint))
+}
+
+/// One character of a value, as a prefix modifier counts them: an allowed character, or the
+/// percent-encoding of one UTF-8 character (a valid sequence of one to four octets), or a lone
+/// percent-encoded octet that starts no valid sequence (reserved expansion passes such octets
+/// through, one character each).
+fn character(op: Operator) -> String {
+    // After `%`, one branch per kind of lead octet, each optionally followed by the rest of its
+    // sequence: a lead without its whole sequence is a lone octet, and what follows it counts
+    // on its own.
+    let h = "[0-9A-Fa-f]";
+    let c = CONT;
+    let lone = "[0-9A-Ba-b][0-9A-Fa-f]|[Cc][01]|[Ff][5-9A-Fa-f]";
+    let two = format!("(?:[Cc][2-9A-Fa-f]|[Dd]{h})(?:{c})?");
+    let three =
+        format!("[Ee]0(?:%[ABab]{h}{c})?|[Ee][1-9A-Ca-cEeFf](?:{c}{c})?|[Ee][Dd](?:%[89]{h}{c})?");
+    let four = format!("[Ff]0(?:%[9ABab]{h}{c}{c})?|[Ff][1-3](?:{c}{c}{c})?|[Ff]4(?:%8{h}{c}{c})?");
+    format!("(?:[{}]|%(?:{lone}|{two}|{three}|{four}))", allowed(op))
+}
+
+/// Regular-expression text and its cost: its length, with a bounded repetition counted once per
+/// copy the compiler makes of it. The compiled size grows with the cost (about 20 bytes per
+/// unit), so [`MAX_PATTERN_COST`] refuses an oversized template before any compiling.
+#[derive(Default)]
+struct Pattern {
+    text: String,
+    cost: usize,
+    /// For a variable's pattern: whether its language is closed under joining by the
+    /// operator's separator (any values joined by `sep` are again one value of it), so that an
+    /// expression of such variables needs no branch per first variable.
+    closed: bool,
+}
+
+impl Pattern {
+    fn push(&mut self, other: &Pattern) -> Option<()> {
+        self.text.push_str(&other.text);
+        self.cost += other.cost;
+        (self.cost <= MAX_PATTERN_COST).then_some(())
+    }
+
+    fn push_str(&mut self, text: &str) -> Option<()> {
+        self.text.push_str(text);
+        self.cost += text.len();
+        (self.cost <= MAX_PATTERN_COST).then_some(())
+    }
+}
+
+impl From<String> for Pattern {
+    fn from(text: String) -> Self {
+        Pattern {
+            cost: text.len(),
+            text,
+            closed: false,
+        }
+    }
+}
+
+/// The expansions of one defined variable, without the separator before it.
+///
+/// The variable may hold a string, a list or an associative array, so this is the union of
+/// what each produces (appendix A). Named operators give `name=value`, or `name` + ifemp for an
+/// empty value; for a list or map whose items are empty the RFC's "value is empty" is read both
+/// ways (`;x` and `;x=`), since implementations differ and either is an expansion.
+fn varspec_pattern(op: Operator, var: &VarSpec<'_>) -> Pattern {
+    let v = value(op);
+    let sep = regex::escape(op.sep);
+    let ifemp = regex::escape(op.ifemp);
+    let name = regex::escape(var.name);
+    // Unions below leave out alternatives another one already covers, for a smaller program.
+    let (text, closed) = match (op.named, var.modifier) {
+        // A string's first n characters (prefixes apply to strings only).
+        (named, Modifier::Prefix(n)) => {
+            let c = character(op);
+            let cost = c.len() * usize::from(n);
+            let text = if named {
+                format!("(?:{name}(?:{ifemp}|={c}{{1,{n}}}))")
+            } else {
+                format!("{c}{{0,{n}}}")
+            };
+            return Pattern {
+                text,
+                cost,
+                closed: false,
+            };
+        }
+        // A string, or a list or a map (k,v,k,v) joined by commas: `v(?:,v)*`.
+        (false, Modifier::None) => (values(op, ","), op.sep == ","),
+        (true, Modifier::None) => (format!("{name}(?:{ifemp}|={})", values(op, ",")), false),
+        // A string or a list joined by sep (`v(?:sep v)*`), or a map's k=v pairs joined by sep,
+        // which reserved expansion's values already cover (they may hold `=` and `,`).
+        (false, Modifier::Explode) if op.reserved => (values(op, op.sep), true),
+        (false, Modifier::Explode) => (
+            format!("{}|{v}={v}(?:{sep}{v}={v})*", values(op, op.sep)),
+            false,
+        ),
+        // Named: each list item `name=value` (`name` + ifemp when empty), or each map pair
+        // `key=value`, the key in place of the name; a key can be any value, so the pairs cover
+        // the items.
+        (true, Modifier::Explode) => {
+            let pair = format!("{v}(?:{ifemp}|={v})");
+            (format!("{pair}(?:{sep}{pair})*"), false)
+        }
     };
-    let sep = regex::escape(sep);
-    Some(format!(
-        "(?:{}{item}(?:{sep}{item})*)?",
-        regex::escape(first)
-    ))
+    Pattern {
+        closed,
+        ..format!("(?:{text})").into()
+    }
+}
+
+/// The expansions of one expression: `""` when every variable is undefined, else `first` and
+/// the defined variables' expansions, in template order, joined by `sep`.
+///
+/// When `first` equals `sep` this is each variable optionally preceded by `sep`. Otherwise the
+/// first defined variable is preceded by `first` and the others by `sep`, which a regular
+/// expression can only say by one branch per possible first variable: quadratic in the number
+/// of variables, bounded by [`MAX_PATTERN_COST`].
+fn expression_pattern(op: Operator, vars: &[VarSpec<'_>], out: &mut Pattern) -> Option<()> {
+    let sep = regex::escape(op.sep);
+    let mut items = Vec::with_capacity(vars.len());
+    let mut optional = Vec::with_capacity(vars.len());
+    for var in vars {
+        let item = varspec_pattern(op, var);
+        let mut opt = Pattern::from(format!("(?:{sep}"));
+        opt.push(&item)?;
+        opt.push_str(")?")?;
+        items.push(item);
+        optional.push(opt);
+    }
+    if op.first == op.sep {
+        return optional.iter().try_for_each(|o| out.push(o));
+    }
+    // Values that join into one value of the same language: any defined subset is one value.
+    if items.iter().all(|i| i.closed && i.text == items[0].text) {
+        out.push_str("(?:")?;
+        out.push_str(&regex::escape(op.first))?;
+        out.push(&items[0])?;
+        return out.push_str(")?");
+    }
+    out.push_str("(?:")?;
+    out.push_str(&regex::escape(op.first))?;
+    out.push_str("(?:")?;
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str("|")?;
+        }
+        out.push(item)?;
+        optional[i + 1..].iter().try_for_each(|o| out.push(o))?;
+    }
+    out.push_str("))?")
+}
+
+/// The anchored regular expression of a whole template. Literals match themselves as written
+/// (topics are IRIs, and a literal's characters are all allowed in one).
+fn template_pattern(parts: &[Part<'_>]) -> Option<String> {
+    let mut out = Pattern::default();
+    out.push_str("^")?;
+    for part in parts {
+        match part {
+            Part::Literal(literal) => out.push_str(&regex::escape(literal))?,
+            Part::Expression(op, vars) => expression_pattern(*op, vars, &mut out)?,
+        }
+    }
+    out.push_str("$")?;
+    Some(out.text)
 }
 
 #[cfg(test)]
@@ -375,5 +866,135 @@ mod tests {
             Selector::parse(&"x".repeat(MAX_SELECTOR_LEN + 1)),
             Err(SelectorError::TooLong)
         );
+    }
+
+    fn template_arc(selector: &Selector) -> &Arc<Template> {
+        match selector {
+            Selector::Template(t) => t,
+            other => panic!("{other:?} is not a template"),
+        }
+    }
+
+    #[test]
+    fn the_interner_compiles_each_template_once() {
+        let interner = Interner::new();
+        let first = interner.parse("/books/{id}").unwrap();
+        let held: Vec<Selector> = (0..1000)
+            .map(|_| interner.parse("/books/{id}").unwrap())
+            .collect();
+        assert!(
+            held.iter()
+                .all(|s| Arc::ptr_eq(template_arc(s), template_arc(&first)))
+        );
+        assert_eq!(interner.compiled_total(), 1);
+        assert_eq!(interner.live_templates(), 1);
+        // Exact selectors, `*` and non-templates compile nothing and are not kept.
+        for text in ["*", "/books/1", "/broken/{id"] {
+            assert!(!interner.parse(text).unwrap().is_template());
+        }
+        assert_eq!(interner.parse(""), Err(SelectorError::Empty));
+        assert_eq!(interner.compiled_total(), 1);
+        let other = interner.parse("/authors/{id}").unwrap();
+        assert_eq!(interner.live_templates(), 2);
+        assert!(!Arc::ptr_eq(template_arc(&other), template_arc(&first)));
+        assert!(first.matches("/books/1") && !other.matches("/books/1"));
+    }
+
+    #[test]
+    fn the_last_holder_removes_the_entry() {
+        let interner = Interner::new();
+        let a = interner.parse("/a/{x}").unwrap();
+        let a2 = a.clone();
+        drop(a);
+        assert_eq!(interner.live_templates(), 1);
+        drop(a2);
+        assert_eq!(interner.live_templates(), 0);
+        assert!(interner.table.entries.lock().is_empty());
+        // Compiled afresh once nobody holds it.
+        let again = interner.parse("/a/{x}").unwrap();
+        assert_eq!(interner.compiled_total(), 2);
+        assert_eq!(interner.live_templates(), 1);
+        // Dropping the interner first is fine: the template outlives it.
+        drop(interner);
+        assert!(again.matches("/a/1"));
+    }
+
+    #[test]
+    fn a_stale_template_leaves_its_successor_alone() {
+        let interner = Interner::new();
+        let old = interner.parse("/s/{x}").unwrap();
+        let old_template = template_arc(&old).clone();
+        drop(old);
+        // Still alive through `old_template`: the entry is its own.
+        assert_eq!(interner.live_templates(), 1);
+        // Simulate the race: a new compilation takes the entry while the old one lives on.
+        let new = Selector::Template(Arc::new(
+            Template::compile("/s/{x}", Some(&interner.table)).unwrap(),
+        ));
+        interner
+            .table
+            .entries
+            .lock()
+            .insert("/s/{x}".into(), Arc::downgrade(template_arc(&new)));
+        drop(old_template);
+        assert_eq!(interner.live_templates(), 1);
+        let shared = interner.parse("/s/{x}").unwrap();
+        assert!(Arc::ptr_eq(template_arc(&shared), template_arc(&new)));
+        drop((new, shared));
+        assert_eq!(interner.live_templates(), 0);
+        assert!(interner.table.entries.lock().is_empty());
+    }
+
+    #[test]
+    fn the_interner_is_shared_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Interner>();
+        assert_send_sync::<Selector>();
+
+        let interner = Arc::new(Interner::new());
+        let texts: Vec<String> = (0..8).map(|i| format!("/t{i}/{{x}}{{?q}}")).collect();
+        let held = Arc::new(Mutex::new(Vec::new()));
+        std::thread::scope(|scope| {
+            for worker in 0..4 {
+                let (interner, texts, held) = (&interner, &texts, &held);
+                scope.spawn(move || {
+                    for round in 0..300 {
+                        let text = &texts[(round + worker) % texts.len()];
+                        let selector = interner.parse(text).unwrap();
+                        assert!(selector.matches(&text.replace("{x}{?q}", "1?q=2")));
+                        // Keep one of each for a while; drop the rest at once, racing the
+                        // other threads' lookups of the same text.
+                        if round % 50 == worker {
+                            held.lock().push(selector);
+                        }
+                    }
+                });
+            }
+        });
+        // Everything held shares one template per text.
+        let held = std::mem::take(&mut *held.lock());
+        for a in &held {
+            for b in &held {
+                assert_eq!(
+                    a.as_str() == b.as_str(),
+                    Arc::ptr_eq(template_arc(a), template_arc(b))
+                );
+            }
+        }
+        assert!(interner.live_templates() <= texts.len());
+        drop(held);
+        assert_eq!(interner.live_templates(), 0);
+        assert!(interner.table.entries.lock().is_empty());
+        assert!(interner.compiled_total() >= texts.len() as u64);
+    }
+
+    #[test]
+    fn literal_prefix_and_is_template() {
+        let t = Selector::parse("/a/{b}/c").unwrap();
+        assert!(t.is_template());
+        assert_eq!(t.literal_prefix(), "/a/");
+        assert_eq!(Selector::parse("*").unwrap().literal_prefix(), "");
+        assert_eq!(Selector::parse("/x").unwrap().literal_prefix(), "/x");
+        assert!(!Selector::parse("/x").unwrap().is_template());
     }
 }
