@@ -76,9 +76,9 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_MAX_PUBLISH_BYTES", default_value_t = 1 << 20)]
     pub max_publish_bytes: usize,
 
-    /// Key that verifies publishers' JWTs: the secret for HS256, a PEM public key (or the path
-    /// of a PEM file) for RS256/ES256. If unset, a random HS256 key is made at start-up and a
-    /// ready-to-use token is logged.
+    /// Key that verifies publishers' JWTs: the secret for HS256 (at least 32 bytes, RFC 7518
+    /// §3.2), a PEM public key (or the path of a PEM file) for RS256/ES256. If unset, a random
+    /// HS256 key is made at start-up and a ready-to-use token is logged.
     #[arg(long, env = "TIDINGS_PUBLISHER_JWT_KEY", hide_env_values = true)]
     pub publisher_jwt_key: Option<String>,
 

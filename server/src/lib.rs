@@ -86,7 +86,11 @@ pub struct Server {
 impl Server {
     /// Binds the configured address. Binding before running lets callers (and tests) learn the
     /// real port when the configured one is 0.
+    ///
+    /// The configuration is checked first (the keys), so a bad one is refused before the port
+    /// is taken.
     pub async fn bind(config: Config) -> Result<Self, Error> {
+        let auth = mercure::auth::Auth::from_config(&config)?;
         let listener = TcpListener::bind(config.addr)
             .await
             .map_err(|source| Error::Bind {
@@ -100,7 +104,6 @@ impl Server {
             .site_pkg_dir("pkg")
             .site_addr(addr)
             .build();
-        let auth = mercure::auth::Auth::from_config(&config)?;
         if let Some(token) = &auth.generated_token {
             tracing::warn!(
                 "no --publisher-jwt-key given: generated a key for this run only. \

@@ -27,11 +27,20 @@ pub struct Auth {
     pub generated_token: Option<String>,
 }
 
+/// The shortest HS256 key accepted, in bytes: the hash's size (RFC 7518 §3.2). A shorter secret
+/// can be guessed offline from any one token it signed.
+pub const MIN_HS256_KEY_BYTES: usize = 32;
+
 /// Why the keys could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("--jwt-alg {0:?} needs --publisher-jwt-key (a PEM public key)")]
     MissingKey(JwtAlg),
+    #[error(
+        "--{flag} is {len} bytes long; an HS256 key must be at least {MIN_HS256_KEY_BYTES} bytes \
+         (RFC 7518 §3.2), for example the output of `openssl rand -base64 32`"
+    )]
+    TooShort { flag: &'static str, len: usize },
     #[error("cannot read the JWT key file {path}: {source}")]
     Read {
         path: String,
@@ -125,8 +134,13 @@ impl Auth {
             .subscriber_jwt_key
             .clone()
             .unwrap_or_else(|| publisher_text.clone());
-        let publisher = decoding_key(alg, &publisher_text)?;
-        let subscriber = decoding_key(alg, &subscriber_text)?;
+        let publisher = decoding_key(alg, &publisher_text, "publisher-jwt-key")?;
+        let subscriber_flag = if config.subscriber_jwt_key.is_some() {
+            "subscriber-jwt-key"
+        } else {
+            "publisher-jwt-key"
+        };
+        let subscriber = decoding_key(alg, &subscriber_text, subscriber_flag)?;
         let mut validation = Validation::new(algorithm(alg));
         validation.required_spec_claims.clear();
         validation.validate_aud = false;
@@ -230,7 +244,8 @@ fn algorithm(alg: JwtAlg) -> Algorithm {
     }
 }
 
-fn decoding_key(alg: JwtAlg, text: &str) -> Result<DecodingKey, KeyError> {
+/// The key `text` (given as `--{flag}`) for `alg`.
+fn decoding_key(alg: JwtAlg, text: &str, flag: &'static str) -> Result<DecodingKey, KeyError> {
     let pem = |text: &str| -> Result<Vec<u8>, KeyError> {
         if text.trim_start().starts_with("-----BEGIN") {
             Ok(text.as_bytes().to_vec())
@@ -243,6 +258,10 @@ fn decoding_key(alg: JwtAlg, text: &str) -> Result<DecodingKey, KeyError> {
     };
     let invalid = |source| KeyError::Invalid { alg, source };
     match alg {
+        JwtAlg::Hs256 if text.len() < MIN_HS256_KEY_BYTES => Err(KeyError::TooShort {
+            flag,
+            len: text.len(),
+        }),
         JwtAlg::Hs256 => Ok(DecodingKey::from_secret(text.as_bytes())),
         JwtAlg::Rs256 => DecodingKey::from_rsa_pem(&pem(text)?).map_err(invalid),
         JwtAlg::Es256 => DecodingKey::from_ec_pem(&pem(text)?).map_err(invalid),

@@ -300,6 +300,53 @@ impl ChildServer {
         Self { child, base }
     }
 
+    /// Runs `tidings` with these arguments and variables (over the test keys) on a free port,
+    /// expecting it to refuse to start: returns its log once it has exited with a failure.
+    pub async fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
+        use std::io::Read;
+        use std::process::{Command, Stdio};
+        let data = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args(["--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path())
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("TIDINGS_PUBLISHER_JWT_KEY", PUBLISHER_KEY)
+            .env("TIDINGS_SUBSCRIBER_JWT_KEY", SUBSCRIBER_KEY)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tidings");
+        let shown = format!("{args:?} {env:?}");
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..400 {
+                if let Some(exit) = child.try_wait().unwrap() {
+                    let mut log = String::new();
+                    child
+                        .stdout
+                        .take()
+                        .unwrap()
+                        .read_to_string(&mut log)
+                        .unwrap();
+                    child
+                        .stderr
+                        .take()
+                        .unwrap()
+                        .read_to_string(&mut log)
+                        .unwrap();
+                    assert!(!exit.success(), "tidings exited cleanly: {log}");
+                    return log;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            child.kill().ok();
+            panic!("tidings started with {shown}");
+        })
+        .await
+        .unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

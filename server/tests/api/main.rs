@@ -13,5 +13,6 @@ mod operations;
 mod pages;
 mod process;
 mod publish;
+mod startup;
 mod subscribe;
 mod subscriptions;
