@@ -114,11 +114,12 @@ impl Verified {
         Self::selectors(&self.claims.mercure.subscribe)
     }
 
-    /// When the token expires, as an instant of this process.
+    /// When the token expires, as an instant of this process; `None` without `exp`, and for an
+    /// `exp` too far off for an `Instant` (it does not expire while this process runs).
     pub fn expires_at(&self) -> Option<Instant> {
         let exp = self.claims.exp?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
-        Some(Instant::now() + Duration::from_secs(exp.saturating_sub(now)))
+        Instant::now().checked_add(Duration::from_secs(exp.saturating_sub(now)))
     }
 }
 
@@ -144,6 +145,8 @@ impl Auth {
         let mut validation = Validation::new(algorithm(alg));
         validation.required_spec_claims.clear();
         validation.validate_aud = false;
+        // Off by default in jsonwebtoken; a token must not be usable before its `nbf`.
+        validation.validate_nbf = true;
         validation.leeway = 5;
         let generated_token = generated.then(|| {
             let claims = Claims {

@@ -323,3 +323,71 @@ async fn asymmetric_keys_verify_es256_and_refuse_hs256() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test]
+async fn a_token_is_refused_before_its_nbf() {
+    let server = TestServer::start_default().await;
+    let publish = |nbf: u64| {
+        sign_with(
+            PUBLISHER_KEY,
+            Algorithm::HS256,
+            json!({ "mercure": { "publish": ["*"] }, "nbf": nbf }),
+        )
+    };
+    let subscribe = |nbf: u64| {
+        sign_with(
+            SUBSCRIBER_KEY,
+            Algorithm::HS256,
+            json!({ "mercure": { "subscribe": ["*"] }, "nbf": nbf }),
+        )
+    };
+    let form = [("topic", "/t")];
+    let early = server.post_form(Some(&publish(now() + 3600)), &form).await;
+    assert_eq!(early.status(), StatusCode::UNAUTHORIZED);
+    let due = server.post_form(Some(&publish(now() - 60)), &form).await;
+    assert_eq!(due.status(), StatusCode::OK);
+    for (nbf, status) in [
+        (now() + 3600, StatusCode::UNAUTHORIZED),
+        (now() - 60, StatusCode::OK),
+    ] {
+        let response = server
+            .subscribe_request(&form)
+            .bearer_auth(subscribe(nbf))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "nbf {nbf}");
+    }
+}
+
+#[tokio::test]
+async fn a_far_future_exp_means_no_expiry() {
+    let server = TestServer::start_default().await;
+    // 18000000000000000000 overflows an `Instant`; 10^13 s (year 318857) does not.
+    for exp in [18_000_000_000_000_000_000_u64, 10_000_000_000_000] {
+        let token = sign_with(
+            SUBSCRIBER_KEY,
+            Algorithm::HS256,
+            json!({ "mercure": { "subscribe": ["*"] }, "exp": exp }),
+        );
+        let response = server
+            .subscribe_request(&[("topic", "/far")])
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "exp {exp}");
+        let mut reader = SseReader::new(response);
+        let id = server
+            .publish(&[("topic", "/far"), ("data", "still here")])
+            .await;
+        assert_eq!(reader.expect_next().await.id, id, "exp {exp}");
+        let publisher = sign_with(
+            PUBLISHER_KEY,
+            Algorithm::HS256,
+            json!({ "mercure": { "publish": ["*"] }, "exp": exp }),
+        );
+        let published = server.post_form(Some(&publisher), &[("topic", "/x")]).await;
+        assert_eq!(published.status(), StatusCode::OK, "exp {exp}");
+    }
+}
