@@ -22,9 +22,10 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_SITE_ROOT", default_value = "target/site")]
     pub site_root: PathBuf,
 
-    /// An origin whose pages may read the streams (CORS), such as `https://example.com`.
-    /// Repeat the flag (or separate with commas) for several; `*` allows any origin.
-    /// By default no cross-origin page may read them.
+    /// An origin whose pages may use the streams and the hub (CORS) with credentials, such as
+    /// `https://example.com`. Repeat the flag (or separate with commas) for several. `*` alone
+    /// allows any origin, without credentials; it cannot be combined with origins. By default
+    /// no cross-origin page may use them.
     #[arg(
         long = "cors-origin",
         env = "TIDINGS_CORS_ORIGINS",
@@ -170,23 +171,6 @@ impl FromStr for CorsOrigin {
             http::HeaderValue::from_str(&origin).map_err(|_| bad())?,
         ))
     }
-}
-
-/// The origins CORS lets through; `mirror_any` says what `*` becomes (a literal `*` cannot be
-/// combined with credentials, so credentialed endpoints mirror the request's origin instead).
-pub fn allow_origin(origins: &[CorsOrigin], mirror_any: bool) -> tower_http::cors::AllowOrigin {
-    use tower_http::cors::AllowOrigin;
-    if origins.contains(&CorsOrigin::Any) {
-        return if mirror_any {
-            AllowOrigin::mirror_request()
-        } else {
-            AllowOrigin::any()
-        };
-    }
-    AllowOrigin::list(origins.iter().filter_map(|o| match o {
-        CorsOrigin::Exact(value) => Some(value.clone()),
-        CorsOrigin::Any => None,
-    }))
 }
 
 impl fmt::Display for CorsOrigin {

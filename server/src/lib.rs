@@ -2,6 +2,7 @@
 //! streaming endpoints.
 //!
 //! - [`config`]: flags and `TIDINGS_*` variables.
+//! - [`cors`]: which other origins' pages may use the streams and the hub.
 //! - [`counter_stream`]: `GET /web/StreamChat`, the seed's demo stream.
 //! - [`mercure`]: the Mercure hub at `/.well-known/mercure`.
 //! - [`metrics`]: `/metrics` and `/healthz`.
@@ -20,6 +21,7 @@
 
 pub mod chat;
 pub mod config;
+pub mod cors;
 pub mod counter_stream;
 pub mod market;
 pub mod mercure;
@@ -37,7 +39,7 @@ use tidings_app::{App, shell};
 use tidings_hub::{Hub, HubConfig, SqliteHistory};
 use tokio::net::TcpListener;
 pub use tokio_util::sync::CancellationToken;
-use tower_http::{cors::CorsLayer, set_header::SetResponseHeaderLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 
 /// How long the market's and the monitor's updates stay in the history.
 pub const VOLATILE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
@@ -50,6 +52,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub hub: Hub,
     pub auth: Arc<mercure::auth::Auth>,
+    pub cors: Arc<cors::Cors>,
     pub chat_limiter: Arc<chat::RateLimiter>,
     /// Fires on shutdown; every stream ends when it does.
     pub shutdown: CancellationToken,
@@ -75,6 +78,8 @@ pub enum Error {
     History(#[from] tidings_hub::HistoryError),
     #[error(transparent)]
     Keys(#[from] mercure::auth::KeyError),
+    #[error(transparent)]
+    Cors(#[from] cors::MixedOrigins),
 }
 
 /// A bound, not yet running, server.
@@ -87,10 +92,11 @@ impl Server {
     /// Binds the configured address. Binding before running lets callers (and tests) learn the
     /// real port when the configured one is 0.
     ///
-    /// The configuration is checked first (the keys), so a bad one is refused before the port
+    /// The configuration is checked first (keys, CORS), so a bad one is refused before the port
     /// is taken.
     pub async fn bind(config: Config) -> Result<Self, Error> {
         let auth = mercure::auth::Auth::from_config(&config)?;
+        let cors = cors::Cors::new(&config.cors_origins)?;
         let listener = TcpListener::bind(config.addr)
             .await
             .map_err(|source| Error::Bind {
@@ -134,6 +140,7 @@ impl Server {
             metrics: Arc::default(),
             hub,
             auth: Arc::new(auth),
+            cors: Arc::new(cors),
             chat_limiter: Arc::default(),
             shutdown: CancellationToken::new(),
         };
@@ -212,7 +219,7 @@ pub fn router(state: AppState) -> Router {
         tidings_app::counter::STREAM_PATH,
         get(counter_stream::stream),
     );
-    if let Some(cors) = cors_layer(&state.config) {
+    if let Some(cors) = state.cors.stream_layer() {
         streams = streams.layer(cors);
     }
     let leptos = state.leptos.clone();
@@ -239,16 +246,6 @@ pub fn router(state: AppState) -> Router {
         .merge(pages)
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .with_state(state)
-}
-
-/// CORS for the streams: only the configured origins, and none unless configured.
-fn cors_layer(config: &Config) -> Option<CorsLayer> {
-    (!config.cors_origins.is_empty()).then(|| {
-        CorsLayer::new()
-            .allow_origin(config::allow_origin(&config.cors_origins, false))
-            .allow_methods([http::Method::GET])
-            .allow_headers([http::header::HeaderName::from_static("last-event-id")])
-    })
 }
 
 /// Milliseconds since the Unix epoch: the timestamps the pages show.

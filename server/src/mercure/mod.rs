@@ -11,18 +11,14 @@ pub mod publish;
 pub mod subscribe;
 pub mod subscriptions;
 
-use crate::{
-    AppState,
-    config::{self, CorsOrigin},
-};
+use crate::AppState;
 use axum::{
     Router,
     extract::DefaultBodyLimit,
-    http::{HeaderName, HeaderValue, Method, header},
+    http::{HeaderValue, header},
     response::{IntoResponse, Response},
     routing::get,
 };
-use tower_http::cors::CorsLayer;
 
 /// The hub's URL path.
 pub const PATH: &str = "/.well-known/mercure";
@@ -47,32 +43,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             get(subscriptions::one),
         )
         .layer(DefaultBodyLimit::max(state.config.max_publish_bytes));
-    match cors_layer(&state.config.cors_origins) {
+    match state.cors.hub_layer() {
         Some(cors) => router.layer(cors),
         None => router,
     }
-}
-
-/// CORS for the hub: the configured origins only, with credentials (cookies, Authorization), and
-/// the headers EventSource polyfills send. `*` mirrors the request's origin, because browsers
-/// refuse a literal `*` together with credentials.
-fn cors_layer(origins: &[CorsOrigin]) -> Option<CorsLayer> {
-    if origins.is_empty() {
-        return None;
-    }
-    Some(
-        CorsLayer::new()
-            .allow_origin(config::allow_origin(origins, true))
-            .allow_credentials(true)
-            .allow_methods([Method::GET, Method::POST])
-            .allow_headers([
-                header::AUTHORIZATION,
-                header::CACHE_CONTROL,
-                header::CONTENT_TYPE,
-                HeaderName::from_static("last-event-id"),
-            ])
-            .expose_headers([HeaderName::from_static("last-event-id")]),
-    )
 }
 
 /// A plain-text error response: the status and a one-line reason.

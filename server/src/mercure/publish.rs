@@ -4,7 +4,7 @@ use super::{
     auth::{TokenError, TokenSource, find_token, query_token},
     plain,
 };
-use crate::{AppState, config::CorsOrigin};
+use crate::{AppState, cors::Cors};
 use axum::{
     body::Bytes,
     extract::{RawQuery, State},
@@ -73,9 +73,7 @@ pub async fn publish(
     let (token, source) =
         find_token(&headers, query_token.as_deref())?.ok_or(PublishError::NoToken)?;
     let verified = state.auth.verify_publisher(token, source)?;
-    if source == TokenSource::Cookie
-        && !same_or_allowed_origin(&headers, &state.config.cors_origins)
-    {
+    if source == TokenSource::Cookie && !same_or_allowed_origin(&headers, &state.cors) {
         return Err(PublishError::CrossSite);
     }
 
@@ -133,9 +131,9 @@ fn parse_form(form: Vec<(String, String)>) -> Result<Update, PublishError> {
 }
 
 /// For cookie-authenticated requests: the `Origin` (or else the `Referer`'s origin) must be this
-/// hub's own or a configured CORS origin. Browsers send cookies with cross-site form posts, so
-/// without this check any site could publish with a visitor's cookie.
-fn same_or_allowed_origin(headers: &HeaderMap, allowed: &[CorsOrigin]) -> bool {
+/// hub's own or an exact CORS origin (`*` allows no credentials). Browsers send cookies with
+/// cross-site form posts, so without this check any site could publish with a visitor's cookie.
+fn same_or_allowed_origin(headers: &HeaderMap, cors: &Cors) -> bool {
     let origin = headers
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
@@ -160,8 +158,5 @@ fn same_or_allowed_origin(headers: &HeaderMap, allowed: &[CorsOrigin]) -> bool {
     {
         return true;
     }
-    allowed.iter().any(|a| match a {
-        CorsOrigin::Any => true,
-        CorsOrigin::Exact(value) => value.as_bytes() == origin.as_bytes(),
-    })
+    cors.allows_credentials_from(&origin)
 }

@@ -86,3 +86,63 @@ async fn the_hub_allows_configured_origins_with_credentials() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn any_origin_means_any_page_without_credentials() {
+    let server = TestServer::start(|c| c.cors_origins = vec!["*".parse().unwrap()]).await;
+    let preflight = server
+        .client()
+        .request(reqwest::Method::OPTIONS, server.url(HUB))
+        .header(header::ORIGIN, "https://anywhere.example")
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
+        .header(
+            header::ACCESS_CONTROL_REQUEST_HEADERS,
+            "authorization, last-event-id",
+        )
+        .send()
+        .await
+        .unwrap();
+    let subscribe = server
+        .subscribe_request(&[("topic", "/t")])
+        .header(header::ORIGIN, "https://anywhere.example")
+        .send()
+        .await
+        .unwrap();
+    for response in [&preflight, &subscribe] {
+        let h = response.headers();
+        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*", "{h:?}");
+        assert!(
+            h.get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS).is_none(),
+            "no credentials with *: {h:?}"
+        );
+    }
+    let allowed = preflight.headers()[header::ACCESS_CONTROL_ALLOW_HEADERS]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for name in ["authorization", "last-event-id"] {
+        assert!(allowed.contains(name), "{name} allowed: {allowed}");
+    }
+}
+
+#[tokio::test]
+async fn any_origin_does_not_let_other_sites_publish_with_a_cookie() {
+    let server = TestServer::start(|c| c.cors_origins = vec!["*".parse().unwrap()]).await;
+    let cookie = format!(
+        "mercureAuthorization={}",
+        crate::helpers::publisher_token(&["*"])
+    );
+    let send = |origin: &str| {
+        server
+            .client()
+            .post(server.url(HUB))
+            .header(header::COOKIE, &cookie)
+            .header(header::ORIGIN, origin)
+            .form(&[("topic", "/t")])
+            .send()
+    };
+    let other = send("https://evil.example").await.unwrap();
+    assert_eq!(other.status(), reqwest::StatusCode::FORBIDDEN);
+    let same = send(&server.base).await.unwrap();
+    assert_eq!(same.status(), reqwest::StatusCode::OK, "same origin");
+}

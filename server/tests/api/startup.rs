@@ -54,3 +54,27 @@ async fn the_binary_says_why_it_refuses_a_short_key() {
         assert!(log.contains("at least 32 bytes"), "{key:?}: {log}");
     }
 }
+
+#[tokio::test]
+async fn cors_any_origin_with_exact_origins_is_refused() {
+    let reason = refusal(|c| {
+        c.cors_origins = vec!["https://app.example".parse().unwrap(), "*".parse().unwrap()]
+    })
+    .await;
+    assert!(
+        reason.contains("'*'") && reason.contains("https://app.example"),
+        "{reason}"
+    );
+    let log = crate::helpers::ChildServer::refused(
+        &["--cors-origin", "*", "--cors-origin", "https://app.example"],
+        &[],
+    )
+    .await;
+    assert!(log.contains("cannot be combined"), "{log}");
+    let log = crate::helpers::ChildServer::refused(
+        &[],
+        &[("TIDINGS_CORS_ORIGINS", "https://app.example,*")],
+    )
+    .await;
+    assert!(log.contains("cannot be combined"), "{log}");
+}
