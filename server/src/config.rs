@@ -33,6 +33,19 @@ pub struct Config {
     )]
     pub cors_origins: Vec<CorsOrigin>,
 
+    /// A reverse proxy whose `X-Forwarded-For` header is believed: an address or a network,
+    /// such as `10.0.0.1` or `10.0.0.0/8`. Repeat the flag (or separate with commas) for
+    /// several. For a request from a trusted proxy, the client is the rightmost address of the
+    /// header that is not itself a trusted proxy; for any other, the peer address. None by
+    /// default: the header is ignored.
+    #[arg(
+        long = "trusted-proxy",
+        env = "TIDINGS_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = crate::client_addr::parse_network
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Milliseconds between two numbers of the counter stream (`/web/StreamChat`).
     #[arg(
         long,
@@ -211,6 +224,7 @@ mod tests {
         let c = Config::with_addr("127.0.0.1:0".parse().unwrap());
         assert_eq!(c.stream_interval(), Duration::from_secs(1));
         assert!(c.cors_origins.is_empty());
+        assert!(c.trusted_proxies.is_empty());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! streaming endpoints.
 //!
 //! - [`config`]: flags and `TIDINGS_*` variables.
+//! - [`client_addr`]: the address a request comes from, for per-client limits.
 //! - [`cors`]: which other origins' pages may use the streams and the hub.
 //! - [`counter_stream`]: `GET /web/StreamChat`, the seed's demo stream.
 //! - [`mercure`]: the Mercure hub at `/.well-known/mercure`.
@@ -20,6 +21,7 @@
 #![recursion_limit = "256"]
 
 pub mod chat;
+pub mod client_addr;
 pub mod config;
 pub mod cors;
 pub mod counter_stream;
@@ -200,6 +202,7 @@ impl Server {
 fn spawn_tasks(state: &AppState) {
     let config = &state.config;
     tokio::spawn(chat::presence_task(state.clone()));
+    tokio::spawn(chat::forget_idle_clients(state.clone()));
     if config.market_interval_ms > 0 {
         let seed = config.market_seed.unwrap_or_else(rand::random);
         tracing::info!("simulated market on, seed {seed}");

@@ -167,16 +167,36 @@ impl TestServer {
         SseReader::new(response)
     }
 
-    /// Posts a chat message to `room` as the browser with this `X-Tidings-Client` id.
-    pub async fn post_chat(&self, room: &str, client: &str, name: &str, text: &str) -> Response {
-        self.client
-            .post(self.url(&format!("/api/chat/{room}")))
-            .header("X-Tidings-Client", client)
-            .json(&serde_json::json!({ "name": name, "text": text }))
+    /// Posts a chat message to `room`.
+    pub async fn post_chat(&self, room: &str, name: &str, text: &str) -> Response {
+        self.chat_request(&self.client, room, name, text)
             .send()
             .await
             .unwrap()
     }
+
+    /// A chat post sent with `client` (bound to another address, say), for a test to add
+    /// headers to.
+    pub fn chat_request(
+        &self,
+        client: &Client,
+        room: &str,
+        name: &str,
+        text: &str,
+    ) -> RequestBuilder {
+        client
+            .post(self.url(&format!("/api/chat/{room}")))
+            .json(&serde_json::json!({ "name": name, "text": text }))
+    }
+}
+
+/// A client whose connections come from this loopback address (all of 127.0.0.0/8 reaches a
+/// server on 127.0.0.1), so a test can be two clients.
+pub fn client_from(address: &str) -> Client {
+    Client::builder()
+        .local_address(address.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
 }
 
 /// Reads the events of a streaming response with `eventsource-stream`, a parser written apart

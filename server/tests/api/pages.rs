@@ -9,7 +9,7 @@ use serde_json::Value;
 async fn pages_render_their_state_on_the_server_as_text() {
     let server = TestServer::start_default().await;
     server
-        .post_chat("general", "c", "mallory", "<script>alert(1)</script>")
+        .post_chat("general", "mallory", "<script>alert(1)</script>")
         .await;
     let html = server.get("/chat/general").await.text().await.unwrap();
     assert!(
