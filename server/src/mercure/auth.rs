@@ -1,12 +1,10 @@
-//! Who may publish and subscribe: JWTs with the `mercure` claim.
+//! Who may publish and subscribe: the keys, and JWTs with the `mercure` claim.
 //!
-//! A token is looked for in the `Authorization: Bearer` header, then the `authorization` query
-//! parameter (for clients that cannot set headers, such as `EventSource`), then the
-//! `mercureAuthorization` cookie. Exactly one algorithm is accepted, the configured one, so a
-//! token cannot pick a weaker one (and `alg: none` never verifies).
+//! Exactly one algorithm is accepted, the configured one, so a token cannot pick a weaker one
+//! (and `alg: none` never verifies). Where a request's token is found is [`super::caller`]'s
+//! business.
 
 use crate::config::{Config, JwtAlg};
-use axum::http::{HeaderMap, header};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::{
@@ -14,9 +12,6 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 use tidings_hub::Selector;
-
-/// The cookie a browser can carry the token in.
-pub const COOKIE_NAME: &str = "mercureAuthorization";
 
 /// Verifies tokens.
 pub struct Auth {
@@ -87,6 +82,12 @@ pub enum TokenError {
     NotBearer,
     #[error("invalid token: {0}")]
     Invalid(String),
+}
+
+impl axum::response::IntoResponse for TokenError {
+    fn into_response(self) -> axum::response::Response {
+        super::plain(axum::http::StatusCode::UNAUTHORIZED, self)
+    }
 }
 
 /// A verified token.
@@ -201,42 +202,6 @@ impl Auth {
             source,
         })
     }
-}
-
-/// The `authorization` query parameter of a request's query string, if any.
-pub fn query_token(query: Option<&str>) -> Option<String> {
-    form_urlencoded::parse(query?.as_bytes())
-        .find(|(name, _)| name == "authorization")
-        .map(|(_, value)| value.into_owned())
-}
-
-/// Finds the request's token: header, then query parameter, then cookie.
-pub fn find_token<'a>(
-    headers: &'a HeaderMap,
-    query_token: Option<&'a str>,
-) -> Result<Option<(&'a str, TokenSource)>, TokenError> {
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let value = value.to_str().map_err(|_| TokenError::NotBearer)?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or(TokenError::NotBearer)?;
-        return Ok(Some((token.trim(), TokenSource::Header)));
-    }
-    if let Some(token) = query_token {
-        return Ok(Some((token, TokenSource::Query)));
-    }
-    for value in headers.get_all(header::COOKIE) {
-        let Ok(value) = value.to_str() else { continue };
-        for pair in value.split(';') {
-            if let Some((name, token)) = pair.trim().split_once('=')
-                && name == COOKIE_NAME
-            {
-                return Ok(Some((token.trim_matches('"'), TokenSource::Cookie)));
-            }
-        }
-    }
-    Ok(None)
 }
 
 fn algorithm(alg: JwtAlg) -> Algorithm {

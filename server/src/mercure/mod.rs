@@ -4,9 +4,11 @@
 //! - [`subscribe`]: `GET /.well-known/mercure?topic=…` (the event stream)
 //! - [`publish`]: `POST /.well-known/mercure` (form-encoded updates)
 //! - [`subscriptions`]: `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]`
-//! - [`auth`]: tokens and who may do what
+//! - [`auth`]: keys, tokens and who may do what
+//! - [`caller`]: the extractors that find and verify a request's token
 
 pub mod auth;
+pub mod caller;
 pub mod publish;
 pub mod subscribe;
 pub mod subscriptions;

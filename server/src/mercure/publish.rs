@@ -1,13 +1,10 @@
 //! `POST /.well-known/mercure`: publish an update.
 
-use super::{
-    auth::{TokenError, TokenSource, find_token, query_token},
-    plain,
-};
+use super::{auth::TokenSource, caller::Publisher, plain};
 use crate::{AppState, cors::Cors};
 use axum::{
     body::Bytes,
-    extract::{RawQuery, State},
+    extract::State,
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -24,8 +21,6 @@ pub enum PublishError {
     Invalid(#[from] UpdateError),
     #[error("publishing needs a token")]
     NoToken,
-    #[error(transparent)]
-    Token(#[from] TokenError),
     #[error("the token's mercure.publish claim does not allow topic {0:?}")]
     TopicNotAllowed(String),
     #[error("cookie-authenticated requests must come from an allowed origin")]
@@ -40,7 +35,7 @@ impl IntoResponse for PublishError {
             PublishError::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PublishError::BadRetry | PublishError::Invalid(_) => StatusCode::BAD_REQUEST,
             PublishError::Hub(HubError::Invalid(_)) => StatusCode::BAD_REQUEST,
-            PublishError::NoToken | PublishError::Token(_) => StatusCode::UNAUTHORIZED,
+            PublishError::NoToken => StatusCode::UNAUTHORIZED,
             PublishError::TopicNotAllowed(_) | PublishError::CrossSite => StatusCode::FORBIDDEN,
             PublishError::Hub(HubError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
             PublishError::Hub(HubError::Storage(_)) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -51,10 +46,14 @@ impl IntoResponse for PublishError {
 
 pub async fn publish(
     State(state): State<AppState>,
+    publisher: Option<Publisher>,
     headers: HeaderMap,
-    RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Result<Response, PublishError> {
+    let Publisher(verified) = publisher.ok_or(PublishError::NoToken)?;
+    if verified.source == TokenSource::Cookie && !same_or_allowed_origin(&headers, &state.cors) {
+        return Err(PublishError::CrossSite);
+    }
     let is_form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -69,13 +68,6 @@ pub async fn publish(
     let form: Vec<(String, String)> = form_urlencoded::parse(&body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    let query_token = query_token(query.as_deref());
-    let (token, source) =
-        find_token(&headers, query_token.as_deref())?.ok_or(PublishError::NoToken)?;
-    let verified = state.auth.verify_publisher(token, source)?;
-    if source == TokenSource::Cookie && !same_or_allowed_origin(&headers, &state.cors) {
-        return Err(PublishError::CrossSite);
-    }
 
     let update = parse_form(form)?;
     update.check()?;

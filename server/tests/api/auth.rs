@@ -391,3 +391,54 @@ async fn a_far_future_exp_means_no_expiry() {
         assert_eq!(published.status(), StatusCode::OK, "exp {exp}");
     }
 }
+
+#[tokio::test]
+async fn the_token_is_checked_before_any_selector_is_parsed() {
+    let server = TestServer::start_default().await;
+    let bad_selector = [("topic", "/ok"), ("topic", "")];
+    let anonymous = server
+        .subscribe_request(&bad_selector)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        anonymous.status(),
+        StatusCode::BAD_REQUEST,
+        "selectors count"
+    );
+    for request in [
+        server.subscribe_request(&bad_selector).bearer_auth("nope"),
+        server
+            .subscribe_request(&bad_selector)
+            .bearer_auth(publisher_token(&["*"])),
+        server
+            .subscribe_request(&bad_selector)
+            .header(header::AUTHORIZATION, "Basic abc"),
+        server.subscribe_request(&[
+            ("topic", "/ok"),
+            ("topic", "a\u{1}b"),
+            ("authorization", "nope"),
+        ]),
+    ] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let reason = response.text().await.unwrap();
+        assert!(
+            reason.contains("token") || reason.contains("Bearer"),
+            "{reason}"
+        );
+    }
+    // With --no-anonymous, a request without a token is refused before its topics are read.
+    let closed = TestServer::start(|c| c.no_anonymous = true).await;
+    for query in [&bad_selector[..], &[][..]] {
+        let response = closed.subscribe_request(query).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{query:?}");
+        assert!(
+            response
+                .text()
+                .await
+                .unwrap()
+                .contains("needs a subscriber token")
+        );
+    }
+}
