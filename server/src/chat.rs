@@ -49,11 +49,21 @@ pub enum ChatError {
 
 impl IntoResponse for ChatError {
     fn into_response(self) -> Response {
-        let status = match self {
+        let status = match &self {
+            ChatError::Hub(PublishError::Storage(error)) => {
+                return crate::mercure::history_unavailable(error);
+            }
+            // The server built the update: refusing it is this server's bug, not the client's.
+            ChatError::Hub(PublishError::Invalid(error)) => {
+                tracing::error!("a chat message was not a valid update: {error}");
+                return crate::mercure::plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the message could not be published",
+                );
+            }
             ChatError::BadRoom | ChatError::BadName | ChatError::BadText => StatusCode::BAD_REQUEST,
             ChatError::TooFast(_) => StatusCode::TOO_MANY_REQUESTS,
             ChatError::Hub(PublishError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
-            ChatError::Hub(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut response = crate::mercure::plain(status, &self);
         if let ChatError::TooFast(wait) = self {

@@ -38,7 +38,7 @@ use leptos::prelude::LeptosOptions;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use std::{net::SocketAddr, sync::Arc};
 use tidings_app::{App, shell};
-use tidings_hub::{Hub, HubConfig, SqliteHistory};
+use tidings_hub::{History, Hub, HubConfig, SqliteHistory};
 use tokio::net::TcpListener;
 pub use tokio_util::sync::CancellationToken;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -97,6 +97,19 @@ impl Server {
     /// The configuration is checked first (keys, CORS), so a bad one is refused before the port
     /// is taken.
     pub async fn bind(config: Config) -> Result<Self, Error> {
+        Self::bind_to(config, None).await
+    }
+
+    /// As [`bind`](Self::bind), with this store instead of the SQLite file in `--data-dir`: for
+    /// embedding, and for tests of what clients see when the store fails.
+    pub async fn bind_with_history(
+        config: Config,
+        history: Arc<dyn History>,
+    ) -> Result<Self, Error> {
+        Self::bind_to(config, Some(history)).await
+    }
+
+    async fn bind_to(config: Config, history: Option<Arc<dyn History>>) -> Result<Self, Error> {
         let auth = mercure::auth::Auth::from_config(&config)?;
         let cors = cors::Cors::new(&config.cors_origins)?;
         let listener = TcpListener::bind(config.addr)
@@ -118,10 +131,16 @@ impl Server {
                  A token that may publish and subscribe to every topic: {token}"
             );
         }
-        let history = SqliteHistory::open(&config.data_dir)?;
-        tracing::info!("history in {}", history.path().display());
+        let history = match history {
+            Some(history) => history,
+            None => {
+                let history = SqliteHistory::open(&config.data_dir)?;
+                tracing::info!("history in {}", history.path().display());
+                Arc::new(history)
+            }
+        };
         let hub = Hub::start(
-            Arc::new(history),
+            history,
             HubConfig {
                 subscriber_buffer: config.subscriber_buffer as usize,
                 heartbeat: config.heartbeat(),

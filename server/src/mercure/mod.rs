@@ -51,6 +51,19 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     }
 }
 
+/// What a client is told when the history fails.
+pub const HISTORY_UNAVAILABLE: &str = "the history is unavailable";
+
+/// The answer to a failure of the history: logged in full, told to the client as a fixed line,
+/// since the error's text holds SQLite's messages and paths.
+pub(crate) fn history_unavailable(error: &tidings_hub::HistoryError) -> Response {
+    tracing::error!("{error}");
+    plain(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        HISTORY_UNAVAILABLE,
+    )
+}
+
 /// A plain-text error response: the status and a one-line reason.
 pub(crate) fn plain(status: axum::http::StatusCode, reason: impl std::fmt::Display) -> Response {
     (

@@ -1,6 +1,6 @@
 //! `POST /.well-known/mercure`: publish an update.
 
-use super::{auth::TokenSource, caller::Publisher, plain};
+use super::{auth::TokenSource, caller::Publisher, history_unavailable, plain};
 use crate::{AppState, cors::Cors};
 use axum::{
     body::Bytes,
@@ -32,13 +32,13 @@ pub enum PublishError {
 impl IntoResponse for PublishError {
     fn into_response(self) -> Response {
         let status = match &self {
+            PublishError::Hub(HubError::Storage(error)) => return history_unavailable(error),
             PublishError::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PublishError::BadRetry | PublishError::Invalid(_) => StatusCode::BAD_REQUEST,
             PublishError::Hub(HubError::Invalid(_)) => StatusCode::BAD_REQUEST,
             PublishError::NoToken => StatusCode::UNAUTHORIZED,
             PublishError::TopicNotAllowed(_) | PublishError::CrossSite => StatusCode::FORBIDDEN,
             PublishError::Hub(HubError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
-            PublishError::Hub(HubError::Storage(_)) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         plain(status, self)
     }

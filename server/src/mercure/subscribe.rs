@@ -1,6 +1,6 @@
 //! `GET /.well-known/mercure`: subscribe to topic selectors and receive an event stream.
 
-use super::{caller::Subscriber, plain};
+use super::{caller::Subscriber, history_unavailable, plain};
 use crate::AppState;
 use axum::{
     body::Body,
@@ -33,13 +33,13 @@ pub enum SubscribeError {
 
 impl IntoResponse for SubscribeError {
     fn into_response(self) -> Response {
-        let status = match self {
+        let status = match &self {
+            SubscribeError::Storage(error) => return history_unavailable(error),
             SubscribeError::NoTopic
             | SubscribeError::TooManyTopics
             | SubscribeError::BadSelector(..)
             | SubscribeError::BadLastEventId => StatusCode::BAD_REQUEST,
             SubscribeError::AnonymousRefused => StatusCode::UNAUTHORIZED,
-            SubscribeError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         plain(status, self)
     }

@@ -5,9 +5,13 @@ use eventsource_stream::{Event, EventStream, EventStreamError};
 use futures_util::{StreamExt, stream::BoxStream};
 use reqwest::{Client, RequestBuilder, Response, StatusCode, header::HeaderMap};
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
+use tidings_hub::{History, HistoryError, Retention, SqliteHistory, Update, update::Stored};
 use tidings_server::{AppState, CancellationToken, Config, Server};
 use tokio::task::JoinHandle;
 
@@ -89,7 +93,20 @@ impl TestServer {
         let data = tempfile::tempdir().unwrap();
         let mut config = test_config(data.path());
         configure(&mut config);
-        let server = Server::bind(config).await.expect("bind");
+        Self::run(Server::bind(config).await.expect("bind"), data)
+    }
+
+    /// A server with [`test_config`] over this history.
+    pub async fn start_with_history(history: Arc<dyn History>) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let config = test_config(data.path());
+        let server = Server::bind_with_history(config, history)
+            .await
+            .expect("bind");
+        Self::run(server, data)
+    }
+
+    fn run(server: Server, data: tempfile::TempDir) -> Self {
         let base = format!("http://{}", server.local_addr());
         let state = server.state().clone();
         let shutdown = server.shutdown_token();
@@ -187,6 +204,68 @@ impl TestServer {
         client
             .post(self.url(&format!("/api/chat/{room}")))
             .json(&serde_json::json!({ "name": name, "text": text }))
+    }
+}
+
+/// A SQLite history that can be made to fail every call, with a message that names a file, as
+/// SQLite's do: what a client must never be shown.
+pub struct BreakableHistory {
+    inner: SqliteHistory,
+    broken: AtomicBool,
+}
+
+impl BreakableHistory {
+    /// What every call fails with once broken.
+    pub const SECRET: &str = "disk I/O error at /srv/secret/history.sqlite3";
+
+    pub fn open(dir: &std::path::Path) -> Arc<Self> {
+        Arc::new(Self {
+            inner: SqliteHistory::open(dir).unwrap(),
+            broken: AtomicBool::new(false),
+        })
+    }
+
+    pub fn break_down(&self) {
+        self.broken.store(true, Ordering::Relaxed);
+    }
+
+    fn check(&self) -> Result<(), HistoryError> {
+        if self.broken.load(Ordering::Relaxed) {
+            Err(HistoryError::new(Self::SECRET))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl History for BreakableHistory {
+    fn append(&self, batch: &[Arc<Update>]) -> Result<Vec<u64>, HistoryError> {
+        self.check()?;
+        self.inner.append(batch)
+    }
+    fn position_of(&self, id: &str) -> Result<Option<u64>, HistoryError> {
+        self.check()?;
+        self.inner.position_of(id)
+    }
+    fn read(&self, after: u64, until: u64, limit: usize) -> Result<Vec<Stored>, HistoryError> {
+        self.check()?;
+        self.inner.read(after, until, limit)
+    }
+    fn read_back(&self, before: u64, limit: usize) -> Result<Vec<Stored>, HistoryError> {
+        self.check()?;
+        self.inner.read_back(before, limit)
+    }
+    fn last(&self) -> Result<Option<(u64, String)>, HistoryError> {
+        self.check()?;
+        self.inner.last()
+    }
+    fn len(&self) -> Result<u64, HistoryError> {
+        self.check()?;
+        self.inner.len()
+    }
+    fn prune(&self, retention: &Retention) -> Result<u64, HistoryError> {
+        self.check()?;
+        self.inner.prune(retention)
     }
 }
 

@@ -8,6 +8,7 @@ mod auth;
 mod chat;
 mod cors;
 mod counter_stream;
+mod errors;
 mod load;
 mod operations;
 mod pages;
