@@ -228,6 +228,21 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        let c = Config::try_parse_from([
+            "tidings",
+            "--trusted-proxy",
+            "10.0.0.1,192.168.0.0/16",
+            "--trusted-proxy",
+            "::1",
+        ])
+        .unwrap();
+        let shown: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(shown, ["10.0.0.1/32", "192.168.0.0/16", "::1/128"]);
+        assert!(Config::try_parse_from(["tidings", "--trusted-proxy", "proxy.local"]).is_err());
+    }
+
+    #[test]
     fn zero_interval_is_rejected() {
         assert!(Config::try_parse_from(["tidings", "--stream-interval-ms", "0"]).is_err());
     }
