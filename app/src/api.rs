@@ -25,7 +25,11 @@ mod hub {
         get()?
             .snapshot(vec![selector], limit, max_scan)
             .await
-            .map_err(|e| ServerFnError::new(e.to_string()))
+            .map_err(|error| {
+                // Its text holds SQLite's messages and paths: logged here, not shown in the page.
+                tracing::error!("{error}");
+                ServerFnError::new("the history is unavailable")
+            })
     }
 
     /// Parses each update's JSON data, giving it the update's id; skips what does not parse.

@@ -38,17 +38,9 @@ pub async fn post_form(url: &str, token: &str, pairs: &[(&str, &str)]) -> Result
     send(request.body(body)).await
 }
 
-/// POSTs JSON to `url` with extra headers.
-pub async fn post_json<T: serde::Serialize>(
-    url: &str,
-    headers: &[(&str, &str)],
-    value: &T,
-) -> Result<Answer, String> {
-    let mut request = gloo_net::http::Request::post(url);
-    for (name, value) in headers {
-        request = request.header(name, value);
-    }
-    send(request.json(value)).await
+/// POSTs JSON to `url`.
+pub async fn post_json<T: serde::Serialize>(url: &str, value: &T) -> Result<Answer, String> {
+    send(gloo_net::http::Request::post(url).json(value)).await
 }
 
 /// Sends a built request and reads the answer; failing to build or to reach the server is
@@ -83,18 +75,4 @@ pub fn store(key: &str, value: &str) {
     if let Some(Ok(Some(storage))) = web_sys::window().map(|w| w.local_storage()) {
         let _ = storage.set_item(key, value);
     }
-}
-
-/// A random id for this browser, kept across visits; the chat's rate limit counts per id.
-pub fn client_id() -> String {
-    if let Some(id) = load("tidings.client") {
-        return id;
-    }
-    let id = format!(
-        "{:016x}{:016x}",
-        (js_sys::Math::random() * 1e16) as u64,
-        js_sys::Date::now() as u64
-    );
-    store("tidings.client", &id);
-    id
 }

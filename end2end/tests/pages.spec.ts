@@ -51,6 +51,9 @@ test('no page logs a console error, hydration included', async ({ page, server }
 });
 
 // ---- Chat ----
+// The chat's rate limit counts per address, and every browser context and request of a test
+// comes from 127.0.0.1: each test has its own server and stays within one burst (5 messages;
+// refused posts do not count).
 
 async function joinRoom(context: BrowserContext, url: string, name: string): Promise<Page> {
   const page = await context.newPage();
@@ -149,7 +152,6 @@ test('an update published between render and hydration appears exactly once', as
   await expect(page.getByRole('heading', { name: '#e2e-handoff' })).toBeVisible();
   const post = (text: string) =>
     request.post(`${server.url}/api/chat/e2e-handoff`, {
-      headers: { 'X-Tidings-Client': 'e2e-handoff' },
       data: { name: 'srv', text },
     });
   expect((await post('between render and hydration')).status()).toBe(200);
@@ -254,7 +256,6 @@ test('when the hub cannot resume from the rendered state, the page reloads it', 
   try {
     const post = (text: string) =>
       request.post(`${server.url}/api/chat/e2e-gap`, {
-        headers: { 'X-Tidings-Client': 'e2e-gap' },
         data: { name: 'srv', text },
       });
     expect((await post('rendered, then pruned')).status()).toBe(200);

@@ -10,7 +10,7 @@ use crate::{
     events::{Activity, subscription_update},
     history::{History, HistoryError, Retention},
     registry::{ActiveSubscription, EARLIEST, Head, Key, Registry, SubscriberInfo},
-    selector::Selector,
+    selector::{Interner, Selector, SelectorError},
     stats::{Counters, Stats, load},
     stream::{StreamState, SubscriptionStream},
     update::Update,
@@ -43,6 +43,9 @@ pub struct HubConfig {
     pub subscription_events: bool,
     /// Ids of live-only events remembered for resuming (see [`LiveIds`]).
     pub live_ids: usize,
+    /// Distinct templates the hub holds at most, across every subscription: what bounds the
+    /// template tests one update can cost, whatever the subscribers send.
+    pub max_templates: usize,
 }
 
 impl HubConfig {
@@ -70,6 +73,7 @@ impl Default for HubConfig {
             publish_queue: 16_384,
             subscription_events: true,
             live_ids: 65_536,
+            max_templates: 10_000,
         }
     }
 }
@@ -92,6 +96,15 @@ pub enum SubscribeError {
     ShuttingDown,
 }
 
+/// Why a subscriber's selector was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorRefused {
+    #[error(transparent)]
+    Invalid(#[from] SelectorError),
+    #[error("the hub holds too many distinct templates; try again later or use exact topics")]
+    TooManyTemplates,
+}
+
 /// Why the hub is not healthy; the detail is for the operator's log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -111,6 +124,8 @@ pub(crate) struct Shared {
     pub registry: RwLock<Registry>,
     pub counters: Counters,
     pub live_ids: Mutex<LiveIds>,
+    /// One compiled copy of each template in use, shared by subscriptions and token claims.
+    pub interner: Interner,
     /// The last write's outcome and when it was known.
     health: Mutex<(Instant, Result<(), String>)>,
     /// Fires on shutdown: every subscription stream ends.
@@ -189,6 +204,7 @@ impl Hub {
         let (writer, jobs) = mpsc::channel(config.publish_queue.max(1));
         let shared = Arc::new(Shared {
             live_ids: Mutex::new(LiveIds::new(config.live_ids)),
+            interner: Interner::new(),
             config,
             history,
             registry: RwLock::new(Registry::new(head)),
@@ -208,6 +224,28 @@ impl Hub {
                 .map_err(|e| HistoryError::new(format!("cannot start the prune thread: {e}")))?;
         }
         Ok(Self { shared, writer })
+    }
+
+    /// Parses a subscriber's selector. A template in use elsewhere is shared, not compiled
+    /// again; a new one is refused once the hub holds `max_templates` distinct ones.
+    pub fn parse_selector(&self, text: &str) -> Result<Selector, SelectorRefused> {
+        let interner = &self.shared.interner;
+        if text.contains('{')
+            && interner.len() >= self.shared.config.max_templates
+            && !interner.contains(text)
+        {
+            return Err(SelectorRefused::TooManyTemplates);
+        }
+        Ok(interner.parse(text)?)
+    }
+
+    /// Parses a token claim's selectors through the same shared templates; ones that cannot
+    /// be parsed grant nothing. Claims come from tokens the hub verified, so no cap applies.
+    pub fn parse_claim(&self, claim: &[String]) -> Arc<[Selector]> {
+        claim
+            .iter()
+            .filter_map(|s| self.shared.interner.parse(s).ok())
+            .collect()
     }
 
     /// Publishes an update. Returns its history position once it is durable and has been

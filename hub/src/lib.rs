@@ -30,11 +30,11 @@ mod writer;
 pub use events::{subscription_json, subscription_topic};
 pub use history::{Heads, History, HistoryError, Horizon, Retention, SqliteHistory};
 pub use hub::{
-    Hub, HubConfig, PublishError, Snapshot, SubscribeError, SubscribeRequest, Subscription,
-    Subscriptions, Unhealthy,
+    Hub, HubConfig, PublishError, SelectorRefused, Snapshot, SubscribeError, SubscribeRequest,
+    Subscription, Subscriptions, Unhealthy,
 };
 pub use registry::{ActiveSubscription, EARLIEST, SubscriberInfo};
-pub use selector::{MAX_SELECTOR_LEN, Selector, SelectorError};
+pub use selector::{Interner, MAX_SELECTOR_LEN, Selector, SelectorError};
 pub use sse::{Event, comment};
 pub use stats::Stats;
 pub use stream::{HISTORY_GAP_EVENT, SubscriptionStream};

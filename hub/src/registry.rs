@@ -56,7 +56,7 @@ impl SubscriberInfo {
 
     /// The literal prefixes of its selectors: what it could ever select starts with one.
     pub(crate) fn prefixes(&self) -> impl Iterator<Item = &str> + Clone {
-        self.selectors.iter().map(literal_prefix)
+        self.selectors.iter().map(Selector::literal_prefix)
     }
 }
 
@@ -64,18 +64,6 @@ impl SubscriberInfo {
 pub(crate) fn may_receive(scope: Option<&[Selector]>, update: &Update) -> bool {
     !update.is_private()
         || scope.is_some_and(|scope| scope.iter().any(|s| s.matches_any(update.topics())))
-}
-
-/// Every topic `selector` matches starts with this.
-pub(crate) fn literal_prefix(selector: &Selector) -> &str {
-    match selector {
-        Selector::Any => "",
-        Selector::Exact(topic) => topic,
-        Selector::Template(_) => {
-            let text = selector.as_str();
-            &text[..text.find('{').unwrap_or(text.len())]
-        }
-    }
 }
 
 /// One event in a subscriber's queue.
@@ -190,7 +178,7 @@ impl Registry {
                 Selector::Any | Selector::Template(_) => {
                     let name: Arc<str> = selector.as_str().into();
                     let pattern = self.patterns.entry(name.clone()).or_insert_with(|| {
-                        self.prefixes.insert(literal_prefix(selector), name);
+                        self.prefixes.insert(selector.literal_prefix(), name);
                         Pattern {
                             selector: selector.clone(),
                             keys: HashSet::new(),
@@ -232,7 +220,7 @@ impl Registry {
                         && pattern.keys.is_empty()
                         && let Some((name, _)) = self.patterns.remove_entry(name)
                     {
-                        self.prefixes.remove(literal_prefix(selector), &name);
+                        self.prefixes.remove(selector.literal_prefix(), &name);
                     }
                 }
             }

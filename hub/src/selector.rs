@@ -281,6 +281,21 @@ impl Interner {
         self.table.entries.lock().get(text).and_then(Weak::upgrade)
     }
 
+    /// How many distinct templates the table holds: the live ones, give or take one being
+    /// dropped right now. Cheap, unlike [`live_templates`](Self::live_templates).
+    pub fn len(&self) -> usize {
+        self.table.entries.lock().len()
+    }
+
+    /// Whether `text` is a template already in the table (using it costs no compilation).
+    pub fn contains(&self, text: &str) -> bool {
+        self.lookup(text).is_some()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// How many distinct compiled templates are alive.
     pub fn live_templates(&self) -> usize {
         let entries = self.table.entries.lock();

@@ -1,7 +1,7 @@
 //! Topic selectors against RFC 6570: the RFC's own examples, the grammar's edges, and property
 //! tests with an independent expander (`iri-string`) as the reference.
 
-use tidings_hub::selector::{Interner, MAX_SELECTOR_LEN, Selector};
+use tidings_hub::{Interner, MAX_SELECTOR_LEN, Selector};
 
 fn template(text: &str) -> Selector {
     let selector = Selector::parse(text).unwrap();
@@ -844,7 +844,7 @@ mod properties {
 mod fuzz {
     use super::*;
     use proptest::{collection::vec, prelude::*, sample::select};
-    use tidings_hub::selector::SelectorError;
+    use tidings_hub::SelectorError;
 
     /// Pieces of templates, well- and ill-formed.
     const FRAGMENTS: &[&str] = &[

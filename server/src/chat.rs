@@ -1,31 +1,36 @@
 //! `POST /api/chat/{room}`: posting to a chat room, and the rooms' presence counts.
 //!
 //! Posts are validated (name 1–32 characters, text 1–2000, both trimmed), limited per client
-//! (a token bucket: a burst of [`BURST`], then one message per [`REFILL`]) and published on the
-//! room's topic through the hub in-process. The client is the browser's `X-Tidings-Client` id,
-//! else its address.
+//! address (see [`crate::client_addr`]: a burst of [`BURST`], then one message per [`REFILL`])
+//! and published on the room's topic through the hub in-process.
 
-use crate::AppState;
+use crate::{AppState, client_addr::ClientIp};
 use axum::{
     Json,
-    extract::{ConnectInfo, Path, State},
-    http::{HeaderMap, StatusCode, header},
+    extract::{Path, State},
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
-use parking_lot::Mutex;
+use governor::{
+    DefaultKeyedRateLimiter, Quota,
+    clock::{Clock, DefaultClock},
+};
 use std::{
     collections::HashMap,
-    net::SocketAddr,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    net::IpAddr,
+    num::NonZeroU32,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 use tidings_app::model::{ChatMessage, ChatPost, NAME_MAX, PRESENCE_EVENT, Presence, TEXT_MAX};
 use tidings_app::model::{chat_topic, presence_topic, valid_room};
 use tidings_hub::{NewUpdate, PublishError, Update};
 
-/// Messages a client may send at once.
-pub const BURST: f64 = 5.0;
+/// Messages an address may send at once.
+pub const BURST: u32 = 5;
 /// Time for one more message to be allowed.
 pub const REFILL: Duration = Duration::from_secs(2);
+/// How often addresses whose allowance is full again are forgotten.
+const FORGET_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
@@ -35,64 +40,85 @@ pub enum ChatError {
     BadName,
     #[error("the message must be 1 to {TEXT_MAX} characters")]
     BadText,
+    /// How long until the next message is allowed.
     #[error("too many messages: wait a moment")]
-    TooFast,
+    TooFast(Duration),
     #[error("{0}")]
     Hub(#[from] PublishError),
 }
 
 impl IntoResponse for ChatError {
     fn into_response(self) -> Response {
-        let status = match self {
+        let status = match &self {
+            ChatError::Hub(PublishError::Storage) => {
+                return crate::mercure::history_unavailable();
+            }
             ChatError::BadRoom | ChatError::BadName | ChatError::BadText => StatusCode::BAD_REQUEST,
-            ChatError::TooFast => StatusCode::TOO_MANY_REQUESTS,
+            ChatError::TooFast(_) => StatusCode::TOO_MANY_REQUESTS,
             ChatError::Hub(PublishError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
-            ChatError::Hub(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut response = crate::mercure::plain(status, &self);
-        if status == StatusCode::TOO_MANY_REQUESTS {
+        if let ChatError::TooFast(wait) = self {
+            // Whole seconds, rounded up: the next message is allowed then.
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, REFILL.as_secs().into());
+                .insert(header::RETRY_AFTER, seconds.max(1).into());
         }
         response
     }
 }
 
-/// Per-client token buckets.
-#[derive(Default)]
-pub struct RateLimiter {
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+/// Per-address allowances (governor's GCRA, keys sharded by dashmap).
+pub struct RateLimiter(DefaultKeyedRateLimiter<IpAddr>);
+
+impl Default for RateLimiter {
+    fn default() -> Self {
+        let burst = NonZeroU32::new(BURST).expect("BURST > 0");
+        let quota = Quota::with_period(REFILL)
+            .expect("REFILL > 0")
+            .allow_burst(burst);
+        Self(governor::RateLimiter::keyed(quota))
+    }
 }
 
 impl RateLimiter {
-    /// Takes one token for `client`; `false` if it has none left.
-    pub fn allow(&self, client: &str) -> bool {
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock();
-        if buckets.len() > 100_000 {
-            // Forget clients whose bucket is full again: they are indistinguishable from new.
-            let full = REFILL.mul_f64(BURST);
-            buckets.retain(|_, (_, at)| now.duration_since(*at) < full);
-        }
-        let (tokens, at) = buckets.entry(client.to_owned()).or_insert((BURST, now));
-        *tokens =
-            (*tokens + now.duration_since(*at).as_secs_f64() / REFILL.as_secs_f64()).min(BURST);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
+    /// Takes one message from `client`'s allowance, or says how long until one is allowed.
+    pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
+        self.0
+            .check_key(&client)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    /// Forgets addresses whose allowance is full again (they are indistinguishable from new
+    /// ones), so memory follows the recent senders only.
+    pub fn forget_idle(&self) {
+        self.0.retain_recent();
+        self.0.shrink_to_fit();
+    }
+
+    /// Addresses remembered now.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// Every [`FORGET_EVERY`], forgets idle addresses in the chat's rate limiter; ends on shutdown.
+pub async fn forget_idle_clients(state: AppState) {
+    let mut ticks = tokio::time::interval(FORGET_EVERY);
+    loop {
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            _ = ticks.tick() => state.chat_limiter.forget_idle(),
         }
     }
 }
 
 pub async fn post(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     Path(room): Path<String>,
-    headers: HeaderMap,
     Json(post): Json<ChatPost>,
 ) -> Result<Response, ChatError> {
     if !valid_room(&room) {
@@ -106,14 +132,10 @@ pub async fn post(
     if text.is_empty() || text.chars().count() > TEXT_MAX {
         return Err(ChatError::BadText);
     }
-    let client = headers
-        .get("x-tidings-client")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64)
-        .map_or_else(|| peer.ip().to_string(), str::to_owned);
-    if !state.chat_limiter.allow(&client) {
-        return Err(ChatError::TooFast);
-    }
+    state
+        .chat_limiter
+        .check(client)
+        .map_err(ChatError::TooFast)?;
     let message = ChatMessage {
         id: String::new(),
         name: name.into(),
@@ -191,12 +213,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_bucket_allows_a_burst_then_limits() {
+    fn the_limiter_allows_a_burst_then_limits_per_address() {
         let limiter = RateLimiter::default();
-        for _ in 0..BURST as usize {
-            assert!(limiter.allow("a"));
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "::1".parse().unwrap());
+        for _ in 0..BURST {
+            assert!(limiter.check(a).is_ok());
         }
-        assert!(!limiter.allow("a"), "the burst is used up");
-        assert!(limiter.allow("b"), "other clients are not affected");
+        let wait = limiter.check(a).unwrap_err();
+        assert!(wait > Duration::ZERO && wait <= REFILL, "{wait:?}");
+        assert!(limiter.check(b).is_ok(), "other addresses are not affected");
+        assert_eq!(limiter.len(), 2);
+        limiter.forget_idle();
+        assert_eq!(limiter.len(), 2, "both are still recent");
     }
 }

@@ -22,15 +22,29 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_SITE_ROOT", default_value = "target/site")]
     pub site_root: PathBuf,
 
-    /// An origin whose pages may read the streams (CORS), such as `https://example.com`.
-    /// Repeat the flag (or separate with commas) for several; `*` allows any origin.
-    /// By default no cross-origin page may read them.
+    /// An origin whose pages may use the streams and the hub (CORS) with credentials, such as
+    /// `https://example.com`. Repeat the flag (or separate with commas) for several. `*` alone
+    /// allows any origin, without credentials; it cannot be combined with origins. By default
+    /// no cross-origin page may use them.
     #[arg(
         long = "cors-origin",
         env = "TIDINGS_CORS_ORIGINS",
         value_delimiter = ','
     )]
     pub cors_origins: Vec<CorsOrigin>,
+
+    /// A reverse proxy whose `X-Forwarded-For` header is believed: an address or a network,
+    /// such as `10.0.0.1` or `10.0.0.0/8`. Repeat the flag (or separate with commas) for
+    /// several. For a request from a trusted proxy, the client is the rightmost address of the
+    /// header that is not itself a trusted proxy; for any other, the peer address. None by
+    /// default: the header is ignored.
+    #[arg(
+        long = "trusted-proxy",
+        env = "TIDINGS_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = crate::client_addr::parse_network
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 
     /// Milliseconds between two numbers of the counter stream (`/web/StreamChat`).
     #[arg(
@@ -76,9 +90,9 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_MAX_PUBLISH_BYTES", default_value_t = 1 << 20)]
     pub max_publish_bytes: usize,
 
-    /// Key that verifies publishers' JWTs: the secret for HS256, a PEM public key (or the path
-    /// of a PEM file) for RS256/ES256. If unset, a random HS256 key is made at start-up and a
-    /// ready-to-use token is logged.
+    /// Key that verifies publishers' JWTs: the secret for HS256 (at least 32 bytes, RFC 7518
+    /// §3.2), a PEM public key (or the path of a PEM file) for RS256/ES256. If unset, a random
+    /// HS256 key is made at start-up and a ready-to-use token is logged.
     #[arg(long, env = "TIDINGS_PUBLISHER_JWT_KEY", hide_env_values = true)]
     pub publisher_jwt_key: Option<String>,
 
@@ -172,23 +186,6 @@ impl FromStr for CorsOrigin {
     }
 }
 
-/// The origins CORS lets through; `mirror_any` says what `*` becomes (a literal `*` cannot be
-/// combined with credentials, so credentialed endpoints mirror the request's origin instead).
-pub fn allow_origin(origins: &[CorsOrigin], mirror_any: bool) -> tower_http::cors::AllowOrigin {
-    use tower_http::cors::AllowOrigin;
-    if origins.contains(&CorsOrigin::Any) {
-        return if mirror_any {
-            AllowOrigin::mirror_request()
-        } else {
-            AllowOrigin::any()
-        };
-    }
-    AllowOrigin::list(origins.iter().filter_map(|o| match o {
-        CorsOrigin::Exact(value) => Some(value.clone()),
-        CorsOrigin::Any => None,
-    }))
-}
-
 impl fmt::Display for CorsOrigin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -227,6 +224,22 @@ mod tests {
         let c = Config::with_addr("127.0.0.1:0".parse().unwrap());
         assert_eq!(c.stream_interval(), Duration::from_secs(1));
         assert!(c.cors_origins.is_empty());
+        assert!(c.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        let c = Config::try_parse_from([
+            "tidings",
+            "--trusted-proxy",
+            "10.0.0.1,192.168.0.0/16",
+            "--trusted-proxy",
+            "::1",
+        ])
+        .unwrap();
+        let shown: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(shown, ["10.0.0.1/32", "192.168.0.0/16", "::1/128"]);
+        assert!(Config::try_parse_from(["tidings", "--trusted-proxy", "proxy.local"]).is_err());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! streaming endpoints.
 //!
 //! - [`config`]: flags and `TIDINGS_*` variables.
+//! - [`client_addr`]: the address a request comes from, for per-client limits.
+//! - [`cors`]: which other origins' pages may use the streams and the hub.
 //! - [`counter_stream`]: `GET /web/StreamChat`, the seed's demo stream.
 //! - [`mercure`]: the Mercure hub at `/.well-known/mercure`.
 //! - [`metrics`]: `/metrics` and `/healthz`.
@@ -19,7 +21,9 @@
 #![recursion_limit = "256"]
 
 pub mod chat;
+pub mod client_addr;
 pub mod config;
+pub mod cors;
 pub mod counter_stream;
 pub mod market;
 pub mod mercure;
@@ -34,10 +38,10 @@ use leptos::prelude::LeptosOptions;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use std::{net::SocketAddr, sync::Arc};
 use tidings_app::{App, shell};
-use tidings_hub::{Hub, HubConfig, SqliteHistory};
+use tidings_hub::{History, Hub, HubConfig, SqliteHistory};
 use tokio::net::TcpListener;
 pub use tokio_util::sync::CancellationToken;
-use tower_http::{cors::CorsLayer, set_header::SetResponseHeaderLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 
 /// How long the market's and the monitor's updates stay in the history.
 pub const VOLATILE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
@@ -50,6 +54,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub hub: Hub,
     pub auth: Arc<mercure::auth::Auth>,
+    pub cors: Arc<cors::Cors>,
     pub chat_limiter: Arc<chat::RateLimiter>,
     /// Fires on shutdown; every stream ends when it does.
     pub shutdown: CancellationToken,
@@ -75,6 +80,8 @@ pub enum Error {
     History(#[from] tidings_hub::HistoryError),
     #[error(transparent)]
     Keys(#[from] mercure::auth::KeyError),
+    #[error(transparent)]
+    Cors(#[from] cors::MixedOrigins),
 }
 
 /// A bound, not yet running, server.
@@ -86,7 +93,25 @@ pub struct Server {
 impl Server {
     /// Binds the configured address. Binding before running lets callers (and tests) learn the
     /// real port when the configured one is 0.
+    ///
+    /// The configuration is checked first (keys, CORS), so a bad one is refused before the port
+    /// is taken.
     pub async fn bind(config: Config) -> Result<Self, Error> {
+        Self::bind_to(config, None).await
+    }
+
+    /// As [`bind`](Self::bind), with this store instead of the SQLite file in `--data-dir`: for
+    /// embedding, and for tests of what clients see when the store fails.
+    pub async fn bind_with_history(
+        config: Config,
+        history: Arc<dyn History>,
+    ) -> Result<Self, Error> {
+        Self::bind_to(config, Some(history)).await
+    }
+
+    async fn bind_to(config: Config, history: Option<Arc<dyn History>>) -> Result<Self, Error> {
+        let auth = mercure::auth::Auth::from_config(&config)?;
+        let cors = cors::Cors::new(&config.cors_origins)?;
         let listener = TcpListener::bind(config.addr)
             .await
             .map_err(|source| Error::Bind {
@@ -100,17 +125,22 @@ impl Server {
             .site_pkg_dir("pkg")
             .site_addr(addr)
             .build();
-        let auth = mercure::auth::Auth::from_config(&config)?;
         if let Some(token) = &auth.generated_token {
             tracing::warn!(
                 "no --publisher-jwt-key given: generated a key for this run only. \
                  A token that may publish and subscribe to every topic: {token}"
             );
         }
-        let history = SqliteHistory::open(&config.data_dir)?;
-        tracing::info!("history in {}", history.path().display());
+        let history = match history {
+            Some(history) => history,
+            None => {
+                let history = SqliteHistory::open(&config.data_dir)?;
+                tracing::info!("history in {}", history.path().display());
+                Arc::new(history)
+            }
+        };
         let hub = Hub::start(
-            Arc::new(history),
+            history,
             HubConfig {
                 subscriber_buffer: config.subscriber_buffer as usize,
                 heartbeat: config.heartbeat(),
@@ -131,6 +161,7 @@ impl Server {
             metrics: Arc::default(),
             hub,
             auth: Arc::new(auth),
+            cors: Arc::new(cors),
             chat_limiter: Arc::default(),
             shutdown: CancellationToken::new(),
         };
@@ -190,6 +221,7 @@ impl Server {
 fn spawn_tasks(state: &AppState) {
     let config = &state.config;
     tokio::spawn(chat::presence_task(state.clone()));
+    tokio::spawn(chat::forget_idle_clients(state.clone()));
     if config.market_interval_ms > 0 {
         let seed = config.market_seed.unwrap_or_else(rand::random);
         tracing::info!("simulated market on, seed {seed}");
@@ -209,7 +241,7 @@ pub fn router(state: AppState) -> Router {
         tidings_app::counter::STREAM_PATH,
         get(counter_stream::stream),
     );
-    if let Some(cors) = cors_layer(&state.config) {
+    if let Some(cors) = state.cors.stream_layer() {
         streams = streams.layer(cors);
     }
     let leptos = state.leptos.clone();
@@ -236,16 +268,6 @@ pub fn router(state: AppState) -> Router {
         .merge(pages)
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .with_state(state)
-}
-
-/// CORS for the streams: only the configured origins, and none unless configured.
-fn cors_layer(config: &Config) -> Option<CorsLayer> {
-    (!config.cors_origins.is_empty()).then(|| {
-        CorsLayer::new()
-            .allow_origin(config::allow_origin(&config.cors_origins, false))
-            .allow_methods([http::Method::GET])
-            .allow_headers([http::header::HeaderName::from_static("last-event-id")])
-    })
 }
 
 /// Milliseconds since the Unix epoch: the timestamps the pages show.

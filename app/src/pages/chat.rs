@@ -97,9 +97,7 @@ fn ChatRoom(room: String, snapshot: ChatSnapshot) -> impl IntoView {
             crate::browser::store("tidings.name", post.name.trim());
             sending.set(true);
             leptos::task::spawn_local(async move {
-                let client = crate::browser::client_id();
-                let answer =
-                    crate::browser::post_json(&url, &[("X-Tidings-Client", &client)], &post).await;
+                let answer = crate::browser::post_json(&url, &post).await;
                 sending.set(false);
                 match answer {
                     Ok(answer) if answer.ok() => {

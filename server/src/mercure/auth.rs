@@ -1,22 +1,17 @@
-//! Who may publish and subscribe: JWTs with the `mercure` claim.
+//! Who may publish and subscribe: the keys, and JWTs with the `mercure` claim.
 //!
-//! A token is looked for in the `Authorization: Bearer` header, then the `authorization` query
-//! parameter (for clients that cannot set headers, such as `EventSource`), then the
-//! `mercureAuthorization` cookie. Exactly one algorithm is accepted, the configured one, so a
-//! token cannot pick a weaker one (and `alg: none` never verifies).
+//! Exactly one algorithm is accepted, the configured one, so a token cannot pick a weaker one
+//! (and `alg: none` never verifies). Where a request's token is found is [`super::caller`]'s
+//! business.
 
 use crate::config::{Config, JwtAlg};
-use axum::http::{HeaderMap, header};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::{
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
-use tidings_hub::Selector;
-
-/// The cookie a browser can carry the token in.
-pub const COOKIE_NAME: &str = "mercureAuthorization";
+use tidings_hub::{Hub, Selector};
 
 /// Verifies tokens.
 pub struct Auth {
@@ -27,11 +22,20 @@ pub struct Auth {
     pub generated_token: Option<String>,
 }
 
+/// The shortest HS256 key accepted, in bytes: the hash's size (RFC 7518 §3.2). A shorter secret
+/// can be guessed offline from any one token it signed.
+pub const MIN_HS256_KEY_BYTES: usize = 32;
+
 /// Why the keys could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("--jwt-alg {0:?} needs --publisher-jwt-key (a PEM public key)")]
     MissingKey(JwtAlg),
+    #[error(
+        "--{flag} is {len} bytes long; an HS256 key must be at least {MIN_HS256_KEY_BYTES} bytes \
+         (RFC 7518 §3.2), for example the output of `openssl rand -base64 32`"
+    )]
+    TooShort { flag: &'static str, len: usize },
     #[error("cannot read the JWT key file {path}: {source}")]
     Read {
         path: String,
@@ -80,6 +84,12 @@ pub enum TokenError {
     Invalid(String),
 }
 
+impl axum::response::IntoResponse for TokenError {
+    fn into_response(self) -> axum::response::Response {
+        super::plain(axum::http::StatusCode::UNAUTHORIZED, self)
+    }
+}
+
 /// A verified token.
 pub struct Verified {
     pub claims: Claims,
@@ -87,29 +97,31 @@ pub struct Verified {
 }
 
 impl Verified {
-    /// Selectors of a claim, parsed once; unparseable ones (empty, control characters) are
-    /// ignored rather than granting anything.
-    fn selectors(list: &Option<Vec<String>>) -> Option<Arc<[Selector]>> {
-        list.as_ref().map(|list| {
-            list.iter()
-                .filter_map(|s| Selector::parse(s).ok())
-                .collect()
-        })
+    /// The `mercure.publish` claim's selectors, through the hub's shared templates;
+    /// unparseable ones (empty, control characters) grant nothing.
+    pub fn publish_selectors(&self, hub: &Hub) -> Option<Arc<[Selector]>> {
+        self.claims
+            .mercure
+            .publish
+            .as_deref()
+            .map(|c| hub.parse_claim(c))
     }
 
-    pub fn publish_selectors(&self) -> Option<Arc<[Selector]>> {
-        Self::selectors(&self.claims.mercure.publish)
+    /// The `mercure.subscribe` claim's selectors, likewise.
+    pub fn subscribe_selectors(&self, hub: &Hub) -> Option<Arc<[Selector]>> {
+        self.claims
+            .mercure
+            .subscribe
+            .as_deref()
+            .map(|c| hub.parse_claim(c))
     }
 
-    pub fn subscribe_selectors(&self) -> Option<Arc<[Selector]>> {
-        Self::selectors(&self.claims.mercure.subscribe)
-    }
-
-    /// When the token expires, as an instant of this process.
+    /// When the token expires, as an instant of this process; `None` without `exp`, and for an
+    /// `exp` too far off for an `Instant` (it does not expire while this process runs).
     pub fn expires_at(&self) -> Option<Instant> {
         let exp = self.claims.exp?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
-        Some(Instant::now() + Duration::from_secs(exp.saturating_sub(now)))
+        Instant::now().checked_add(Duration::from_secs(exp.saturating_sub(now)))
     }
 }
 
@@ -125,11 +137,18 @@ impl Auth {
             .subscriber_jwt_key
             .clone()
             .unwrap_or_else(|| publisher_text.clone());
-        let publisher = decoding_key(alg, &publisher_text)?;
-        let subscriber = decoding_key(alg, &subscriber_text)?;
+        let publisher = decoding_key(alg, &publisher_text, "publisher-jwt-key")?;
+        let subscriber_flag = if config.subscriber_jwt_key.is_some() {
+            "subscriber-jwt-key"
+        } else {
+            "publisher-jwt-key"
+        };
+        let subscriber = decoding_key(alg, &subscriber_text, subscriber_flag)?;
         let mut validation = Validation::new(algorithm(alg));
         validation.required_spec_claims.clear();
         validation.validate_aud = false;
+        // Off by default in jsonwebtoken; a token must not be usable before its `nbf`.
+        validation.validate_nbf = true;
         validation.leeway = 5;
         let generated_token = generated.then(|| {
             let claims = Claims {
@@ -186,42 +205,6 @@ impl Auth {
     }
 }
 
-/// The `authorization` query parameter of a request's query string, if any.
-pub fn query_token(query: Option<&str>) -> Option<String> {
-    form_urlencoded::parse(query?.as_bytes())
-        .find(|(name, _)| name == "authorization")
-        .map(|(_, value)| value.into_owned())
-}
-
-/// Finds the request's token: header, then query parameter, then cookie.
-pub fn find_token<'a>(
-    headers: &'a HeaderMap,
-    query_token: Option<&'a str>,
-) -> Result<Option<(&'a str, TokenSource)>, TokenError> {
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let value = value.to_str().map_err(|_| TokenError::NotBearer)?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or(TokenError::NotBearer)?;
-        return Ok(Some((token.trim(), TokenSource::Header)));
-    }
-    if let Some(token) = query_token {
-        return Ok(Some((token, TokenSource::Query)));
-    }
-    for value in headers.get_all(header::COOKIE) {
-        let Ok(value) = value.to_str() else { continue };
-        for pair in value.split(';') {
-            if let Some((name, token)) = pair.trim().split_once('=')
-                && name == COOKIE_NAME
-            {
-                return Ok(Some((token.trim_matches('"'), TokenSource::Cookie)));
-            }
-        }
-    }
-    Ok(None)
-}
-
 fn algorithm(alg: JwtAlg) -> Algorithm {
     match alg {
         JwtAlg::Hs256 => Algorithm::HS256,
@@ -230,7 +213,8 @@ fn algorithm(alg: JwtAlg) -> Algorithm {
     }
 }
 
-fn decoding_key(alg: JwtAlg, text: &str) -> Result<DecodingKey, KeyError> {
+/// The key `text` (given as `--{flag}`) for `alg`.
+fn decoding_key(alg: JwtAlg, text: &str, flag: &'static str) -> Result<DecodingKey, KeyError> {
     let pem = |text: &str| -> Result<Vec<u8>, KeyError> {
         if text.trim_start().starts_with("-----BEGIN") {
             Ok(text.as_bytes().to_vec())
@@ -243,6 +227,10 @@ fn decoding_key(alg: JwtAlg, text: &str) -> Result<DecodingKey, KeyError> {
     };
     let invalid = |source| KeyError::Invalid { alg, source };
     match alg {
+        JwtAlg::Hs256 if text.len() < MIN_HS256_KEY_BYTES => Err(KeyError::TooShort {
+            flag,
+            len: text.len(),
+        }),
         JwtAlg::Hs256 => Ok(DecodingKey::from_secret(text.as_bytes())),
         JwtAlg::Rs256 => DecodingKey::from_rsa_pem(&pem(text)?).map_err(invalid),
         JwtAlg::Es256 => DecodingKey::from_ec_pem(&pem(text)?).map_err(invalid),

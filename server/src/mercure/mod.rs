@@ -4,25 +4,23 @@
 //! - [`subscribe`]: `GET /.well-known/mercure?topic=…` (the event stream)
 //! - [`publish`]: `POST /.well-known/mercure` (form-encoded updates)
 //! - [`subscriptions`]: `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]`
-//! - [`auth`]: tokens and who may do what
+//! - [`auth`]: keys, tokens and who may do what
+//! - [`caller`]: the extractors that find and verify a request's token
 
 pub mod auth;
+pub mod caller;
 pub mod publish;
 pub mod subscribe;
 pub mod subscriptions;
 
-use crate::{
-    AppState,
-    config::{self, CorsOrigin},
-};
+use crate::AppState;
 use axum::{
     Router,
     extract::DefaultBodyLimit,
-    http::{HeaderName, HeaderValue, Method, header},
+    http::{HeaderValue, header},
     response::{IntoResponse, Response},
     routing::get,
 };
-use tower_http::cors::CorsLayer;
 
 /// The hub's URL path.
 pub const PATH: &str = "/.well-known/mercure";
@@ -47,31 +45,21 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             get(subscriptions::one),
         )
         .layer(DefaultBodyLimit::max(state.config.max_publish_bytes));
-    match cors_layer(&state.config.cors_origins) {
+    match state.cors.hub_layer() {
         Some(cors) => router.layer(cors),
         None => router,
     }
 }
 
-/// CORS for the hub: the configured origins only, with credentials (cookies, Authorization), and
-/// the headers EventSource polyfills send. `*` mirrors the request's origin, because browsers
-/// refuse a literal `*` together with credentials.
-fn cors_layer(origins: &[CorsOrigin]) -> Option<CorsLayer> {
-    if origins.is_empty() {
-        return None;
-    }
-    Some(
-        CorsLayer::new()
-            .allow_origin(config::allow_origin(origins, true))
-            .allow_credentials(true)
-            .allow_methods([Method::GET, Method::POST])
-            .allow_headers([
-                header::AUTHORIZATION,
-                header::CACHE_CONTROL,
-                header::CONTENT_TYPE,
-                HeaderName::from_static("last-event-id"),
-            ])
-            .expose_headers([HeaderName::from_static("last-event-id")]),
+/// What a client is told when the history fails.
+pub const HISTORY_UNAVAILABLE: &str = "the history is unavailable";
+
+/// The answer to a failure of the history: the hub logs it in full; the client is told a fixed
+/// line, since the error's text holds SQLite's messages and paths.
+pub(crate) fn history_unavailable() -> Response {
+    plain(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        HISTORY_UNAVAILABLE,
     )
 }
 

@@ -1,13 +1,10 @@
 //! `POST /.well-known/mercure`: publish an update.
 
-use super::{
-    auth::{TokenError, TokenSource, find_token, query_token},
-    plain,
-};
-use crate::{AppState, config::CorsOrigin};
+use super::{auth::TokenSource, caller::Publisher, history_unavailable, plain};
+use crate::{AppState, cors::Cors};
 use axum::{
     body::Bytes,
-    extract::{RawQuery, State},
+    extract::State,
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -24,8 +21,6 @@ pub enum PublishError {
     Invalid(#[from] UpdateError),
     #[error("publishing needs a token")]
     NoToken,
-    #[error(transparent)]
-    Token(#[from] TokenError),
     #[error("the token's mercure.publish claim does not allow topic {0:?}")]
     TopicNotAllowed(String),
     #[error("cookie-authenticated requests must come from an allowed origin")]
@@ -37,12 +32,12 @@ pub enum PublishError {
 impl IntoResponse for PublishError {
     fn into_response(self) -> Response {
         let status = match &self {
+            PublishError::Hub(HubError::Storage) => return history_unavailable(),
             PublishError::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PublishError::BadRetry | PublishError::Invalid(_) => StatusCode::BAD_REQUEST,
-            PublishError::NoToken | PublishError::Token(_) => StatusCode::UNAUTHORIZED,
+            PublishError::NoToken => StatusCode::UNAUTHORIZED,
             PublishError::TopicNotAllowed(_) | PublishError::CrossSite => StatusCode::FORBIDDEN,
             PublishError::Hub(HubError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
-            PublishError::Hub(HubError::Storage) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         plain(status, self)
     }
@@ -50,10 +45,14 @@ impl IntoResponse for PublishError {
 
 pub async fn publish(
     State(state): State<AppState>,
+    publisher: Option<Publisher>,
     headers: HeaderMap,
-    RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Result<Response, PublishError> {
+    let Publisher(verified) = publisher.ok_or(PublishError::NoToken)?;
+    if verified.source == TokenSource::Cookie && !same_or_allowed_origin(&headers, &state.cors) {
+        return Err(PublishError::CrossSite);
+    }
     let is_form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -68,18 +67,9 @@ pub async fn publish(
     let form: Vec<(String, String)> = form_urlencoded::parse(&body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    let query_token = query_token(query.as_deref());
-    let (token, source) =
-        find_token(&headers, query_token.as_deref())?.ok_or(PublishError::NoToken)?;
-    let verified = state.auth.verify_publisher(token, source)?;
-    if source == TokenSource::Cookie
-        && !same_or_allowed_origin(&headers, &state.config.cors_origins)
-    {
-        return Err(PublishError::CrossSite);
-    }
 
     let update = parse_form(form)?.parse()?;
-    let allowed = verified.publish_selectors().unwrap_or_default();
+    let allowed = verified.publish_selectors(&state.hub).unwrap_or_default();
     if let Some(topic) = update
         .topics()
         .find(|t| !allowed.iter().any(|s| s.matches(t)))
@@ -121,9 +111,9 @@ fn parse_form(form: Vec<(String, String)>) -> Result<NewUpdate, PublishError> {
 }
 
 /// For cookie-authenticated requests: the `Origin` (or else the `Referer`'s origin) must be this
-/// hub's own or a configured CORS origin. Browsers send cookies with cross-site form posts, so
-/// without this check any site could publish with a visitor's cookie.
-fn same_or_allowed_origin(headers: &HeaderMap, allowed: &[CorsOrigin]) -> bool {
+/// hub's own or an exact CORS origin (`*` allows no credentials). Browsers send cookies with
+/// cross-site form posts, so without this check any site could publish with a visitor's cookie.
+fn same_or_allowed_origin(headers: &HeaderMap, cors: &Cors) -> bool {
     let origin = headers
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
@@ -148,8 +138,5 @@ fn same_or_allowed_origin(headers: &HeaderMap, allowed: &[CorsOrigin]) -> bool {
     {
         return true;
     }
-    allowed.iter().any(|a| match a {
-        CorsOrigin::Any => true,
-        CorsOrigin::Exact(value) => value.as_bytes() == origin.as_bytes(),
-    })
+    cors.allows_credentials_from(&origin)
 }

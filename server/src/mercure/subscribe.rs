@@ -1,9 +1,6 @@
 //! `GET /.well-known/mercure`: subscribe to topic selectors and receive an event stream.
 
-use super::{
-    auth::{TokenError, find_token},
-    plain,
-};
+use super::{caller::Subscriber, history_unavailable, plain};
 use crate::AppState;
 use axum::{
     body::Body,
@@ -28,8 +25,6 @@ pub enum SubscribeError {
     BadSelector(String, SelectorError),
     #[error("Last-Event-ID must be text without control characters")]
     BadLastEventId,
-    #[error(transparent)]
-    Token(#[from] TokenError),
     #[error("this hub needs a subscriber token")]
     AnonymousRefused,
     #[error("{0}")]
@@ -38,32 +33,43 @@ pub enum SubscribeError {
 
 impl IntoResponse for SubscribeError {
     fn into_response(self) -> Response {
-        let status = match self {
+        let status = match &self {
+            SubscribeError::Hub(HubError::Storage) => return history_unavailable(),
             SubscribeError::NoTopic
             | SubscribeError::TooManyTopics
             | SubscribeError::BadSelector(..)
             | SubscribeError::BadLastEventId => StatusCode::BAD_REQUEST,
-            SubscribeError::Token(_) | SubscribeError::AnonymousRefused => StatusCode::UNAUTHORIZED,
-            SubscribeError::Hub(HubError::Storage) => StatusCode::INTERNAL_SERVER_ERROR,
+            SubscribeError::AnonymousRefused => StatusCode::UNAUTHORIZED,
             SubscribeError::Hub(HubError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
         };
         plain(status, self)
     }
 }
 
+/// The token (verified by the extractor, before anything else) and the anonymous rule are
+/// checked before any selector is compiled.
 pub async fn subscribe(
     State(state): State<AppState>,
+    subscriber: Option<Subscriber>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, SubscribeError> {
+    let (scope, payload, expires_at) = match subscriber {
+        Some(Subscriber(verified)) => (
+            verified.subscribe_selectors(&state.hub),
+            verified.claims.mercure.payload.clone(),
+            verified.expires_at(),
+        ),
+        None if state.config.no_anonymous => return Err(SubscribeError::AnonymousRefused),
+        None => (None, None, None),
+    };
+
     let mut topics = Vec::new();
     let mut query_last_id = None;
-    let mut query_token = None;
     for (name, value) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
         match &*name {
             "topic" => topics.push(value.into_owned()),
             "lastEventID" => query_last_id = Some(value.into_owned()),
-            "authorization" => query_token = Some(value.into_owned()),
             _ => {}
         }
     }
@@ -94,19 +100,6 @@ pub async fn subscribe(
     {
         return Err(SubscribeError::BadLastEventId);
     }
-
-    let (scope, payload, expires_at) = match find_token(&headers, query_token.as_deref())? {
-        Some((token, source)) => {
-            let verified = state.auth.verify_subscriber(token, source)?;
-            (
-                verified.subscribe_selectors(),
-                verified.claims.mercure.payload.clone(),
-                verified.expires_at(),
-            )
-        }
-        None if state.config.no_anonymous => return Err(SubscribeError::AnonymousRefused),
-        None => (None, None, None),
-    };
 
     let subscription = state
         .hub

@@ -2,14 +2,11 @@
 //! JSON-LD documents as in the Mercure spec. A subscriber token whose `mercure.subscribe` claim
 //! matches the requested URL's path is needed.
 
-use super::{
-    auth::{TokenError, find_token, query_token},
-    plain,
-};
+use super::{caller::Subscriber, plain};
 use crate::AppState;
 use axum::{
     extract::{Path, State},
-    http::{HeaderMap, StatusCode, Uri, header},
+    http::{StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
@@ -19,8 +16,6 @@ use tidings_hub::{subscription_json, subscription_topic};
 pub enum SubscriptionsError {
     #[error("the subscriptions API needs a subscriber token")]
     NoToken,
-    #[error(transparent)]
-    Token(#[from] TokenError),
     #[error("the token's mercure.subscribe claim does not cover {0}")]
     NotAllowed(String),
     #[error("no such subscription")]
@@ -30,7 +25,7 @@ pub enum SubscriptionsError {
 impl IntoResponse for SubscriptionsError {
     fn into_response(self) -> Response {
         let status = match self {
-            SubscriptionsError::NoToken | SubscriptionsError::Token(_) => StatusCode::UNAUTHORIZED,
+            SubscriptionsError::NoToken => StatusCode::UNAUTHORIZED,
             SubscriptionsError::NotAllowed(_) => StatusCode::FORBIDDEN,
             SubscriptionsError::NotFound => StatusCode::NOT_FOUND,
         };
@@ -38,13 +33,15 @@ impl IntoResponse for SubscriptionsError {
     }
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<(), SubscriptionsError> {
-    let query_token = query_token(uri.query());
-    let (token, source) =
-        find_token(headers, query_token.as_deref())?.ok_or(SubscriptionsError::NoToken)?;
-    let verified = state.auth.verify_subscriber(token, source)?;
+/// The caller's `mercure.subscribe` claim must cover the requested path.
+fn authorize(
+    state: &AppState,
+    subscriber: Option<Subscriber>,
+    uri: &Uri,
+) -> Result<(), SubscriptionsError> {
+    let Subscriber(verified) = subscriber.ok_or(SubscriptionsError::NoToken)?;
     let path = uri.path();
-    let allowed = verified.subscribe_selectors().unwrap_or_default();
+    let allowed = verified.subscribe_selectors(&state.hub).unwrap_or_default();
     if allowed.iter().any(|s| s.matches(path)) {
         Ok(())
     } else {
@@ -81,10 +78,10 @@ fn collection(state: &AppState, id: String, topic: Option<&str>) -> Response {
 
 pub async fn all(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    subscriber: Option<Subscriber>,
     uri: Uri,
 ) -> Result<Response, SubscriptionsError> {
-    authorize(&state, &headers, &uri)?;
+    authorize(&state, subscriber, &uri)?;
     Ok(collection(
         &state,
         "/.well-known/mercure/subscriptions".into(),
@@ -94,11 +91,11 @@ pub async fn all(
 
 pub async fn of_topic(
     State(state): State<AppState>,
+    subscriber: Option<Subscriber>,
     Path(topic): Path<String>,
-    headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, SubscriptionsError> {
-    authorize(&state, &headers, &uri)?;
+    authorize(&state, subscriber, &uri)?;
     let id = subscription_topic(&topic, "");
     Ok(collection(
         &state,
@@ -109,11 +106,11 @@ pub async fn of_topic(
 
 pub async fn one(
     State(state): State<AppState>,
+    caller: Option<Subscriber>,
     Path((topic, subscriber)): Path<(String, String)>,
-    headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, SubscriptionsError> {
-    authorize(&state, &headers, &uri)?;
+    authorize(&state, caller, &uri)?;
     let tidings_hub::Subscriptions {
         active,
         last_event_id,

@@ -1,12 +1,7 @@
 //! The `tidings` binary as a process: shutdown on SIGTERM, and durability across `kill -9`.
 
-mod support;
-
+use crate::helpers::{ChildServer, SseReader, WAIT, publisher_token};
 use reqwest::{Client, StatusCode};
-use std::time::Duration;
-use support::{ChildServer, SseReader, publisher_token};
-
-const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn sigterm_ends_open_streams_and_exits_cleanly() {
@@ -23,10 +18,7 @@ async fn sigterm_ends_open_streams_and_exits_cleanly() {
     .await;
 
     let mut counter = SseReader::new(reqwest::get(server.url("/web/StreamChat")).await.unwrap());
-    assert_eq!(
-        counter.next_within(WAIT).await.unwrap().id.as_deref(),
-        Some("1")
-    );
+    assert_eq!(counter.expect_next().await.id, "1");
     let hub = reqwest::get(server.url("/.well-known/mercure?topic=/t"))
         .await
         .unwrap();
@@ -95,7 +87,7 @@ async fn acknowledged_updates_survive_kill_9() {
     let mut reader = SseReader::new(response);
     let mut replayed = Vec::new();
     while replayed.len() < 8 * 50 {
-        replayed.push(reader.next_within(WAIT).await.expect("replay").id.unwrap());
+        replayed.push(reader.next_within(WAIT).await.expect("replay").id);
     }
     // Every acknowledged id is there once, and each publisher's ids are in its order.
     for ids in &acked {

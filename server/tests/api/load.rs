@@ -1,13 +1,12 @@
 //! The hub under concurrency over real HTTP: the history→live handoff while publishes race, and
 //! a stalled subscriber evicted while the others keep receiving.
 
-mod support;
-
+use crate::helpers::{HUB, SseReader, TestServer, publisher_token};
 use reqwest::{Client, StatusCode};
 use std::time::Duration;
-use support::{SseReader, TestServer, publisher_token};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Longer than elsewhere: these tests push thousands of updates.
 const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -15,7 +14,7 @@ async fn resuming_subscribers_get_exact_sequences_while_publishes_race() {
     let server = TestServer::start(|c| c.subscriber_buffer = 100_000).await;
     const TOTAL: usize = 600;
     let ids: Vec<String> = (0..TOTAL).map(|i| format!("r{i}")).collect();
-    let url = server.url("/.well-known/mercure");
+    let url = server.url(HUB);
     let token = publisher_token(&["*"]);
 
     // Publishers: two concurrent streams of publishes, so commits batch up; ids are assigned in
@@ -49,8 +48,8 @@ async fn resuming_subscribers_get_exact_sequences_while_publishes_race() {
             acked += 1;
         }
         let from = &ids[acked - 1];
-        let response = Client::new()
-            .get(format!("{url}?topic=/race"))
+        let response = server
+            .subscribe_request(&[("topic", "/race")])
             .header("Last-Event-ID", from.as_str())
             .send()
             .await
@@ -60,7 +59,7 @@ async fn resuming_subscribers_get_exact_sequences_while_publishes_race() {
             let mut reader = SseReader::new(response);
             let mut got = Vec::new();
             while got.len() < expected.len() {
-                got.push(reader.next_within(WAIT).await.expect("stream").id.unwrap());
+                got.push(reader.next_within(WAIT).await.expect("stream").id);
             }
             assert_eq!(got, expected, "exact sequence after the resume point");
         }));
@@ -86,12 +85,7 @@ async fn a_stalled_subscriber_is_evicted_and_the_others_keep_receiving() {
         )
         .await
         .unwrap();
-    let healthy = Client::new()
-        .get(server.url("/.well-known/mercure?topic=/flood"))
-        .send()
-        .await
-        .unwrap();
-    let mut healthy = SseReader::new(healthy);
+    let mut healthy = server.subscribe(&[("topic", "/flood")]).await;
     while server.state.hub.stats().subscribers < 2 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -99,7 +93,7 @@ async fn a_stalled_subscriber_is_evicted_and_the_others_keep_receiving() {
     // 64 KiB updates until the stalled one is gone; the healthy one reads along.
     let data = "x".repeat(64 * 1024);
     let token = publisher_token(&["*"]);
-    let url = server.url("/.well-known/mercure");
+    let url = server.url(HUB);
     let reader = tokio::spawn(async move {
         let mut n = 0;
         while let Some(event) = healthy.next_within(WAIT).await {

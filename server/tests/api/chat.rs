@@ -1,0 +1,211 @@
+//! `POST /api/chat/{room}`: validation, the rate limit, and the rooms' presence counts.
+
+use crate::helpers::{TestServer, WAIT, client_from};
+use reqwest::{StatusCode, header};
+use serde_json::Value;
+
+#[tokio::test]
+async fn chat_posts_are_trimmed_and_published_on_the_room_topic() {
+    let server = TestServer::start_default().await;
+    let mut room = server.subscribe(&[("topic", "/chat/general")]).await;
+    let response = server
+        .post_chat("general", "  ann ", "  hello <b>world</b>  ")
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let id = response.text().await.unwrap();
+    let event = room.next_within(WAIT).await.unwrap();
+    assert_eq!(event.id, id);
+    let message: Value = serde_json::from_str(&event.data).unwrap();
+    assert_eq!(message["name"], "ann");
+    assert_eq!(message["text"], "hello <b>world</b>");
+    assert!(message["at_ms"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn bad_chat_posts_get_400_with_a_reason() {
+    let server = TestServer::start_default().await;
+    let long_name = "n".repeat(33);
+    let long_text = "t".repeat(2001);
+    let cases = [
+        ("Bad-Room", "ann", "hi", "room"),
+        ("general", "", "hi", "name"),
+        ("general", "   ", "hi", "name"),
+        ("general", &long_name, "hi", "name"),
+        ("general", "ann", "  \n ", "message"),
+        ("general", "ann", &long_text, "message"),
+    ];
+    // Refused posts do not count against the rate limit: all these come from one address.
+    for (room, name, text, words) in cases {
+        let response = server.post_chat(room, name, text).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::BAD_REQUEST,
+            "{room} {name:?}"
+        );
+        let reason = response.text().await.unwrap();
+        assert!(reason.contains(words), "{reason:?} mentions {words}");
+    }
+    // Exactly at the limits is fine.
+    let ok = server
+        .post_chat("general", &"n".repeat(32), &"é".repeat(2000))
+        .await;
+    assert_eq!(ok.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_burst_of_chat_posts_is_rate_limited_per_client_address() {
+    let server = TestServer::start_default().await;
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        statuses.push(server.post_chat("general", "ann", &format!("m{i}")).await);
+    }
+    let ok = statuses
+        .iter()
+        .filter(|r| r.status() == StatusCode::OK)
+        .count();
+    assert_eq!(ok, tidings_server::chat::BURST as usize);
+    let limited = statuses
+        .into_iter()
+        .find(|r| r.status() == StatusCode::TOO_MANY_REQUESTS)
+        .unwrap();
+    let retry_after = limited.headers()[header::RETRY_AFTER].to_str().unwrap();
+    assert!(["1", "2"].contains(&retry_after), "{retry_after}");
+    assert!(limited.text().await.unwrap().contains("too many"));
+    let other = server
+        .chat_request(&client_from("127.0.0.2"), "general", "bob", "hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        other.status(),
+        StatusCode::OK,
+        "another client is not limited"
+    );
+}
+
+/// `--trusted-proxy` values, parsed as the flag is.
+fn proxies(list: &[&str]) -> Vec<ipnet::IpNet> {
+    list.iter()
+        .map(|p| tidings_server::client_addr::parse_network(p).unwrap())
+        .collect()
+}
+
+/// Posts `BURST` messages with `headers`, each allowed, then one more, and returns its status.
+async fn status_after_burst(server: &TestServer, headers: &[(&str, &str)]) -> StatusCode {
+    let post = |i: u32| {
+        let mut request = server.chat_request(server.client(), "general", "ann", &format!("m{i}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    for i in 0..tidings_server::chat::BURST {
+        assert_eq!(
+            post(i).await.unwrap().status(),
+            StatusCode::OK,
+            "{headers:?}"
+        );
+    }
+    post(99).await.unwrap().status()
+}
+
+#[tokio::test]
+async fn choosing_another_client_id_does_not_escape_the_limit() {
+    let server = TestServer::start_default().await;
+    status_after_burst(&server, &[]).await;
+    for id in ["a", "b", "c"] {
+        let response = server
+            .chat_request(server.client(), "general", "ann", "again")
+            .header("X-Tidings-Client", id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS, "{id}");
+    }
+}
+
+#[tokio::test]
+async fn x_forwarded_for_is_ignored_from_untrusted_peers() {
+    let untrusting = TestServer::start_default().await;
+    // Trusting another address does not make this peer a proxy.
+    let other_proxy = TestServer::start(|c| {
+        c.trusted_proxies = proxies(&["127.0.0.2"]);
+    })
+    .await;
+    for server in [&untrusting, &other_proxy] {
+        status_after_burst(server, &[]).await;
+        for forwarded in ["198.51.100.1", "198.51.100.2", "203.0.113.5, 198.51.100.3"] {
+            let response = server
+                .chat_request(server.client(), "general", "ann", "again")
+                .header("X-Forwarded-For", forwarded)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::TOO_MANY_REQUESTS,
+                "{forwarded}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn x_forwarded_for_is_honoured_from_a_trusted_proxy() {
+    let server = TestServer::start(|c| {
+        c.trusted_proxies = proxies(&["127.0.0.1", "10.0.0.0/8"]);
+    })
+    .await;
+    let xff = |value| [("X-Forwarded-For", value)];
+    assert_eq!(
+        status_after_burst(&server, &xff("198.51.100.1")).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // The rightmost address that is not a trusted proxy is the client; what is left of it, the
+    // client may have written.
+    for forwarded in [
+        "203.0.113.77, 198.51.100.1",
+        "198.51.100.1, 10.1.2.3",
+        "192.0.2.1, 198.51.100.1, 10.1.2.3",
+    ] {
+        let response = server
+            .chat_request(server.client(), "general", "ann", "again")
+            .header("X-Forwarded-For", forwarded)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "{forwarded}"
+        );
+    }
+    // Another address behind the proxy, and the proxy itself, have their own allowances.
+    assert_eq!(
+        status_after_burst(&server, &xff("198.51.100.2")).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        status_after_burst(&server, &[]).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn presence_counts_follow_a_rooms_subscribers() {
+    let server = TestServer::start_default().await;
+    let mut presence = server.subscribe(&[("topic", "/chat/lobby/presence")]).await;
+    let member = server.subscribe(&[("topic", "/chat/lobby")]).await;
+    let event = presence.next_within(WAIT).await.unwrap();
+    assert_eq!(event.event, "presence");
+    assert_eq!(
+        serde_json::from_str::<Value>(&event.data).unwrap()["present"],
+        1
+    );
+    drop(member);
+    let event = presence.next_within(WAIT).await.unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&event.data).unwrap()["present"],
+        0
+    );
+}

@@ -1,0 +1,435 @@
+//! What every test needs: a server (in this process, or the real binary), tokens, the requests
+//! the tests make (as methods of the server), and a reader for event streams.
+
+use eventsource_stream::{Event, EventStream, EventStreamError};
+use futures_util::{StreamExt, stream::BoxStream};
+use reqwest::{Client, RequestBuilder, Response, StatusCode, header::HeaderMap};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+use tidings_server::{AppState, CancellationToken, Config, Server};
+use tokio::task::JoinHandle;
+
+/// How long a test waits for something that should happen at once.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The hub's path.
+pub const HUB: &str = "/.well-known/mercure";
+
+/// The HS256 keys test servers use unless a test configures others.
+pub const PUBLISHER_KEY: &str = "publisher-secret-for-tests-only-0123456789";
+pub const SUBSCRIBER_KEY: &str = "subscriber-secret-for-tests-only-012345678";
+
+/// A token signed with [`PUBLISHER_KEY`] that may publish to these selectors.
+pub fn publisher_token(selectors: &[&str]) -> String {
+    sign(
+        PUBLISHER_KEY,
+        serde_json::json!({ "mercure": { "publish": selectors } }),
+    )
+}
+
+/// A token signed with [`SUBSCRIBER_KEY`] that may receive private updates of these selectors.
+pub fn subscriber_token(selectors: &[&str]) -> String {
+    sign(
+        SUBSCRIBER_KEY,
+        serde_json::json!({ "mercure": { "subscribe": selectors } }),
+    )
+}
+
+/// An HS256 token with these claims.
+pub fn sign(key: &str, claims: serde_json::Value) -> String {
+    sign_with(key, jsonwebtoken::Algorithm::HS256, claims)
+}
+
+pub fn sign_with(key: &str, alg: jsonwebtoken::Algorithm, claims: serde_json::Value) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(key.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, &key).unwrap()
+}
+
+/// Seconds since the Unix epoch, for `exp` and `nbf` claims.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Percent-encodes every byte that is not alphanumeric.
+pub fn urlencode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// The configuration test servers start from: a fresh data folder, the test keys, port 0, and
+/// the server's own publishers off.
+pub fn test_config(data: &std::path::Path) -> Config {
+    let mut config = Config::with_addr("127.0.0.1:0".parse().unwrap());
+    config.data_dir = data.to_owned();
+    config.publisher_jwt_key = Some(PUBLISHER_KEY.into());
+    config.subscriber_jwt_key = Some(SUBSCRIBER_KEY.into());
+    config.market_interval_ms = 0;
+    config.monitor_interval_ms = 0;
+    config
+}
+
+/// A server running in this process on `127.0.0.1:0`.
+pub struct TestServer {
+    pub base: String,
+    /// The server's data folder, removed when the server is dropped.
+    _data: tempfile::TempDir,
+    pub state: AppState,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<Result<(), tidings_server::Error>>,
+    client: Client,
+}
+
+impl TestServer {
+    /// A server with [`test_config`] changed by `configure`.
+    pub async fn start(configure: impl FnOnce(&mut Config)) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let mut config = test_config(data.path());
+        configure(&mut config);
+        Self::run(Server::bind(config).await.expect("bind"), data)
+    }
+
+    fn run(server: Server, data: tempfile::TempDir) -> Self {
+        let base = format!("http://{}", server.local_addr());
+        let state = server.state().clone();
+        let shutdown = server.shutdown_token();
+        let task = tokio::spawn(server.run());
+        Self {
+            base,
+            _data: data,
+            state,
+            shutdown,
+            task,
+            client: Client::new(),
+        }
+    }
+
+    /// A server with [`test_config`] as it is.
+    pub async fn start_default() -> Self {
+        Self::start(|_| {}).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The client the helpers use, for requests they do not cover.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// `GET path`, answered.
+    pub async fn get(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// Posts a form to the hub, with this bearer token if any.
+    pub async fn post_form(&self, token: Option<&str>, form: &[(&str, &str)]) -> Response {
+        let request = self.client.post(self.url(HUB)).form(form);
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+        .send()
+        .await
+        .unwrap()
+    }
+
+    /// Publishes with an allow-all token, checks the 200 and returns the id.
+    pub async fn publish(&self, form: &[(&str, &str)]) -> String {
+        let response = self.post_form(Some(&publisher_token(&["*"])), form).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "{:?}",
+            response.text().await
+        );
+        response.text().await.unwrap()
+    }
+
+    /// The hub's URL with this query.
+    pub fn subscribe_url(&self, query: &[(&str, &str)]) -> String {
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(query)
+            .finish();
+        self.url(&format!("{HUB}?{query}"))
+    }
+
+    /// A subscription request with this query, for a test to add headers to.
+    pub fn subscribe_request(&self, query: &[(&str, &str)]) -> RequestBuilder {
+        self.client.get(self.subscribe_url(query))
+    }
+
+    /// Subscribes anonymously, checks the 200 and reads the stream.
+    pub async fn subscribe(&self, query: &[(&str, &str)]) -> SseReader {
+        let response = self.subscribe_request(query).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        SseReader::new(response)
+    }
+
+    /// Posts a chat message to `room`.
+    pub async fn post_chat(&self, room: &str, name: &str, text: &str) -> Response {
+        self.chat_request(&self.client, room, name, text)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A chat post sent with `client` (bound to another address, say), for a test to add
+    /// headers to.
+    pub fn chat_request(
+        &self,
+        client: &Client,
+        room: &str,
+        name: &str,
+        text: &str,
+    ) -> RequestBuilder {
+        client
+            .post(self.url(&format!("/api/chat/{room}")))
+            .json(&serde_json::json!({ "name": name, "text": text }))
+    }
+}
+
+/// A client whose connections come from this loopback address (all of 127.0.0.0/8 reaches a
+/// server on 127.0.0.1), so a test can be two clients.
+pub fn client_from(address: &str) -> Client {
+    Client::builder()
+        .local_address(address.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+/// Reads the events of a streaming response with `eventsource-stream`, a parser written apart
+/// from the hub's encoder (CR, LF and CRLF line ends, as browsers accept). Comments are not
+/// events; a test about them reads the raw bytes.
+pub struct SseReader {
+    headers: HeaderMap,
+    events: BoxStream<'static, Result<Event, EventStreamError<reqwest::Error>>>,
+    /// The last bytes received, to tell a clean end from one inside an event.
+    tail: Arc<Mutex<Vec<u8>>>,
+}
+
+impl SseReader {
+    pub fn new(response: Response) -> Self {
+        let headers = response.headers().clone();
+        let tail = Arc::new(Mutex::new(Vec::new()));
+        let seen = tail.clone();
+        let bytes = response.bytes_stream().inspect(move |chunk| {
+            if let Ok(chunk) = chunk {
+                let mut tail = seen.lock().unwrap();
+                tail.extend_from_slice(chunk);
+                let excess = tail.len().saturating_sub(4);
+                tail.drain(..excess);
+            }
+        });
+        Self {
+            headers,
+            events: EventStream::new(bytes).boxed(),
+            tail,
+        }
+    }
+
+    /// The response's headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The next event; `None` when the stream ends, which it must do between events.
+    pub async fn next(&mut self) -> Option<Event> {
+        match self.events.next().await {
+            Some(Ok(event)) => Some(event),
+            Some(Err(error)) => panic!("stream failed: {error}"),
+            None => {
+                let tail = self.tail.lock().unwrap();
+                assert!(
+                    ends_between_events(&tail),
+                    "stream ended inside an event: {tail:?}"
+                );
+                None
+            }
+        }
+    }
+
+    /// The next event, or `None` when the stream ends. Panics after `timeout`.
+    pub async fn next_within(&mut self, timeout: Duration) -> Option<Event> {
+        tokio::time::timeout(timeout, self.next())
+            .await
+            .expect("no event in time")
+    }
+
+    /// The next event within [`WAIT`]; panics if the stream ends instead.
+    pub async fn expect_next(&mut self) -> Event {
+        self.next_within(WAIT).await.expect("stream open")
+    }
+}
+
+/// Whether a stream's last bytes end with a blank line (or there were none): two line ends in a
+/// row, each CRLF, LF or CR.
+fn ends_between_events(tail: &[u8]) -> bool {
+    fn strip_line_end(bytes: &[u8]) -> Option<&[u8]> {
+        bytes
+            .strip_suffix(b"\r\n")
+            .or_else(|| bytes.strip_suffix(b"\n"))
+            .or_else(|| bytes.strip_suffix(b"\r"))
+    }
+    tail.is_empty() || strip_line_end(tail).and_then(strip_line_end).is_some()
+}
+
+/// The real `tidings` binary as a child process on a free port.
+pub struct ChildServer {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl ChildServer {
+    /// Starts `tidings` with these arguments (plus `--addr 127.0.0.1:0` unless given) and waits
+    /// for its "listening on" line.
+    pub async fn spawn(args: &[&str]) -> Self {
+        Self::spawn_command(
+            std::process::Command::new(env!("CARGO_BIN_EXE_tidings")),
+            args,
+        )
+        .await
+    }
+
+    /// As [`spawn`](Self::spawn), but no file the server writes may grow past `bytes`
+    /// (`RLIMIT_FSIZE`, with SIGXFSZ ignored so a write fails instead of killing the process):
+    /// a disk that is full, for real, as SQLite sees it.
+    pub async fn spawn_with_file_limit(args: &[&str], bytes: u64) -> Self {
+        let mut command = std::process::Command::new("sh");
+        command.args([
+            "-c",
+            r#"limit=$1; shift; trap '' XFSZ; exec prlimit --fsize="$limit" -- "$@""#,
+            "sh",
+            &bytes.to_string(),
+            env!("CARGO_BIN_EXE_tidings"),
+        ]);
+        Self::spawn_command(command, args).await
+    }
+
+    async fn spawn_command(mut command: std::process::Command, args: &[&str]) -> Self {
+        use std::io::{BufRead, BufReader};
+        use std::process::Stdio;
+        if !args.contains(&"--addr") {
+            command.args(["--addr", "127.0.0.1:0"]);
+        }
+        let mut child = command
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .env("TIDINGS_PUBLISHER_JWT_KEY", PUBLISHER_KEY)
+            .env("TIDINGS_SUBSCRIBER_JWT_KEY", SUBSCRIBER_KEY)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tidings");
+        let stdout = child.stdout.take().unwrap();
+        let base = tokio::task::spawn_blocking(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            for line in lines.by_ref() {
+                let line = line.unwrap();
+                if let Some(at) = line.find("listening on ") {
+                    let base = line[at + "listening on ".len()..].trim().to_string();
+                    // Keep draining so the child never blocks on a full pipe.
+                    std::thread::spawn(move || lines.for_each(drop));
+                    return base;
+                }
+            }
+            panic!("tidings exited without saying where it listens");
+        })
+        .await
+        .unwrap();
+        Self { child, base }
+    }
+
+    /// Runs `tidings` with these arguments and variables (over the test keys) on a free port,
+    /// expecting it to refuse to start: returns its log once it has exited with a failure.
+    pub async fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
+        let data = tempfile::tempdir().unwrap();
+        Self::refused_in(data.path(), args, env).await
+    }
+
+    /// As [`refused`](Self::refused), with this data folder.
+    pub async fn refused_in(data: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> String {
+        use std::io::Read;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args(["--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("TIDINGS_PUBLISHER_JWT_KEY", PUBLISHER_KEY)
+            .env("TIDINGS_SUBSCRIBER_JWT_KEY", SUBSCRIBER_KEY)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tidings");
+        let shown = format!("{args:?} {env:?}");
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..400 {
+                if let Some(exit) = child.try_wait().unwrap() {
+                    let mut log = String::new();
+                    child
+                        .stdout
+                        .take()
+                        .unwrap()
+                        .read_to_string(&mut log)
+                        .unwrap();
+                    child
+                        .stderr
+                        .take()
+                        .unwrap()
+                        .read_to_string(&mut log)
+                        .unwrap();
+                    assert!(!exit.success(), "tidings exited cleanly: {log}");
+                    return log;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            child.kill().ok();
+            panic!("tidings started with {shown}");
+        })
+        .await
+        .unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit; `None` if it did not, in which case it is killed.
+    pub async fn wait_exit(mut self) -> Option<std::process::ExitStatus> {
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..400 {
+                if let Some(exit) = self.child.try_wait().unwrap() {
+                    return Some(exit);
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            self.child.kill().ok();
+            None
+        })
+        .await
+        .unwrap()
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,19 @@
+//! The server's integration tests: one binary (one link, one build), a module per area, against
+//! real servers on free loopback ports. `helpers` holds the servers and the requests the tests
+//! make.
+
+mod helpers;
+
+mod auth;
+mod chat;
+mod cors;
+mod counter_stream;
+mod errors;
+mod load;
+mod operations;
+mod pages;
+mod process;
+mod publish;
+mod startup;
+mod subscribe;
+mod subscriptions;
