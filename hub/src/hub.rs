@@ -441,6 +441,8 @@ impl Hub {
             distinct_selectors,
             template_tests: load(&counters.template_tests),
             history_gaps: load(&counters.gaps),
+            templates: self.shared.interner.len() as u64,
+            templates_compiled: self.shared.interner.compiled_total(),
         }
     }
 

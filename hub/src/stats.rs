@@ -41,6 +41,11 @@ pub struct Stats {
     pub template_tests: u64,
     /// Streams told that history they asked for is gone (the gap event).
     pub history_gaps: u64,
+    /// Distinct templates compiled and held now, for subscriptions and token claims.
+    pub templates: u64,
+    /// Template compilations since start: a repeated template costs none, a refused request
+    /// none either.
+    pub templates_compiled: u64,
 }
 
 pub(crate) fn load(counter: &AtomicU64) -> u64 {

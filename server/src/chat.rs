@@ -110,7 +110,10 @@ pub async fn forget_idle_clients(state: AppState) {
     loop {
         tokio::select! {
             () = state.shutdown.cancelled() => return,
-            _ = ticks.tick() => state.chat_limiter.forget_idle(),
+            _ = ticks.tick() => {
+                state.chat_limiter.forget_idle();
+                state.subscriber_limits.forget_idle();
+            }
         }
     }
 }

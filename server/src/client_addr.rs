@@ -70,6 +70,18 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 }
 
 /// Parses a `--trusted-proxy`: an address (`10.0.0.1`) or a network (`10.0.0.0/8`).
+/// The key limits count a client under: its address, or for IPv6 its /64 (the block one host is
+/// usually given, within which it could rotate addresses at will).
+pub fn limit_key(client: IpAddr) -> IpAddr {
+    match client.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+        v4 => v4,
+    }
+}
+
 pub fn parse_network(s: &str) -> Result<IpNet, String> {
     let s = s.trim();
     s.parse::<IpNet>()

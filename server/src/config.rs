@@ -109,6 +109,54 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_NO_ANONYMOUS")]
     pub no_anonymous: bool,
 
+    /// Longest query string a subscription request may have, in bytes; longer gets 414.
+    #[arg(long, env = "TIDINGS_MAX_QUERY_BYTES", default_value_t = 8192)]
+    pub max_query_bytes: usize,
+
+    /// Most selectors (`topic` parameters) one subscription may have; more gets 400.
+    #[arg(long, env = "TIDINGS_MAX_SELECTORS", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_selectors: u32,
+
+    /// Most URI templates among one subscription's selectors; more gets 400.
+    #[arg(
+        long,
+        env = "TIDINGS_MAX_TEMPLATES_PER_SUBSCRIPTION",
+        default_value_t = 10
+    )]
+    pub max_templates_per_subscription: u32,
+
+    /// Most distinct URI templates the hub holds for all its subscribers together (what bounds
+    /// the template tests one update costs); a subscription bringing a new one past it gets 429.
+    #[arg(long, env = "TIDINGS_MAX_TEMPLATES", default_value_t = 10_000)]
+    pub max_templates: usize,
+
+    /// Most open subscriptions from one client address (IPv6: one /64); more gets 429.
+    #[arg(long, env = "TIDINGS_MAX_SUBSCRIBERS_PER_ADDRESS", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_subscribers_per_address: u32,
+
+    /// Most open subscriptions in all; more gets 429.
+    #[arg(long, env = "TIDINGS_MAX_SUBSCRIBERS", default_value_t = 10_000)]
+    pub max_subscribers: usize,
+
+    /// New subscriptions one client address may open per second, on average; more gets 429.
+    #[arg(long, env = "TIDINGS_SUBSCRIBE_RATE", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub subscribe_rate: u32,
+
+    /// How many new subscriptions one address may open at once before the rate applies.
+    #[arg(long, env = "TIDINGS_SUBSCRIBE_BURST", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub subscribe_burst: u32,
+
+    /// How long the simulated market's (`/ticker/…`) and the monitor's (`/monitor`) updates are
+    /// kept, such as `10m`: these every-second publishers must not push chat and news out of
+    /// the history.
+    #[arg(long, env = "TIDINGS_VOLATILE_MAX_AGE", default_value = "10m",
+          value_parser = humantime::parse_duration)]
+    pub volatile_max_age: Duration,
+
     /// Milliseconds between two ticks of the simulated market (the ticker page); 0 turns it off.
     #[arg(long, env = "TIDINGS_MARKET_INTERVAL_MS", default_value_t = 1000)]
     pub market_interval_ms: u64,

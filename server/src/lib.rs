@@ -43,9 +43,6 @@ use tokio::net::TcpListener;
 pub use tokio_util::sync::CancellationToken;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-/// How long the market's and the monitor's updates stay in the history.
-pub const VOLATILE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
-
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
@@ -56,6 +53,7 @@ pub struct AppState {
     pub auth: Arc<mercure::auth::Auth>,
     pub cors: Arc<cors::Cors>,
     pub chat_limiter: Arc<chat::RateLimiter>,
+    pub subscriber_limits: Arc<mercure::limits::SubscriberLimits>,
     /// Fires on shutdown; every stream ends when it does.
     pub shutdown: CancellationToken,
 }
@@ -149,12 +147,22 @@ impl Server {
                 // The market and the monitor publish every second; kept for ten minutes, they
                 // never push chat and news out of the history.
                 volatile_topics: vec![
-                    ("/ticker/".into(), VOLATILE_TTL),
-                    (tidings_app::model::MONITOR_TOPIC.into(), VOLATILE_TTL),
+                    ("/ticker/".into(), config.volatile_max_age),
+                    (
+                        tidings_app::model::MONITOR_TOPIC.into(),
+                        config.volatile_max_age,
+                    ),
                 ],
+                max_templates: config.max_templates,
                 ..HubConfig::default()
             },
         )?;
+        let subscriber_limits = Arc::new(mercure::limits::SubscriberLimits::new(
+            config.subscribe_rate,
+            config.subscribe_burst,
+            config.max_subscribers_per_address,
+            config.max_subscribers,
+        ));
         let state = AppState {
             config: Arc::new(config),
             leptos,
@@ -163,6 +171,7 @@ impl Server {
             auth: Arc::new(auth),
             cors: Arc::new(cors),
             chat_limiter: Arc::default(),
+            subscriber_limits,
             shutdown: CancellationToken::new(),
         };
         Ok(Self { listener, state })

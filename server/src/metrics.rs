@@ -107,7 +107,7 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let hub = state.hub.stats();
     let mut out = String::with_capacity(2048);
-    let figures: [(&str, &str, &str, u64); 10] = [
+    let figures: [(&str, &str, &str, u64); 12] = [
         (
             "tidings_subscribers",
             "gauge",
@@ -167,6 +167,18 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             "counter",
             "Streams told that history they asked for is gone (the tidings-history-gap event).",
             hub.history_gaps,
+        ),
+        (
+            "tidings_templates",
+            "gauge",
+            "Distinct URI templates compiled and in use (subscriptions and token claims).",
+            hub.templates,
+        ),
+        (
+            "tidings_templates_compiled_total",
+            "counter",
+            "URI template compilations (a template in use is shared, not compiled again).",
+            hub.templates_compiled,
         ),
     ];
     for (name, kind, help, value) in figures {

@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod caller;
+pub mod limits;
 pub mod publish;
 pub mod subscribe;
 pub mod subscriptions;

@@ -1,7 +1,12 @@
 //! `GET /.well-known/mercure`: subscribe to topic selectors and receive an event stream.
 
-use super::{caller::Subscriber, history_unavailable, plain};
-use crate::AppState;
+use super::{
+    caller::Subscriber,
+    history_unavailable,
+    limits::{LimitError, Slot},
+    plain,
+};
+use crate::{AppState, client_addr::ClientIp};
 use axum::{
     body::Body,
     extract::{RawQuery, State},
@@ -10,19 +15,22 @@ use axum::{
 };
 use futures_util::StreamExt;
 use std::convert::Infallible;
-use tidings_hub::{Selector, SelectorError, SubscribeError as HubError, SubscribeRequest};
-
-/// The most selectors one subscription may have.
-pub const MAX_SELECTORS: usize = 1000;
+use tidings_hub::{SelectorRefused, SubscribeError as HubError, SubscribeRequest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubscribeError {
     #[error("missing topic: subscribe with ?topic=<selector>")]
     NoTopic,
-    #[error("too many topics (at most {MAX_SELECTORS})")]
-    TooManyTopics,
+    #[error("the query is longer than {0} bytes")]
+    QueryTooLong(usize),
+    #[error("too many topics (at most {0})")]
+    TooManyTopics(u32),
+    #[error("too many URI templates among the topics (at most {0})")]
+    TooManyTemplates(u32),
     #[error("topic {0:?}: {1}")]
-    BadSelector(String, SelectorError),
+    BadSelector(String, SelectorRefused),
+    #[error(transparent)]
+    Limit(#[from] LimitError),
     #[error("Last-Event-ID must be text without control characters")]
     BadLastEventId,
     #[error("this hub needs a subscriber token")]
@@ -36,24 +44,46 @@ impl IntoResponse for SubscribeError {
         let status = match &self {
             SubscribeError::Hub(HubError::Storage) => return history_unavailable(),
             SubscribeError::NoTopic
-            | SubscribeError::TooManyTopics
-            | SubscribeError::BadSelector(..)
+            | SubscribeError::TooManyTopics(_)
+            | SubscribeError::TooManyTemplates(_)
+            | SubscribeError::BadSelector(_, SelectorRefused::Invalid(_))
             | SubscribeError::BadLastEventId => StatusCode::BAD_REQUEST,
+            SubscribeError::QueryTooLong(_) => StatusCode::URI_TOO_LONG,
+            SubscribeError::BadSelector(_, SelectorRefused::TooManyTemplates)
+            | SubscribeError::Limit(_) => StatusCode::TOO_MANY_REQUESTS,
             SubscribeError::AnonymousRefused => StatusCode::UNAUTHORIZED,
             SubscribeError::Hub(HubError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
         };
-        plain(status, self)
+        let retry_after = match &self {
+            SubscribeError::Limit(LimitError::TooFast(wait)) => Some(wait.as_secs() + 1),
+            SubscribeError::Limit(_) | SubscribeError::BadSelector(..) => Some(5),
+            _ => None,
+        };
+        let mut response = plain(status, self);
+        if let Some(seconds) = retry_after.filter(|_| status == StatusCode::TOO_MANY_REQUESTS) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
-/// The token (verified by the extractor, before anything else) and the anonymous rule are
-/// checked before any selector is compiled.
+/// Everything cheap comes before anything costly: the query's length, the token (verified by the
+/// extractor), the anonymous rule, the client's rate and open-subscription limits, and the
+/// number of selectors and templates are all checked before any selector is compiled.
 pub async fn subscribe(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     subscriber: Option<Subscriber>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, SubscribeError> {
+    let config = &state.config;
+    let query = query.unwrap_or_default();
+    if query.len() > config.max_query_bytes {
+        return Err(SubscribeError::QueryTooLong(config.max_query_bytes));
+    }
     let (scope, payload, expires_at) = match subscriber {
         Some(Subscriber(verified)) => (
             verified.subscribe_selectors(&state.hub),
@@ -66,7 +96,7 @@ pub async fn subscribe(
 
     let mut topics = Vec::new();
     let mut query_last_id = None;
-    for (name, value) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
         match &*name {
             "topic" => topics.push(value.into_owned()),
             "lastEventID" => query_last_id = Some(value.into_owned()),
@@ -76,12 +106,24 @@ pub async fn subscribe(
     if topics.is_empty() {
         return Err(SubscribeError::NoTopic);
     }
-    if topics.len() > MAX_SELECTORS {
-        return Err(SubscribeError::TooManyTopics);
+    if topics.len() > config.max_selectors as usize {
+        return Err(SubscribeError::TooManyTopics(config.max_selectors));
     }
+    let templates = topics.iter().filter(|t| t.contains('{')).count();
+    if templates > config.max_templates_per_subscription as usize {
+        return Err(SubscribeError::TooManyTemplates(
+            config.max_templates_per_subscription,
+        ));
+    }
+    let slot: Slot = state.subscriber_limits.admit(client)?;
     let selectors = topics
         .into_iter()
-        .map(|t| Selector::parse(&t).map_err(|e| SubscribeError::BadSelector(t, e)))
+        .map(|t| {
+            state
+                .hub
+                .parse_selector(&t)
+                .map_err(|e| SubscribeError::BadSelector(t, e))
+        })
         .collect::<Result<Vec<_>, _>>()?;
 
     // The header (what a reconnecting browser sends) wins over the query parameter.
@@ -113,7 +155,11 @@ pub async fn subscribe(
         .await?;
     let header_value = HeaderValue::from_str(&subscription.last_event_id)
         .unwrap_or_else(|_| HeaderValue::from_static("earliest"));
-    let body = Body::from_stream(subscription.stream.map(Ok::<_, Infallible>));
+    // The slot is held by the body: the subscription counts until its stream is dropped.
+    let body = Body::from_stream(subscription.stream.map(move |chunk| {
+        let _held = &slot;
+        Ok::<_, Infallible>(chunk)
+    }));
     Ok((
         [
             (

@@ -9,6 +9,7 @@ mod chat;
 mod cors;
 mod counter_stream;
 mod errors;
+mod hostile;
 mod load;
 mod operations;
 mod pages;
