@@ -628,3 +628,42 @@ async fn health_is_a_real_write() {
     hub.publish(update("/t", "a", "")).await.unwrap();
     hub.health().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resume_over_a_corrupt_history_gets_the_gap_event_not_a_silent_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(&dir, HubConfig::default());
+    let data = "x".repeat(1024);
+    let publishes = (0..3000).map(|i| hub.publish(update("/t", &format!("id{i}"), &data)));
+    for published in futures_util::future::join_all(publishes).await {
+        published.unwrap();
+    }
+    // Everything into the main file, then garbage over its middle, as a failing disk would.
+    let path = dir.path().join("history.sqlite3");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.seek(SeekFrom::Start(512 * 1024)).unwrap();
+        file.write_all(&vec![0xA5; 2 * 1024 * 1024]).unwrap();
+        file.sync_all().unwrap();
+    }
+    let sub = hub
+        .subscribe(request(&["/t"], Some(EARLIEST)))
+        .await
+        .unwrap();
+    let mut events = Events::new(sub.stream);
+    loop {
+        let (ty, _, _) = events
+            .next()
+            .await
+            .expect("the stream must not end silently");
+        if ty.as_deref() == Some(HISTORY_GAP_EVENT) {
+            break;
+        }
+    }
+    assert_eq!(hub.stats().history_gaps, 1);
+}

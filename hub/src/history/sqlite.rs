@@ -514,9 +514,11 @@ mod tests {
                 on("3", "/monitor"),
             ])
             .unwrap();
-        std::thread::sleep(Duration::from_millis(20));
+        // Margins wide enough for a loaded machine: the first three are 400 ms old, the last
+        // one has 200 ms before it would count as old.
+        std::thread::sleep(Duration::from_millis(400));
         history.append(&[on("4", "/ticker/HOOLI")]).unwrap();
-        let short = Duration::from_millis(10);
+        let short = Duration::from_millis(200);
         let retention = Retention {
             max_events: 1000,
             max_age: None,

@@ -9,7 +9,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use std::time::Instant;
-use tidings_hub::{NewUpdate, PublishError as HubError, UpdateError};
+use tidings_hub::{NewUpdate, PublishError as HubError, Update, UpdateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -64,11 +64,7 @@ pub async fn publish(
     if !is_form {
         return Err(PublishError::NotAForm);
     }
-    let form: Vec<(String, String)> = form_urlencoded::parse(&body)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-
-    let update = parse_form(form)?.parse()?;
+    let update = parse_body(&body)?;
     let allowed = verified.publish_selectors(&state.hub).unwrap_or_default();
     if let Some(topic) = update
         .topics()
@@ -82,6 +78,14 @@ pub async fn publish(
     state.hub.publish(update).await?;
     state.metrics.publish_latency.observe(started.elapsed());
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], id).into_response())
+}
+
+/// The update a form body describes: the one place a publisher's fields become an [`Update`].
+fn parse_body(body: &[u8]) -> Result<Update, PublishError> {
+    let form: Vec<(String, String)> = form_urlencoded::parse(body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    Ok(parse_form(form)?.parse()?)
 }
 
 /// The form's fields as an update, not yet checked: the first of each single field counts.
@@ -139,4 +143,77 @@ fn same_or_allowed_origin(headers: &HeaderMap, cors: &Cors) -> bool {
         return true;
     }
     cors.allows_credentials_from(&origin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Form bodies built from the fields that matter, with values full of what breaks SSE
+    /// (CR, LF, NUL, `#`, `:`) and of percent-escapes, plus raw arbitrary bytes.
+    fn bodies() -> impl Strategy<Value = Vec<u8>> {
+        let name = prop::sample::select(vec![
+            "topic", "data", "id", "type", "retry", "private", "x", "",
+        ]);
+        let value = prop::collection::vec(
+            prop::sample::select(vec![
+                "a",
+                "/",
+                "#",
+                ":",
+                " ",
+                "\r",
+                "\n",
+                "\r\n",
+                "\0",
+                "%0A",
+                "%0D",
+                "%00",
+                "%",
+                "%G",
+                "+",
+                "&",
+                "=",
+                "9",
+                "99999999999999999999999",
+                "é",
+                "/.well-known/mercure",
+                "{x}",
+            ]),
+            0..8,
+        )
+        .prop_map(|parts| parts.concat());
+        let field = (name, value).prop_map(|(n, v)| format!("{n}={v}"));
+        prop_oneof![
+            prop::collection::vec(field, 0..12).prop_map(|f| f.join("&").into_bytes()),
+            prop::collection::vec(any::<u8>(), 0..256),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 100_000, ..ProptestConfig::default() })]
+
+        /// Whatever the body, parsing never panics, and an accepted update encodes to exactly
+        /// one SSE event: no field can smuggle a line break, so nothing can split it or add
+        /// fields.
+        #[test]
+        fn any_body_parses_or_is_refused_and_never_splits_an_event(body in bodies()) {
+            if let Ok(update) = parse_body(&body) {
+                let bytes = update.encode();
+                let text = std::str::from_utf8(&bytes).expect("SSE is UTF-8");
+                prop_assert!(text.ends_with("\n\n"));
+                let event = &text[..text.len() - 2];
+                // A NUL in data is just a character to SSE; in an id, browsers would drop the id.
+                prop_assert!(!event.contains('\r') && !event.contains("\n\n"));
+                for line in event.split('\n') {
+                    let field = line.split(':').next().unwrap_or_default();
+                    prop_assert!(["id", "event", "retry", "data"].contains(&field), "{line:?}");
+                    prop_assert!(field == "data" || !line.contains('\0'), "{line:?}");
+                }
+                prop_assert!(!update.id().starts_with('#'));
+                prop_assert!(update.topics().all(|t| !t.is_empty()));
+            }
+        }
+    }
 }
