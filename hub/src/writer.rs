@@ -10,10 +10,11 @@
 
 use crate::{
     hub::{PublishError, Shared},
-    registry::Delivery,
+    registry::{Delivery, Key, Registry},
     stats::Counters,
     update::Update,
 };
+use bytes::Bytes;
 use std::{
     collections::{HashMap, VecDeque},
     sync::Arc,
@@ -148,45 +149,56 @@ fn commit_and_fan_out(shared: &Shared, batch: &mut Vec<Job>, round: &mut u64) {
     let mut positions = positions.unwrap_or_default().into_iter();
     let mut acks = Vec::new();
     let mut evicted = Vec::new();
-    {
-        let mut registry = shared.registry.upgradable_read();
-        for job in batch.drain(..) {
-            let (update, live) = match job {
-                Job::Publish(update, ack) => {
-                    let Some(position) = positions.next() else {
-                        let _ = ack.send(Err(PublishError::Storage));
-                        continue;
-                    };
-                    acks.push((ack, position));
-                    registry.with_upgraded(|r| r.head.advance(position, &update));
-                    (update, false)
-                }
-                Job::Live(update) => {
-                    shared
-                        .live_ids
-                        .lock()
-                        .record(update.id(), registry.head.position);
-                    (update, true)
-                }
-                _ => continue,
-            };
-            *round += 1;
-            let bytes = update.encode();
-            let out = registry.fan_out(&Delivery {
-                round: *round,
-                position: registry.head.position,
-                live,
-                update: &update,
-                bytes: &bytes,
-            });
-            Counters::add(&shared.counters.events_delivered, out.delivered);
-            Counters::add(&shared.counters.template_tests, out.template_tests);
-            evicted.extend(out.evict);
-        }
+    for job in batch.drain(..) {
+        // The registry lock is taken per update, not per batch: a subscriber waits for one
+        // fan-out at most, never for a thousand. The head moves under the same hold as the
+        // update's fan-out, which is all the history-to-live handoff needs.
+        let bytes = match &job {
+            Job::Publish(update, _) | Job::Live(update) => update.encode(),
+            _ => continue,
+        };
+        let registry = shared.registry.upgradable_read();
+        let mut registry = match job {
+            Job::Publish(update, ack) => {
+                let Some(position) = positions.next() else {
+                    let _ = ack.send(Err(PublishError::Storage));
+                    continue;
+                };
+                acks.push((ack, position));
+                let mut registry = parking_lot::RwLockUpgradableReadGuard::upgrade(registry);
+                registry.head.advance(position, &update);
+                let registry = parking_lot::RwLockWriteGuard::downgrade_to_upgradable(registry);
+                fan_out(
+                    shared,
+                    &registry,
+                    (&update, &bytes),
+                    false,
+                    round,
+                    &mut evicted,
+                );
+                registry
+            }
+            Job::Live(update) => {
+                shared
+                    .live_ids
+                    .lock()
+                    .record(update.id(), registry.head.position);
+                fan_out(
+                    shared,
+                    &registry,
+                    (&update, &bytes),
+                    true,
+                    round,
+                    &mut evicted,
+                );
+                registry
+            }
+            _ => continue,
+        };
         if !evicted.is_empty() {
             registry.with_upgraded(|r| {
-                for key in &evicted {
-                    if r.remove(*key) {
+                for key in evicted.drain(..) {
+                    if r.remove(key) {
                         Counters::add(&shared.counters.subscribers_evicted, 1);
                     }
                 }
@@ -197,6 +209,27 @@ fn commit_and_fan_out(shared: &Shared, batch: &mut Vec<Job>, round: &mut u64) {
     for (ack, position) in acks {
         let _ = ack.send(Ok(position));
     }
+}
+
+fn fan_out(
+    shared: &Shared,
+    registry: &Registry,
+    (update, bytes): (&Update, &Bytes),
+    live: bool,
+    round: &mut u64,
+    evicted: &mut Vec<Key>,
+) {
+    *round += 1;
+    let out = registry.fan_out(&Delivery {
+        round: *round,
+        position: registry.head.position,
+        live,
+        update,
+        bytes,
+    });
+    Counters::add(&shared.counters.events_delivered, out.delivered);
+    Counters::add(&shared.counters.template_tests, out.template_tests);
+    evicted.extend(out.evict);
 }
 
 /// Sends [`Job::Prune`] every second while the writer lives (a weak sender never keeps it
