@@ -14,9 +14,7 @@ async fn retained(server: &TestServer, topic: &str) -> Vec<String> {
         .subscribe(&[("topic", topic), ("lastEventID", "earliest")])
         .await;
     let mut ids = Vec::new();
-    while let Ok(Some(event)) =
-        tokio::time::timeout(Duration::from_millis(500), events.next()).await
-    {
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(2), events.next()).await {
         if event.event != "message" {
             break;
         }
