@@ -90,6 +90,11 @@ impl EventStream {
             _on_error: on_error,
         })
     }
+
+    /// Closes the connection; the callbacks stay until the value is dropped.
+    pub fn close(&self) {
+        self.source.close();
+    }
 }
 
 impl Drop for EventStream {

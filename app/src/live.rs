@@ -59,6 +59,9 @@ pub struct LiveOptions {
     pub token: Option<String>,
     /// Reload the page on a history gap (default); otherwise the gap is shown as an event.
     pub keep_on_gap: bool,
+    /// Event types the hub sends live but never stores (such as presence counts): their ids
+    /// are not where a new connection resumes from (see `browser::on_event`).
+    pub live_only: Vec<&'static str>,
 }
 
 /// The signals of a live subscription; the connection closes when the owning component goes away.
@@ -138,56 +141,66 @@ mod browser {
     use crate::event_source::{EventStream, ReadyState};
     use leptos::prelude::*;
     use send_wrapper::SendWrapper;
-    use std::{cell::RefCell, collections::HashSet, collections::VecDeque, rc::Rc};
+    use std::{
+        cell::{Cell, RefCell},
+        collections::{HashSet, VecDeque},
+        rc::Rc,
+    };
 
-    pub fn connect(options: LiveOptions, live: Live) -> SendWrapper<Option<EventStream>> {
-        let capacity = options.capacity.max(1);
-        // Recently seen ids, bounded like the list.
-        let seen = Rc::new(RefCell::new((
-            HashSet::<String>::new(),
-            VecDeque::<String>::new(),
-        )));
-        let keep_on_gap = options.keep_on_gap;
+    /// One subscription, across the connections it may need.
+    struct State {
+        options: LiveOptions,
+        live: Live,
+        /// Recently seen ids, bounded like the list.
+        seen: RefCell<(HashSet<String>, VecDeque<String>)>,
+        /// The newest id the hub stores that this subscription has (at first the snapshot's):
+        /// where a new connection resumes from.
+        stored_id: RefCell<Option<String>>,
+        /// Whether the newest event with an id was one of `options.live_only`.
+        last_was_live: Cell<bool>,
+        stream: RefCell<Option<EventStream>>,
+    }
+
+    /// Closes the connection when dropped.
+    pub struct Connection(Rc<State>);
+
+    impl Drop for Connection {
+        fn drop(&mut self) {
+            // The stream's callbacks hold the state: taking it out breaks that cycle.
+            drop(self.0.stream.borrow_mut().take());
+        }
+    }
+
+    pub fn connect(options: LiveOptions, live: Live) -> SendWrapper<Connection> {
+        let state = Rc::new(State {
+            stored_id: RefCell::new(options.last_event_id.clone()),
+            options,
+            live,
+            seen: RefCell::default(),
+            last_was_live: Cell::new(false),
+            stream: RefCell::default(),
+        });
+        open(&state);
+        SendWrapper::new(Connection(state))
+    }
+
+    /// Opens a connection that resumes after `stored_id`, replacing the current one.
+    fn open(state: &Rc<State>) {
+        let options = LiveOptions {
+            last_event_id: state.stored_id.borrow().clone(),
+            ..state.options.clone()
+        };
         let mut named = options.named.clone();
         named.push(HISTORY_GAP_EVENT);
-        let on_event = move |event_type: &str, id: &str, data: &str| {
-            if event_type == HISTORY_GAP_EVENT && !keep_on_gap {
-                super::gap::reload_once();
-                return;
-            }
-            if !id.is_empty() {
-                let mut seen = seen.borrow_mut();
-                if !seen.0.insert(id.to_owned()) {
-                    return;
-                }
-                seen.1.push_back(id.to_owned());
-                if seen.1.len() > capacity * 2
-                    && let Some(old) = seen.1.pop_front()
-                {
-                    seen.0.remove(&old);
-                }
-            }
-            let event = LiveEvent {
-                id: id.to_owned(),
-                event_type: event_type.to_owned(),
-                data: data.to_owned(),
-                received_ms: js_sys::Date::now(),
-            };
-            live.events.update(|list| {
-                list.push(event);
-                if list.len() > capacity {
-                    let excess = list.len() - capacity;
-                    list.drain(..excess);
-                }
-            });
-        };
+        let live = state.live;
+        let handler = state.clone();
         let stream = EventStream::open_named(
             &hub_url(&options),
             &named,
-            on_event,
+            move |event_type, id, data| on_event(&handler, event_type, id, data),
             move || live.status.set(LiveStatus::Open),
-            move |state| {
-                live.status.set(match state {
+            move |ready| {
+                live.status.set(match ready {
                     ReadyState::Connecting => LiveStatus::Reconnecting,
                     ReadyState::Open => LiveStatus::Open,
                     ReadyState::Closed => LiveStatus::Closed,
@@ -197,7 +210,62 @@ mod browser {
         if stream.is_none() {
             live.status.set(LiveStatus::Closed);
         }
-        SendWrapper::new(stream)
+        if let Some(old) = state.stream.replace(stream) {
+            // Called from one of the old stream's callbacks: close it now, release its
+            // callbacks once that one has returned.
+            old.close();
+            leptos::task::spawn_local(async move { drop(old) });
+        }
+    }
+
+    fn on_event(state: &Rc<State>, event_type: &str, id: &str, data: &str) {
+        if event_type == HISTORY_GAP_EVENT && !state.options.keep_on_gap {
+            // The browser reconnects with the id of the last event it got. When that was a
+            // live-only event (a presence count), the hub knows the id only while it runs:
+            // after a restart it answers with the gap although every stored update can still
+            // be replayed. So resume once more from the last stored id before concluding that
+            // the rendered state is out of reach and reloading.
+            if state.last_was_live.replace(false) && state.stored_id.borrow().is_some() {
+                open(state);
+            } else {
+                super::gap::reload_once();
+            }
+            return;
+        }
+        if !id.is_empty() {
+            if event_type != HISTORY_GAP_EVENT {
+                let live_only = state.options.live_only.contains(&event_type);
+                state.last_was_live.set(live_only);
+                if !live_only {
+                    *state.stored_id.borrow_mut() = Some(id.to_owned());
+                }
+            }
+            let capacity = state.options.capacity.max(1);
+            let mut seen = state.seen.borrow_mut();
+            if !seen.0.insert(id.to_owned()) {
+                return;
+            }
+            seen.1.push_back(id.to_owned());
+            if seen.1.len() > capacity * 2
+                && let Some(old) = seen.1.pop_front()
+            {
+                seen.0.remove(&old);
+            }
+        }
+        let event = LiveEvent {
+            id: id.to_owned(),
+            event_type: event_type.to_owned(),
+            data: data.to_owned(),
+            received_ms: js_sys::Date::now(),
+        };
+        let capacity = state.options.capacity.max(1);
+        state.live.events.update(|list| {
+            list.push(event);
+            if list.len() > capacity {
+                let excess = list.len() - capacity;
+                list.drain(..excess);
+            }
+        });
     }
 }
 

@@ -124,6 +124,11 @@ test('after a server restart mid-conversation both windows go on without a gap o
   const b = await joinRoom(await browser.newContext(), url, 'bob');
   await send(a, 'before the restart');
   for (const p of [a, b]) await expect(log(p)).toHaveText(['annbefore the restart']);
+  // A third window joins, so the last event both got is a presence count: one the hub sends
+  // live, never stores, and forgets when it restarts.
+  await joinRoom(await browser.newContext(), url, 'cat');
+  for (const p of [a, b]) await expect(p.locator('#presence')).toHaveText('3');
+  for (const p of [a, b]) await p.evaluate(() => ((window as any).beforeRestart = true));
 
   await first.kill();
   for (const p of [a, b]) await expect(p.locator('.live-badge')).toHaveText('reconnecting');
@@ -134,6 +139,8 @@ test('after a server restart mid-conversation both windows go on without a gap o
     await send(a, 'and again');
     for (const p of [a, b]) {
       await expect(log(p)).toHaveText(['annbefore the restart', 'bobafter the restart', 'annand again']);
+      // Resumed in place, not reloaded.
+      expect(await p.evaluate(() => (window as any).beforeRestart)).toBe(true);
     }
   } finally {
     await second.stop();

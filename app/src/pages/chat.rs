@@ -42,6 +42,8 @@ fn ChatRoom(room: String, snapshot: ChatSnapshot) -> impl IntoView {
         selectors: vec![chat_topic(&room), presence_topic(&room)],
         last_event_id: Some(snapshot.last_event_id.clone()),
         named: vec![PRESENCE_EVENT],
+        // Presence counts are never stored: resuming after one needs the last message's id.
+        live_only: vec![PRESENCE_EVENT],
         capacity: 200,
         ..LiveOptions::default()
     });
