@@ -365,6 +365,11 @@ impl Hub {
     /// `max_scan` updates back), and the id to resume after them. The head is read first and the
     /// history only up to it, so a subscription from `last_event_id` neither misses nor repeats
     /// anything, whatever is published meanwhile.
+    ///
+    /// The resume id is the newest matching update's when there is one: nothing after it up to
+    /// the head matches, so resuming from it is as exact as from the head, and it stays in the
+    /// history as long as the page's own topics do (the head is often an update of a volatile
+    /// topic, gone in minutes, which would turn a quiet page's reconnection into a gap).
     pub async fn snapshot(
         &self,
         selectors: Vec<Selector>,
@@ -376,7 +381,7 @@ impl Hub {
             (registry.head.position, registry.head.visible_id(None))
         };
         let history = self.shared.history.clone();
-        let updates = tokio::task::spawn_blocking(move || {
+        let (updates, newest) = tokio::task::spawn_blocking(move || {
             let mut found = Vec::new();
             let mut before = head + 1;
             let mut scanned = 0;
@@ -389,9 +394,10 @@ impl Hub {
                     !u.is_private() && selectors.iter().any(|s| s.matches_any(u.topics()))
                 }));
             }
+            let newest = found.first().map(|u| u.id().to_owned());
             found.truncate(limit);
             found.reverse();
-            Ok::<_, HistoryError>(found)
+            Ok::<_, HistoryError>((found, newest))
         })
         .await
         .map_err(|_| SubscribeError::ShuttingDown)?
@@ -401,7 +407,7 @@ impl Hub {
         })?;
         Ok(Snapshot {
             updates,
-            last_event_id: head_id,
+            last_event_id: newest.unwrap_or(head_id),
         })
     }
 
