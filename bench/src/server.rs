@@ -1,0 +1,431 @@
+//! The real server binary as a child process, with its own allocator (jemalloc, purging in the
+//! background): its resident memory (`VmRSS` in `/proc/<pid>/status`) before, during and after
+//! rounds of 19,000 plain subscriptions, and with 30 subscriptions of 1000 distinct templates.
+//!
+//! Clients are raw TCP sockets that send one request and read the `HTTP/1.1 200` status line,
+//! bound to source addresses 127.0.0.2–127.0.0.20 so that 19,000 connections at once never run
+//! out of one address's ephemeral ports. Only loopback addresses are used. Every wait is bounded
+//! in time and every loop in count; the child is killed when [`Child`] is dropped (on an error
+//! or a panic too), and by the kernel if this process dies first (`PR_SET_PDEATHSIG`).
+
+use crate::Table;
+use futures_util::StreamExt;
+use std::{
+    io::{self, BufRead, BufReader, Read},
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpSocket, TcpStream},
+};
+
+/// Subscriptions open at once in each churn round (fewer if the open-file limit is lower).
+const CHURN_CONNECTIONS: usize = 19_000;
+const ROUNDS: usize = 4;
+/// The last byte of the client source addresses, 127.0.0.x.
+const SOURCES: std::ops::RangeInclusive<u8> = 2..=20;
+/// Connections being opened at once (below the server's accept backlog).
+const IN_FLIGHT: usize = 256;
+/// One connection: connect, send, read the status line.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// All of one round's connections.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long the server has to notice closed connections.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Wait after the last subscriber has gone before reading "after" (jemalloc purges within
+/// about a second).
+const SETTLE: Duration = Duration::from_secs(3);
+/// The template subscriptions: 30 × 1000 distinct templates `/t/{c}/{i}/{x}`.
+const TEMPLATE_CLIENTS: usize = 30;
+const TEMPLATES_EACH: usize = 1000;
+
+const CHURN_REQUEST: &[u8] = b"GET /.well-known/mercure?topic=/churn HTTP/1.1\r\nHost: x\r\n\r\n";
+
+/// `TIDINGS_BIN`, or the workspace's release build.
+fn binary() -> PathBuf {
+    std::env::var_os("TIDINGS_BIN").map_or_else(
+        || {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/release/tidings"
+            ))
+        },
+        PathBuf::from,
+    )
+}
+
+/// The running server; killed when dropped.
+struct Child {
+    process: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Child {
+    fn spawn(binary: &Path, data_dir: &Path) -> io::Result<Self> {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(binary);
+        command
+            .args(["--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args([
+                "--market-interval-ms",
+                "0",
+                "--monitor-interval-ms",
+                "0",
+                "--max-subscribers",
+                "100000",
+                "--max-subscribers-per-address",
+                "100000",
+                "--subscribe-rate",
+                "100000",
+                "--subscribe-burst",
+                "100000",
+                "--max-selectors",
+                "1000",
+                "--max-templates-per-subscription",
+                "1000",
+                "--max-templates",
+                "100000",
+                "--max-query-bytes",
+                "100000",
+            ])
+            .env("TIDINGS_PUBLISHER_JWT_KEY", random_key()?)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        // SAFETY: runs in the forked child before exec; prctl is async-signal-safe and touches
+        // no memory of ours.
+        unsafe {
+            command.pre_exec(|| {
+                // Killed with us if we die without dropping it (Ctrl-C, SIGKILL).
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut process = command.spawn().map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot start {}: {e}", binary.display()))
+        })?;
+        let stdout = process.stdout.take().expect("stdout is piped");
+        let (found, listening) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let mut seen = Vec::new();
+            for line in lines.by_ref() {
+                let Ok(line) = line else { break };
+                if let Some(at) = line.find("listening on http://") {
+                    let addr = line[at + "listening on http://".len()..].trim().to_owned();
+                    let _ = found.send(Ok(addr));
+                    // Keep draining, so the server never blocks on a full pipe.
+                    lines.for_each(drop);
+                    return;
+                }
+                seen.push(line);
+            }
+            let _ = found.send(Err(seen.join("\n")));
+        });
+        // Killed on every early return below.
+        let mut child = Self {
+            process,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        };
+        child.addr = match listening.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(addr)) => addr
+                .parse()
+                .map_err(|_| io::Error::other(format!("cannot parse the address {addr:?}")))?,
+            Ok(Err(log)) => {
+                return Err(io::Error::other(format!(
+                    "the server stopped before listening; its log:\n{log}"
+                )));
+            }
+            Err(_) => {
+                return Err(io::Error::other(
+                    "the server did not say where it listens within 30 s",
+                ));
+            }
+        };
+        Ok(child)
+    }
+
+    /// (VmRSS, VmHWM) in KiB.
+    fn memory_kib(&self) -> io::Result<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.id()))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .ok_or_else(|| io::Error::other(format!("no {name} in /proc/<pid>/status")))
+        };
+        Ok((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
+    fn rss_kib(&self) -> io::Result<u64> {
+        Ok(self.memory_kib()?.0)
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// 32 random bytes, hex: the publisher key (the server would otherwise make one and log a
+/// token).
+fn random_key() -> io::Result<String> {
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn delta_mib(kib: u64, baseline: u64) -> String {
+    format!("{:+.1} MiB", (kib as f64 - baseline as f64) / 1024.0)
+}
+
+/// A `GET` on its own connection; the whole response, headers included.
+async fn get(server: SocketAddr, path: &str) -> io::Result<String> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(server).await?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        Ok(String::from_utf8_lossy(&response).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("GET {path}: no answer")))?
+}
+
+/// A figure from `/metrics`.
+async fn metric(server: SocketAddr, name: &str) -> io::Result<u64> {
+    let text = get(server, "/metrics").await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("no {name} in /metrics")))
+}
+
+/// Polls `/metrics` until `name` is `value`, for at most `limit`; returns how long it took.
+async fn wait_for_metric(
+    server: SocketAddr,
+    name: &str,
+    value: u64,
+    limit: Duration,
+) -> io::Result<Duration> {
+    let started = Instant::now();
+    let polls = limit.as_millis() / 100;
+    for _ in 0..polls {
+        if metric(server, name).await? == value {
+            return Ok(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("{name} was not {value} within {limit:?}"),
+    ))
+}
+
+/// Subscriptions opened for one round.
+struct Opened {
+    streams: Vec<TcpStream>,
+    wanted: usize,
+    took: Duration,
+    first_error: Option<String>,
+}
+
+impl Opened {
+    fn summary(&self) -> String {
+        let mut text = format!(
+            "{}/{} open in {:.1} s",
+            self.streams.len(),
+            self.wanted,
+            self.took.as_secs_f64()
+        );
+        if let Some(error) = &self.first_error {
+            text += &format!(" (first failure: {error})");
+        }
+        text
+    }
+}
+
+/// Opens one connection per request, spread over the source addresses, [`IN_FLIGHT`] at a
+/// time; each must be answered `HTTP/1.1 200`.
+async fn open(server: SocketAddr, requests: Vec<Arc<[u8]>>) -> Opened {
+    let sources: Vec<Ipv4Addr> = SOURCES.map(|d| Ipv4Addr::new(127, 0, 0, d)).collect();
+    let wanted = requests.len();
+    let started = Instant::now();
+    let attempts = futures_util::stream::iter(requests.into_iter().enumerate())
+        .map(|(i, request)| {
+            let source = sources[i % sources.len()];
+            async move {
+                tokio::time::timeout(CONNECT_TIMEOUT, open_one(server, source, &request))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in 10 s"))
+                    })
+            }
+        })
+        .buffer_unordered(IN_FLIGHT);
+    let mut attempts = std::pin::pin!(attempts);
+    let deadline = tokio::time::Instant::now() + OPEN_TIMEOUT;
+    let mut opened = Opened {
+        streams: Vec::with_capacity(wanted),
+        wanted,
+        took: Duration::ZERO,
+        first_error: None,
+    };
+    loop {
+        match tokio::time::timeout_at(deadline, attempts.next()).await {
+            Ok(Some(Ok(stream))) => opened.streams.push(stream),
+            Ok(Some(Err(error))) => {
+                opened.first_error.get_or_insert_with(|| error.to_string());
+            }
+            Ok(None) => break,
+            Err(_) => {
+                opened
+                    .first_error
+                    .get_or_insert_with(|| format!("not all open within {OPEN_TIMEOUT:?}"));
+                break;
+            }
+        }
+    }
+    opened.took = started.elapsed();
+    opened
+}
+
+async fn open_one(server: SocketAddr, source: Ipv4Addr, request: &[u8]) -> io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((source, 0)))?;
+    let mut stream = socket.connect(server).await?;
+    stream.write_all(request).await?;
+    let mut status = [0u8; 12];
+    stream.read_exact(&mut status).await?;
+    if &status != b"HTTP/1.1 200" {
+        return Err(io::Error::other(format!(
+            "answered {:?}",
+            String::from_utf8_lossy(&status)
+        )));
+    }
+    Ok(stream)
+}
+
+/// Closes the subscriptions, waits for the server to count none, then [`SETTLE`]; returns how
+/// long the server took to notice.
+async fn close(child: &Child, opened: Opened) -> io::Result<Duration> {
+    drop(opened.streams);
+    let noticed = wait_for_metric(child.addr, "tidings_subscribers", 0, CLOSE_TIMEOUT).await?;
+    tokio::time::sleep(SETTLE).await;
+    Ok(noticed)
+}
+
+/// The server's memory under connection churn and with 30,000 templates; `open_files` is this
+/// process's limit, which bounds the connections it can hold.
+pub async fn memory(table: &mut Table, open_files: u64) -> io::Result<()> {
+    let binary = binary();
+    if !binary.exists() {
+        return Err(io::Error::other(format!(
+            "{} is missing; `cargo build --release -p tidings-server` builds it (make bench does)",
+            binary.display()
+        )));
+    }
+    let connections = CHURN_CONNECTIONS.min(open_files.saturating_sub(500) as usize);
+    // Declared first, dropped last: the directory outlives the server using it.
+    let data = tempfile::tempdir()?;
+    let child = Child::spawn(&binary, data.path())?;
+    let server = child.addr;
+    wait_for_metric(server, "tidings_subscribers", 0, Duration::from_secs(10)).await?;
+    tokio::time::sleep(SETTLE).await;
+    let baseline = child.rss_kib()?;
+    table.row("RSS at start (baseline)", mib(baseline));
+
+    let churn: Arc<[u8]> = Arc::from(CHURN_REQUEST);
+    let mut during_peak = 0;
+    for round in 1..=ROUNDS {
+        let opened = open(server, vec![churn.clone(); connections]).await;
+        let during = child.rss_kib()?;
+        during_peak = during_peak.max(during);
+        let summary = opened.summary();
+        let noticed = close(&child, opened).await?;
+        let after = child.rss_kib()?;
+        table.row(
+            format!(
+                "round {round}: {summary}, all gone in {:.1} s",
+                noticed.as_secs_f64()
+            ),
+            format!(
+                "during {}; after {} ({} vs baseline)",
+                mib(during),
+                mib(after),
+                delta_mib(after, baseline)
+            ),
+        );
+    }
+    table.row(
+        format!("RSS peak during the {ROUNDS} rounds ({connections} connections each)"),
+        format!(
+            "{} ({} vs baseline, {:.1} KiB per connection)",
+            mib(during_peak),
+            delta_mib(during_peak, baseline),
+            during_peak.saturating_sub(baseline) as f64 / connections.max(1) as f64
+        ),
+    );
+
+    let before = child.rss_kib()?;
+    let requests: Vec<Arc<[u8]>> = (0..TEMPLATE_CLIENTS)
+        .map(|c| {
+            let topics: Vec<String> = (0..TEMPLATES_EACH)
+                .map(|i| format!("topic=/t/{c}/{i}/%7Bx%7D"))
+                .collect();
+            let request = format!(
+                "GET /.well-known/mercure?{} HTTP/1.1\r\nHost: x\r\n\r\n",
+                topics.join("&")
+            );
+            Arc::from(request.into_bytes())
+        })
+        .collect();
+    let opened = open(server, requests).await;
+    let templates = metric(server, "tidings_templates").await?;
+    let during = child.rss_kib()?;
+    let summary = opened.summary();
+    close(&child, opened).await?;
+    let templates_after = metric(server, "tidings_templates").await?;
+    let after = child.rss_kib()?;
+    table.row(
+        format!("{TEMPLATE_CLIENTS} x {TEMPLATES_EACH} templates over HTTP: {summary}"),
+        format!(
+            "before {}; during {} ({}); after {} ({})",
+            mib(before),
+            mib(during),
+            delta_mib(during, before),
+            mib(after),
+            delta_mib(after, before)
+        ),
+    );
+    table.row(
+        "  templates the server held (tidings_templates): during / after",
+        format!(
+            "{templates} / {templates_after} ({:.1} KiB of RSS per template held)",
+            during.saturating_sub(before) as f64 / templates.max(1) as f64
+        ),
+    );
+    let (end, high_water) = child.memory_kib()?;
+    table.row(
+        "RSS at the end; peak of the whole run (VmHWM)",
+        format!("{}; {}", mib(end), mib(high_water)),
+    );
+    Ok(())
+}
