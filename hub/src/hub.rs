@@ -128,6 +128,9 @@ pub(crate) struct Shared {
     pub interner: Interner,
     /// The last write's outcome and when it was known.
     health: Mutex<(Instant, Result<(), String>)>,
+    /// Held while a probe is under way: concurrent health checks wait for its answer instead
+    /// of queueing probes of their own (a flood of checks costs one write a second at most).
+    probing: tokio::sync::Mutex<()>,
     /// Fires on shutdown: every subscription stream ends.
     pub closing: CancellationToken,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
@@ -210,6 +213,7 @@ impl Hub {
             registry: RwLock::new(Registry::new(head)),
             counters: Counters::default(),
             health: Mutex::new((Instant::now() - HEALTH_TTL * 2, Ok(()))),
+            probing: tokio::sync::Mutex::new(()),
             closing: CancellationToken::new(),
             writer_thread: Mutex::new(None),
         });
@@ -456,11 +460,16 @@ impl Hub {
     /// probe (a small durable write) through the writer. A writer that does not answer within
     /// five seconds is unhealthy too.
     pub async fn health(&self) -> Result<(), Unhealthy> {
-        {
+        let recent = || {
             let (at, result) = &*self.shared.health.lock();
-            if at.elapsed() < HEALTH_TTL {
-                return result.clone().map_err(Unhealthy);
-            }
+            (at.elapsed() < HEALTH_TTL).then(|| result.clone().map_err(Unhealthy))
+        };
+        if let Some(result) = recent() {
+            return result;
+        }
+        let _probing = self.shared.probing.lock().await;
+        if let Some(result) = recent() {
+            return result;
         }
         let (answer, probe) = oneshot::channel();
         let asked = self.writer.try_send(Job::Probe(answer));
