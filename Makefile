@@ -43,7 +43,9 @@ check:
 	scripts/setup.sh >/dev/null
 	cargo clippy -p tidings-frontend --target wasm32-unknown-unknown --locked -- -D warnings
 
+# The hub's Redis history tests need redis-server, which `setup.sh --test` installs.
 unit:
+	scripts/setup.sh --test >/dev/null
 	cargo test $(SERVER_PACKAGES) --locked
 
 # The browser suite runs the release build, what `make run` serves (release-only failures, such

@@ -2,7 +2,7 @@
 # Installs what building and testing Tidings needs, and only what is missing; safe to run again.
 #
 #   scripts/setup.sh          build tools: wasm32 target, cargo-leptos, wasm-bindgen CLI, wasm-opt
-#   scripts/setup.sh --test   also the browser-test tools: Playwright (npm) and Debian's Chromium
+#   scripts/setup.sh --test   also the test tools: Playwright (npm), Debian's Chromium and redis-server
 #
 # Versions are pinned where a mismatch breaks the build: the wasm-bindgen CLI must equal the
 # wasm-bindgen crate in Cargo.lock, cargo-leptos 0.3.11 needs a newer rustc than 1.95, and
@@ -45,12 +45,21 @@ npm_ci() { # DIR: install from its package-lock.json unless node_modules is alre
 
 npm_ci tools
 
+apt_updated=
+apt_install() { # PACKAGE: install a Debian package, updating the lists once per run
+  say "installing Debian's $1"
+  [ -n "$apt_updated" ] || { apt-get update -qq; apt_updated=1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
+}
+
 if [ "${1:-}" = "--test" ]; then
   npm_ci end2end
-  if ! command -v chromium >/dev/null; then
-    say "installing Debian's chromium"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  command -v chromium >/dev/null || apt_install chromium
+  if ! command -v redis-server >/dev/null; then
+    # The Redis history tests start (and kill) a server of their own on a free port; the
+    # service the package may start on install is stopped so none is left running.
+    apt_install redis-server
+    service redis-server stop >/dev/null 2>&1 || true
   fi
 fi
 say "tools ready"
