@@ -8,7 +8,7 @@
 //!   the resulting [`bytes::Bytes`] is cheap to clone and is what every subscriber is handed.
 //! - `selector`: which topics a subscription or a token claim covers (exact, `*`, URI templates).
 //! - `update`: an update, parsed once at the edge from a [`NewUpdate`].
-//! - `history`: the storage boundary ([`History`]), and its SQLite implementation.
+//! - `history`: the storage boundary ([`History`]), and its SQLite and Redis implementations.
 //! - `index` and `registry`: the subscribers, indexed by selector, and the head of the stream.
 //! - `writer`: the one thread that commits and fans out, in order.
 //! - `stream`: a subscription's stream, from history to live.
@@ -28,7 +28,7 @@ mod update;
 mod writer;
 
 pub use events::{subscription_json, subscription_topic};
-pub use history::{Heads, History, HistoryError, Horizon, Retention, SqliteHistory};
+pub use history::{Heads, History, HistoryError, Horizon, RedisHistory, Retention, SqliteHistory};
 pub use hub::{
     Hub, HubConfig, PublishError, SelectorRefused, Snapshot, SubscribeError, SubscribeRequest,
     Subscription, Subscriptions, Unhealthy,

@@ -4,14 +4,16 @@
 //! find where an id is; read what comes after a position; drop what the retention rules no
 //! longer keep, and say how far that dropping has reached ([`Horizon`]), so that a replay can
 //! tell a hole from an update that was never there. [`History`] is exactly that, so the fan-out
-//! never sees how updates are kept. [`SqliteHistory`] is the embedded default; a store shared by
-//! several nodes implements the same trait.
+//! never sees how updates are kept. [`SqliteHistory`] is the embedded default; [`RedisHistory`]
+//! is a store several nodes can share.
 //!
 //! Methods block (SQLite is a library, not a server); the hub calls them from its writer thread
 //! or through `spawn_blocking`, never on the async executor.
 
+mod redis;
 mod sqlite;
 
+pub use self::redis::RedisHistory;
 pub use sqlite::SqliteHistory;
 
 use crate::update::{Stored, Update};
