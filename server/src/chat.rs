@@ -4,7 +4,10 @@
 //! address (see [`crate::client_addr`]: a burst of [`BURST`], then one message per [`REFILL`])
 //! and published on the room's topic through the hub in-process.
 
-use crate::{AppState, client_addr::ClientIp};
+use crate::{
+    AppState,
+    client_addr::{ClientIp, limit_key, retry_after_secs},
+};
 use axum::{
     Json,
     extract::{Path, State},
@@ -15,12 +18,7 @@ use governor::{
     DefaultKeyedRateLimiter, Quota,
     clock::{Clock, DefaultClock},
 };
-use std::{
-    collections::HashMap,
-    net::IpAddr,
-    num::NonZeroU32,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::HashMap, net::IpAddr, num::NonZeroU32, time::Duration};
 use tidings_app::model::{ChatMessage, ChatPost, NAME_MAX, PRESENCE_EVENT, Presence, TEXT_MAX};
 use tidings_app::model::{chat_topic, presence_topic, valid_room};
 use tidings_hub::{NewUpdate, PublishError, Update};
@@ -29,8 +27,6 @@ use tidings_hub::{NewUpdate, PublishError, Update};
 pub const BURST: u32 = 5;
 /// Time for one more message to be allowed.
 pub const REFILL: Duration = Duration::from_secs(2);
-/// How often addresses whose allowance is full again are forgotten.
-const FORGET_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
@@ -59,11 +55,9 @@ impl IntoResponse for ChatError {
         };
         let mut response = crate::mercure::plain(status, &self);
         if let ChatError::TooFast(wait) = self {
-            // Whole seconds, rounded up: the next message is allowed then.
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, seconds.max(1).into());
+                .insert(header::RETRY_AFTER, retry_after_secs(wait).into());
         }
         response
     }
@@ -86,7 +80,7 @@ impl RateLimiter {
     /// Takes one message from `client`'s allowance, or says how long until one is allowed.
     pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
         self.0
-            .check_key(&client)
+            .check_key(&limit_key(client))
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
@@ -101,20 +95,6 @@ impl RateLimiter {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.0.len()
-    }
-}
-
-/// Every [`FORGET_EVERY`], forgets idle addresses in the chat's rate limiter; ends on shutdown.
-pub async fn forget_idle_clients(state: AppState) {
-    let mut ticks = tokio::time::interval(FORGET_EVERY);
-    loop {
-        tokio::select! {
-            () = state.shutdown.cancelled() => return,
-            _ = ticks.tick() => {
-                state.chat_limiter.forget_idle();
-                state.subscriber_limits.forget_idle();
-            }
-        }
     }
 }
 
@@ -158,12 +138,6 @@ pub async fn post(
         id,
     )
         .into_response())
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Publishes each room's presence count when it changes (checked every 250 ms), on the room's

@@ -82,6 +82,29 @@ pub fn limit_key(client: IpAddr) -> IpAddr {
     }
 }
 
+/// A `Retry-After` value for a wait: whole seconds, rounded up, at least one.
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+/// How often addresses whose allowance is full again are forgotten by the limiters.
+const FORGET_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Every [`FORGET_EVERY`], forgets idle addresses in the per-address limiters (chat posts and
+/// subscriptions), so their memory follows recent clients; ends on shutdown.
+pub async fn forget_idle_addresses(state: AppState) {
+    let mut ticks = tokio::time::interval(FORGET_EVERY);
+    loop {
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            _ = ticks.tick() => {
+                state.chat_limiter.forget_idle();
+                state.subscriber_limits.forget_idle();
+            }
+        }
+    }
+}
+
 pub fn parse_network(s: &str) -> Result<IpNet, String> {
     let s = s.trim();
     s.parse::<IpNet>()

@@ -230,7 +230,7 @@ impl Server {
 fn spawn_tasks(state: &AppState) {
     let config = &state.config;
     tokio::spawn(chat::presence_task(state.clone()));
-    tokio::spawn(chat::forget_idle_clients(state.clone()));
+    tokio::spawn(client_addr::forget_idle_addresses(state.clone()));
     if config.market_interval_ms > 0 {
         let seed = config.market_seed.unwrap_or_else(rand::random);
         tracing::info!("simulated market on, seed {seed}");

@@ -6,7 +6,10 @@ use super::{
     limits::{LimitError, Slot},
     plain,
 };
-use crate::{AppState, client_addr::ClientIp};
+use crate::{
+    AppState,
+    client_addr::{ClientIp, retry_after_secs},
+};
 use axum::{
     body::Body,
     extract::{RawQuery, State},
@@ -55,7 +58,7 @@ impl IntoResponse for SubscribeError {
             SubscribeError::Hub(HubError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
         };
         let retry_after = match &self {
-            SubscribeError::Limit(LimitError::TooFast(wait)) => Some(wait.as_secs() + 1),
+            SubscribeError::Limit(LimitError::TooFast(wait)) => Some(retry_after_secs(*wait)),
             SubscribeError::Limit(_) | SubscribeError::BadSelector(..) => Some(5),
             _ => None,
         };
