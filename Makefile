@@ -11,7 +11,7 @@ export LEPTOS_OUTPUT_NAME := tidings
 export PATH := $(CURDIR)/tools/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
 
 ADDR ?= 127.0.0.1:3000
-SERVER_PACKAGES := -p tidings-hub -p tidings-server -p tidings-app -p tidings-bench
+SERVER_PACKAGES := -p tidings-hub -p tidings-server -p tidings-app -p tidings-bench -p tidings-testkit
 
 .PHONY: help setup build run dev test check unit e2e bench screenshots clean
 

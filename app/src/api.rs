@@ -49,13 +49,16 @@ mod hub {
     }
 }
 
-/// How many subscribers a chat room has now (its presence count).
+/// How many subscribers a chat room has now (its presence count), on every node; `0` when
+/// the other nodes cannot be asked (the live presence event corrects it).
 #[cfg(feature = "ssr")]
-pub fn room_presence(hub: &tidings_hub::Hub, room: &str) -> usize {
+pub async fn room_presence(hub: &tidings_hub::Hub, room: &str) -> usize {
     let topic = chat_topic(room);
-    hub.exact_counts(|t| t == topic)
-        .first()
-        .map_or(0, |(_, n)| *n)
+    hub.subscriber_counts(move |t| t == topic)
+        .await
+        .ok()
+        .and_then(|counts| counts.first().map(|(_, n)| *n))
+        .unwrap_or(0)
 }
 
 #[server]
@@ -68,7 +71,7 @@ pub async fn load_chat(room: String) -> Result<ChatSnapshot, ServerFnError> {
     let snapshot = hub::snapshot(&chat_topic(&room), 50, 20_000).await?;
     Ok(ChatSnapshot {
         messages: hub::parse(&snapshot, |m: &mut ChatMessage, id| m.id = id.to_owned()),
-        present: room_presence(&hub::get()?, &room),
+        present: room_presence(&hub::get()?, &room).await,
         last_event_id: snapshot.last_event_id,
     })
 }

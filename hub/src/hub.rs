@@ -8,8 +8,10 @@
 
 use crate::{
     events::{Activity, subscription_update},
-    history::{History, HistoryError, Retention},
-    registry::{ActiveSubscription, EARLIEST, Head, Key, Registry, SubscriberInfo},
+    follower,
+    history::{History, HistoryError, Retention, SharedHistory},
+    registry::{ActiveSubscription, EARLIEST, Head, Key, Mark, Registry, SubscriberInfo},
+    roster,
     selector::{Interner, Selector, SelectorError},
     stats::{Counters, Stats, load},
     stream::{StreamState, SubscriptionStream},
@@ -18,7 +20,11 @@ use crate::{
 };
 use parking_lot::{Mutex, RwLock};
 use std::{
-    sync::Arc,
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64},
+    },
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -78,13 +84,27 @@ impl Default for HubConfig {
     }
 }
 
-/// Why a publish failed. Neither carries storage details: those are logged, not told.
+/// Why a publish failed. None carries storage details: those are logged, not told.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
-    #[error("the history cannot store updates right now")]
+    #[error("the history cannot store updates")]
     Storage,
+    /// The store cannot be reached now (Redis down, a timeout): retrying later may work. The
+    /// update may or may not have been stored; it was not acknowledged.
+    #[error("the history cannot be reached; try again shortly")]
+    Unavailable,
     #[error("the hub is shutting down")]
     ShuttingDown,
+}
+
+impl From<&HistoryError> for PublishError {
+    fn from(error: &HistoryError) -> Self {
+        if error.is_unavailable() {
+            PublishError::Unavailable
+        } else {
+            PublishError::Storage
+        }
+    }
 }
 
 /// Why a subscription could not start.
@@ -92,6 +112,9 @@ pub enum PublishError {
 pub enum SubscribeError {
     #[error("the history is unavailable")]
     Storage,
+    /// The history it must read from cannot be reached now; retrying later may work.
+    #[error("the history cannot be reached; try again shortly")]
+    Unavailable,
     #[error("the hub is shutting down")]
     ShuttingDown,
 }
@@ -105,10 +128,32 @@ pub enum SelectorRefused {
     TooManyTemplates,
 }
 
-/// Why the hub is not healthy; the detail is for the operator's log.
+/// Why the hub is not healthy. The detail is for the operator's log; `unreachable` tells a
+/// store that cannot be reached now (Redis down) from one that fails to write.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Unhealthy(pub String);
+#[error("{detail}")]
+pub struct Unhealthy {
+    pub detail: String,
+    pub unreachable: bool,
+}
+
+impl Unhealthy {
+    pub(crate) fn new(detail: impl Into<String>) -> Self {
+        Unhealthy {
+            detail: detail.into(),
+            unreachable: false,
+        }
+    }
+}
+
+impl From<&HistoryError> for Unhealthy {
+    fn from(error: &HistoryError) -> Self {
+        Unhealthy {
+            detail: error.to_string(),
+            unreachable: error.is_unavailable(),
+        }
+    }
+}
 
 /// A handle to the hub; clones share it.
 #[derive(Clone)]
@@ -127,17 +172,44 @@ pub(crate) struct Shared {
     /// One compiled copy of each template in use, shared by subscriptions and token claims.
     pub interner: Interner,
     /// The last write's outcome and when it was known.
-    health: Mutex<(Instant, Result<(), String>)>,
+    health: Mutex<(Instant, Result<(), Unhealthy>)>,
     /// Held while a probe is under way: concurrent health checks wait for its answer instead
     /// of queueing probes of their own (a flood of checks costs one write a second at most).
     probing: tokio::sync::Mutex<()>,
     /// Fires on shutdown: every subscription stream ends.
     pub closing: CancellationToken,
-    writer_thread: Mutex<Option<JoinHandle<()>>>,
+    /// Set by [`Hub::shutdown`]: the follower stops.
+    pub stopping: AtomicBool,
+    /// Fan-out rounds so far: a subscriber matched by several selectors is queued once a round.
+    pub round: AtomicU64,
+    /// Live-only events numbered so far, when this process is the history's only writer.
+    pub live_seq: AtomicU64,
+    /// Why following a shared history fails now, if it does.
+    pub following: Mutex<Option<Unhealthy>>,
+    /// This process's name among the nodes of a cluster.
+    pub node: String,
+    /// The first alive node, as the roster last heard.
+    pub leader: Mutex<Option<String>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Shared {
-    pub(crate) fn set_health(&self, result: Result<(), String>) {
+    /// Starts one of the hub's threads; [`Hub::shutdown`] joins it.
+    fn spawn(
+        self: &Arc<Self>,
+        name: &str,
+        run: impl FnOnce(&Shared) + Send + 'static,
+    ) -> Result<(), HistoryError> {
+        let shared = self.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("tidings-{name}"))
+            .spawn(move || run(&shared))
+            .map_err(|e| HistoryError::new(format!("cannot start the {name} thread: {e}")))?;
+        self.threads.lock().push(thread);
+        Ok(())
+    }
+
+    pub(crate) fn set_health(&self, result: Result<(), Unhealthy>) {
         *self.health.lock() = (Instant::now(), result);
     }
 }
@@ -184,8 +256,8 @@ pub struct Subscriptions {
 enum Resume {
     Live,
     Earliest,
-    /// After this position, which the client knows by this id.
-    After(u64, String),
+    /// After this event, which the client knows by this id.
+    After(Mark, String),
     /// History it asked for is not there: live, announced by the gap event.
     Gap,
 }
@@ -195,8 +267,11 @@ enum Resume {
 const HEALTH_TTL: Duration = Duration::from_secs(1);
 
 impl Hub {
-    /// Starts a hub on `history`, with its writer thread.
+    /// Starts a hub on `history`, with its writer thread, and for a history other processes
+    /// share ([`History::shared`]) the follower thread that fans out what it reads there.
     pub fn start(history: Arc<dyn History>, config: HubConfig) -> Result<Self, HistoryError> {
+        // Live events from here on; stored updates from the newest one read next.
+        let cursor = history.shared().map(|s| s.cursor()).transpose()?;
         let heads = history.heads()?;
         let mut head = Head::default();
         if let Some(last) = heads.last {
@@ -215,14 +290,25 @@ impl Hub {
             health: Mutex::new((Instant::now() - HEALTH_TTL * 2, Ok(()))),
             probing: tokio::sync::Mutex::new(()),
             closing: CancellationToken::new(),
-            writer_thread: Mutex::new(None),
+            stopping: AtomicBool::new(false),
+            round: AtomicU64::new(0),
+            live_seq: AtomicU64::new(0),
+            following: Mutex::new(None),
+            node: crate::update::new_id(),
+            leader: Mutex::new(None),
+            threads: Mutex::new(Vec::new()),
         });
-        let thread_shared = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("tidings-writer".into())
-            .spawn(move || writer::run(&thread_shared, jobs))
-            .map_err(|e| HistoryError::new(format!("cannot start the writer thread: {e}")))?;
-        *shared.writer_thread.lock() = Some(thread);
+        shared.spawn("writer", move |shared| writer::run(shared, jobs))?;
+        if let Some(mut cursor) = cursor {
+            cursor.position = shared.registry.read().head.position;
+            shared.spawn("follower", move |shared| follower::run(shared, cursor))?;
+            shared.registry.write().roster = Some(roster::RosterLog::new());
+            shared.spawn("roster", |shared| {
+                if let Some(store) = shared.history.shared() {
+                    roster::run(shared, store);
+                }
+            })?;
+        }
         if shared.config.prunes_by_age() {
             writer::spawn_prune_ticker(&writer)
                 .map_err(|e| HistoryError::new(format!("cannot start the prune thread: {e}")))?;
@@ -308,13 +394,17 @@ impl Hub {
                         if horizon.hides_after(position, info.prefixes()) {
                             Resume::Gap
                         } else {
-                            Resume::After(position, id)
+                            Resume::After(Mark::stored(position), id)
                         }
                     }
-                    Ok((None, _)) => match self.shared.live_ids.lock().position_of(&id) {
-                        Some(position) => Resume::After(position, id),
+                    Ok((None, _)) => match self.shared.live_ids.lock().mark_of(&id) {
+                        Some(mark) => Resume::After(mark, id),
                         None => Resume::Gap,
                     },
+                    Err(error) if error.is_unavailable() => {
+                        tracing::warn!("cannot look up a Last-Event-ID now: {error}");
+                        return Err(SubscribeError::Unavailable);
+                    }
                     Err(error) => {
                         tracing::error!("looking up a Last-Event-ID failed: {error}");
                         Resume::Gap
@@ -338,20 +428,26 @@ impl Hub {
         };
         self.announce(&info, Activity::Opened);
 
-        let (replay_after, header, gap) = match requested {
+        let (from, header, gap) = match requested {
             Resume::Live => (None, handoff_id.clone(), false),
             Resume::Gap => (None, handoff_id.clone(), true),
-            Resume::Earliest => (Some(0), EARLIEST.to_owned(), false),
-            Resume::After(position, id) => (Some(position), id, false),
+            Resume::Earliest => (Some(Mark::default()), EARLIEST.to_owned(), false),
+            Resume::After(mark, id) => (Some(mark), id, false),
         };
+        // What the queue may hold that the client has: everything up to the handoff (sent from
+        // history), or, when this node has not yet delivered as far as the client's last event
+        // (it came from a node further ahead), everything up to that event.
+        let handoff_mark = Mark::stored(handoff);
+        let seen = from.map_or(handoff_mark, |from| from.max(handoff_mark));
         let stream = SubscriptionStream::new(StreamState {
             hub: self.shared.clone(),
             info: info.clone(),
             gap_first: gap,
-            replay: replay_after
+            replay: from
+                .map(|from| from.position)
                 .filter(|&after| after < handoff)
                 .map(|after| (after, handoff)),
-            skip_until: handoff,
+            seen,
             handoff_id,
             receiver,
             expires_at,
@@ -415,23 +511,96 @@ impl Hub {
         })
     }
 
-    /// Every active subscription (one per subscriber and selector), sorted.
-    pub fn subscriptions(&self) -> Subscriptions {
-        let registry = self.shared.registry.read();
-        Subscriptions {
-            active: registry.active(),
-            last_event_id: registry
+    /// Every active subscription (one per subscriber and selector), sorted by selector and
+    /// subscriber, on every node of a cluster; and the id of the last update fanned out here.
+    pub async fn subscriptions(&self) -> Result<Subscriptions, SubscribeError> {
+        let (mut active, last_event_id) = {
+            let registry = self.shared.registry.read();
+            let last = registry
                 .head
                 .last
                 .as_ref()
-                .map_or_else(|| EARLIEST.to_owned(), |u| u.id().to_owned()),
+                .map_or_else(|| EARLIEST.to_owned(), |u| u.id().to_owned());
+            (registry.active(), last)
+        };
+        if self.shared.history.shared().is_some() {
+            let shared = self.shared.clone();
+            let others = self
+                .on_other_nodes(move |store| store.other_subscriptions(&shared.node))
+                .await?;
+            active.extend(
+                others
+                    .iter()
+                    .filter_map(|docs| serde_json::from_str::<Vec<serde_json::Value>>(docs).ok())
+                    .flatten()
+                    .filter_map(ActiveSubscription::from_document),
+            );
         }
+        active.sort_by(|a, b| (&a.selector, &a.subscriber).cmp(&(&b.selector, &b.subscriber)));
+        Ok(Subscriptions {
+            active,
+            last_event_id,
+        })
     }
 
-    /// Subscribers per exact-topic selector, for the topics `filter` accepts. Costs one pass over
-    /// the distinct exact selectors, not over subscribers.
-    pub fn exact_counts(&self, filter: impl Fn(&str) -> bool) -> Vec<(String, usize)> {
-        self.shared.registry.read().exact_counts(filter)
+    /// Subscribers per exact-topic selector, for the topics `filter` accepts, on every node of
+    /// a cluster. Costs one pass over the distinct exact selectors, not over subscribers (and on
+    /// a cluster one read of what the other nodes published, at most half a second old).
+    pub async fn subscriber_counts(
+        &self,
+        filter: impl Fn(&str) -> bool + Send + 'static,
+    ) -> Result<Vec<(String, usize)>, SubscribeError> {
+        let mut counts: HashMap<String, usize> = self
+            .shared
+            .registry
+            .read()
+            .exact_counts(&filter)
+            .into_iter()
+            .collect();
+        if self.shared.history.shared().is_some() {
+            let shared = self.shared.clone();
+            let others = self
+                .on_other_nodes(move |store| store.other_counts(&shared.node))
+                .await?;
+            for (topic, n) in others {
+                if filter(&topic) {
+                    *counts.entry(topic).or_default() += n;
+                }
+            }
+        }
+        Ok(counts.into_iter().collect())
+    }
+
+    /// Whether this node publishes what is derived from the whole cluster (such as presence
+    /// counts), so that it is published once: the first alive node in the shared roster, or
+    /// the only node.
+    pub fn leads(&self) -> bool {
+        if self.shared.history.shared().is_none() {
+            return true;
+        }
+        self.shared.leader.lock().as_deref() == Some(self.shared.node.as_str())
+    }
+
+    /// Runs a read of what the other nodes published, off the executor.
+    async fn on_other_nodes<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&dyn SharedHistory) -> Result<T, HistoryError> + Send + 'static,
+    ) -> Result<T, SubscribeError> {
+        let history = self.shared.history.clone();
+        tokio::task::spawn_blocking(move || match history.shared() {
+            Some(store) => read(store),
+            None => Err(HistoryError::new("not a shared history")),
+        })
+        .await
+        .map_err(|_| SubscribeError::ShuttingDown)?
+        .map_err(|error| {
+            tracing::error!("reading the other nodes' subscriptions failed: {error}");
+            if error.is_unavailable() {
+                SubscribeError::Unavailable
+            } else {
+                SubscribeError::Storage
+            }
+        })
     }
 
     /// The hub's figures now.
@@ -462,8 +631,11 @@ impl Hub {
     pub async fn health(&self) -> Result<(), Unhealthy> {
         let recent = || {
             let (at, result) = &*self.shared.health.lock();
-            (at.elapsed() < HEALTH_TTL).then(|| result.clone().map_err(Unhealthy))
+            (at.elapsed() < HEALTH_TTL).then(|| result.clone())
         };
+        if let Some(reason) = self.shared.following.lock().clone() {
+            return Err(reason);
+        }
         if let Some(result) = recent() {
             return result;
         }
@@ -474,12 +646,12 @@ impl Hub {
         let (answer, probe) = oneshot::channel();
         let asked = self.writer.try_send(Job::Probe(answer));
         if asked.is_err() {
-            return Err(Unhealthy("the writer's queue is full or closed".into()));
+            return Err(Unhealthy::new("the writer's queue is full or closed"));
         }
         match tokio::time::timeout(Duration::from_secs(5), probe).await {
-            Ok(Ok(result)) => result.map_err(Unhealthy),
-            Ok(Err(_)) => Err(Unhealthy("the writer has stopped".into())),
-            Err(_) => Err(Unhealthy("the writer did not answer within 5 s".into())),
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Unhealthy::new("the writer has stopped")),
+            Err(_) => Err(Unhealthy::new("the writer did not answer within 5 s")),
         }
     }
 
@@ -493,8 +665,11 @@ impl Hub {
         self.shared.closing.cancel();
         // Sent after every publish already queued, so those are committed first.
         let _ = self.writer.send(Job::Stop).await;
-        let thread = self.shared.writer_thread.lock().take();
-        if let Some(thread) = thread {
+        self.shared
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let threads = std::mem::take(&mut *self.shared.threads.lock());
+        for thread in threads {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }

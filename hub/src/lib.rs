@@ -11,15 +11,20 @@
 //! - `history`: the storage boundary ([`History`]), and its SQLite and Redis implementations.
 //! - `index` and `registry`: the subscribers, indexed by selector, and the head of the stream.
 //! - `writer`: the one thread that commits and fans out, in order.
+//! - `follower`: for a history several nodes share, the thread that fans out what the store
+//!   holds, in its order.
 //! - `stream`: a subscription's stream, from history to live.
 //! - `events`: subscription events.
+//! - `roster`: on a cluster, what each node tells the others about its subscribers.
 //! - `hub`: the [`Hub`] handle that ties them together.
 
 mod events;
+mod follower;
 mod history;
 mod hub;
 mod index;
 mod registry;
+mod roster;
 mod selector;
 mod sse;
 mod stats;
@@ -28,7 +33,10 @@ mod update;
 mod writer;
 
 pub use events::{subscription_json, subscription_topic};
-pub use history::{Heads, History, HistoryError, Horizon, RedisHistory, Retention, SqliteHistory};
+pub use history::{
+    Cursor, Followed, Heads, History, HistoryError, Horizon, LiveEvent, NodeState, RedisHistory,
+    Retention, SharedHistory, SqliteHistory,
+};
 pub use hub::{
     Hub, HubConfig, PublishError, SelectorRefused, Snapshot, SubscribeError, SubscribeRequest,
     Subscription, Subscriptions, Unhealthy,

@@ -7,7 +7,7 @@
 //! never tested. So one update costs a walk over its topics, the templates that could match, and
 //! the subscribers that do.
 
-use crate::{index::PrefixIndex, selector::Selector, update::Update};
+use crate::{index::PrefixIndex, roster::RosterLog, selector::Selector, update::Update};
 use bytes::Bytes;
 use std::{
     collections::{HashMap, HashSet},
@@ -66,13 +66,24 @@ pub(crate) fn may_receive(scope: Option<&[Selector]>, update: &Update) -> bool {
         || scope.is_some_and(|scope| scope.iter().any(|s| s.matches_any(update.topics())))
 }
 
+/// An event's place in the one order every subscriber sees: a stored update's history
+/// position (and `seq` 0), or for a live-only event the position of the stored update it
+/// follows and its number among live events (from 1). Comparing marks says which came first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Mark {
+    pub position: u64,
+    pub seq: u64,
+}
+
+impl Mark {
+    pub(crate) fn stored(position: u64) -> Self {
+        Mark { position, seq: 0 }
+    }
+}
+
 /// One event in a subscriber's queue.
 pub(crate) struct Queued {
-    /// The history position of the update, or for a live-only event the position of the last
-    /// stored update before it.
-    pub position: u64,
-    /// Live-only events are never in the history, so a replay never sent them.
-    pub live: bool,
+    pub mark: Mark,
     pub bytes: Bytes,
 }
 
@@ -124,8 +135,7 @@ impl Head {
 /// An event being fanned out.
 pub(crate) struct Delivery<'a> {
     pub round: u64,
-    pub position: u64,
-    pub live: bool,
+    pub mark: Mark,
     pub update: &'a Update,
     pub bytes: &'a Bytes,
 }
@@ -146,13 +156,31 @@ pub(crate) struct Registry {
     patterns: HashMap<Arc<str>, Pattern>,
     prefixes: PrefixIndex<Arc<str>>,
     pub head: Head,
+    /// On a cluster: who came and went since the roster last told the other nodes. Kept here
+    /// so that it changes exactly with the registry.
+    pub roster: Option<RosterLog>,
 }
 
 /// One active subscription (a subscriber and one of its selectors), for the subscriptions API.
 #[derive(Debug, Clone)]
 pub struct ActiveSubscription {
-    pub subscriber: Arc<SubscriberInfo>,
     pub selector: String,
+    /// The subscriber's id.
+    pub subscriber: String,
+    /// Its JSON-LD document, as the Mercure spec describes it.
+    pub document: serde_json::Value,
+}
+
+impl ActiveSubscription {
+    /// From a subscription's document (as another node published it); `None` if it lacks the
+    /// fields every document has.
+    pub(crate) fn from_document(document: serde_json::Value) -> Option<Self> {
+        Some(ActiveSubscription {
+            selector: document.get("topic")?.as_str()?.to_owned(),
+            subscriber: document.get("subscriber")?.as_str()?.to_owned(),
+            document,
+        })
+    }
 }
 
 impl Registry {
@@ -164,6 +192,7 @@ impl Registry {
             patterns: HashMap::new(),
             prefixes: PrefixIndex::new(),
             head,
+            roster: None,
         }
     }
 
@@ -188,6 +217,9 @@ impl Registry {
                 }
             }
         }
+        if let Some(roster) = &mut self.roster {
+            roster.opened(&info);
+        }
         self.subscribers.insert(
             key,
             Subscriber {
@@ -203,6 +235,9 @@ impl Registry {
         let Some(subscriber) = self.subscribers.remove(&key) else {
             return false;
         };
+        if let Some(roster) = &mut self.roster {
+            roster.closed(&subscriber.info);
+        }
         for selector in &subscriber.info.selectors {
             match selector {
                 Selector::Exact(topic) => {
@@ -230,6 +265,17 @@ impl Registry {
 
     pub(crate) fn len(&self) -> usize {
         self.subscribers.len()
+    }
+
+    /// Every subscriber's information.
+    pub(crate) fn infos(&self) -> impl Iterator<Item = &Arc<SubscriberInfo>> {
+        self.subscribers.values().map(|s| &s.info)
+    }
+
+    /// Removes every subscriber: their streams end, and their clients reconnect and resume.
+    pub(crate) fn clear(&mut self) -> usize {
+        let keys: Vec<Key> = self.subscribers.keys().copied().collect();
+        keys.into_iter().filter(|&key| self.remove(key)).count()
     }
 
     /// Distinct selectors in the index: what one update's matching costs, at most.
@@ -262,8 +308,7 @@ impl Registry {
                 }
             }
             let queued = Queued {
-                position: event.position,
-                live: event.live,
+                mark: event.mark,
                 bytes: event.bytes.clone(),
             };
             match subscriber.queue.try_send(queued) {
@@ -290,20 +335,18 @@ impl Registry {
         out
     }
 
-    /// Every active subscription (one per subscriber and selector), sorted.
+    /// Every active subscription (one per subscriber and selector).
     pub(crate) fn active(&self) -> Vec<ActiveSubscription> {
-        let mut list: Vec<ActiveSubscription> = self
-            .subscribers
+        self.subscribers
             .values()
             .flat_map(|s| {
                 s.info.selectors.iter().map(|selector| ActiveSubscription {
-                    subscriber: s.info.clone(),
                     selector: selector.as_str().to_owned(),
+                    subscriber: s.info.id.clone(),
+                    document: crate::events::subscription_json(&s.info, selector.as_str(), true),
                 })
             })
-            .collect();
-        list.sort_by(|a, b| (&a.selector, &a.subscriber.id).cmp(&(&b.selector, &b.subscriber.id)));
-        list
+            .collect()
     }
 
     /// Subscribers per exact-topic selector, for the topics `filter` accepts. Costs one pass over

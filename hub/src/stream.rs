@@ -19,7 +19,7 @@
 
 use crate::{
     hub::{Registration, Shared},
-    registry::{Queued, SubscriberInfo},
+    registry::{Mark, Queued, SubscriberInfo},
     sse,
 };
 use bytes::{Bytes, BytesMut};
@@ -40,6 +40,8 @@ use tokio::sync::mpsc;
 pub const HISTORY_GAP_EVENT: &str = "tidings-history-gap";
 
 const REPLAY_CHUNK: usize = 512;
+/// How long a replay waits before asking an unreachable history again.
+const REPLAY_RETRY: Duration = Duration::from_secs(1);
 /// Queued events written together at most, so one write stays a reasonable size.
 const MAX_COALESCE: usize = 64;
 
@@ -55,8 +57,8 @@ pub(crate) struct StreamState {
     pub gap_first: bool,
     /// History still to replay: positions in `(after, until]`.
     pub replay: Option<(u64, u64)>,
-    /// Stored events in the queue up to this position were (or are to be) sent from history.
-    pub skip_until: u64,
+    /// Events in the queue up to this mark the client has, or gets from history.
+    pub seen: Mark,
     /// The visible id of the head at the handoff: what the gap event says the stream continues
     /// after.
     pub handoff_id: String,
@@ -116,6 +118,16 @@ impl StreamState {
                 Ok((Ok(_), _)) => {
                     tracing::info!(subscriber = %self.info.id(), "pruning overtook a replay");
                     return Some(self.abandon_replay());
+                }
+                // The store is down for now (Redis restarting): nothing says the updates are
+                // gone, so wait for it, keeping the connection alive, rather than declare a gap.
+                Ok((Err(error), _)) if error.is_unavailable() => {
+                    tracing::warn!("history replay waits: {error}");
+                    tokio::select! {
+                        () = self.hub.closing.cancelled() => return None,
+                        () = tokio::time::sleep(REPLAY_RETRY) => {}
+                    }
+                    return Some(sse::comment("waiting for the history"));
                 }
                 Ok((Err(error), _)) => {
                     tracing::error!("history replay failed: {error}");
@@ -192,9 +204,9 @@ impl StreamState {
         }
     }
 
-    /// Whether a queued event was not already sent from history.
+    /// Whether a queued event is one the client does not have yet.
     fn is_new(&self, queued: &Queued) -> bool {
-        queued.live || queued.position > self.skip_until
+        queued.mark > self.seen
     }
 }
 

@@ -9,15 +9,15 @@
 //! Between batches it prunes the history, and answers health probes with a real write.
 
 use crate::{
-    hub::{PublishError, Shared},
-    registry::{Delivery, Key, Registry},
+    hub::{PublishError, Shared, Unhealthy},
+    registry::{Delivery, Mark, Registry},
     stats::Counters,
     update::Update,
 };
 use bytes::Bytes;
 use std::{
     collections::{HashMap, VecDeque},
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 use tokio::sync::{mpsc, oneshot};
@@ -33,7 +33,7 @@ pub(crate) enum Job {
     /// when nothing is published).
     Prune,
     /// A small durable write, to learn whether the history can still be written.
-    Probe(oneshot::Sender<Result<(), String>>),
+    Probe(oneshot::Sender<Result<(), Unhealthy>>),
     Stop,
 }
 
@@ -46,7 +46,7 @@ const MAX_BATCH: usize = 1024;
 pub(crate) struct LiveIds {
     capacity: usize,
     order: VecDeque<Arc<str>>,
-    positions: HashMap<Arc<str>, u64>,
+    positions: HashMap<Arc<str>, Mark>,
 }
 
 impl LiveIds {
@@ -58,7 +58,7 @@ impl LiveIds {
         }
     }
 
-    fn record(&mut self, id: &str, position: u64) {
+    fn record(&mut self, id: &str, mark: Mark) {
         if self.capacity == 0 {
             return;
         }
@@ -68,19 +68,18 @@ impl LiveIds {
             self.positions.remove(&old);
         }
         let id: Arc<str> = id.into();
-        if self.positions.insert(id.clone(), position).is_none() {
+        if self.positions.insert(id.clone(), mark).is_none() {
             self.order.push_back(id);
         }
     }
 
-    pub(crate) fn position_of(&self, id: &str) -> Option<u64> {
+    pub(crate) fn mark_of(&self, id: &str) -> Option<Mark> {
         self.positions.get(id).copied()
     }
 }
 
 pub(crate) fn run(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut round = 0u64;
     let mut last_age_prune = Instant::now();
     loop {
         let Some(first) = jobs.blocking_recv() else {
@@ -94,7 +93,7 @@ pub(crate) fn run(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
                 Job::Publish(..) | Job::Live(_) => batch.push(job),
                 Job::Prune => prune_now = true,
                 Job::Probe(answer) => {
-                    let result = shared.history.probe().map_err(|e| e.to_string());
+                    let result = shared.history.probe().map_err(|e| Unhealthy::from(&e));
                     shared.set_health(result.clone());
                     let _ = answer.send(result);
                 }
@@ -108,7 +107,7 @@ pub(crate) fn run(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
             }
         }
         if !batch.is_empty() {
-            commit_and_fan_out(shared, &mut batch, &mut round);
+            commit_and_fan_out(shared, &mut batch);
         }
         if stop {
             return;
@@ -126,7 +125,7 @@ pub(crate) fn run(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
-fn commit_and_fan_out(shared: &Shared, batch: &mut Vec<Job>, round: &mut u64) {
+fn commit_and_fan_out(shared: &Shared, batch: &mut Vec<Job>) {
     let stored: Vec<Arc<Update>> = batch
         .iter()
         .filter_map(|job| match job {
@@ -139,70 +138,58 @@ fn commit_and_fan_out(shared: &Shared, batch: &mut Vec<Job>, round: &mut u64) {
     } else {
         shared.history.append(&stored)
     };
-    let failed = positions.as_ref().err().map(ToString::to_string);
-    if let Some(error) = &failed {
-        tracing::error!("{error}");
-        shared.set_health(Err(error.clone()));
-    } else if !stored.is_empty() {
-        shared.set_health(Ok(()));
-    }
+    let failure = match &positions {
+        Err(error) => {
+            tracing::error!("{error}");
+            shared.set_health(Err(Unhealthy::from(error)));
+            Some(PublishError::from(error))
+        }
+        Ok(_) => {
+            if !stored.is_empty() {
+                shared.set_health(Ok(()));
+            }
+            None
+        }
+    };
     let mut positions = positions.unwrap_or_default().into_iter();
     let mut acks = Vec::new();
-    let mut evicted = Vec::new();
-    for job in batch.drain(..) {
-        // The registry lock is taken per update, not per batch: a subscriber waits for one
-        // fan-out at most, never for a thousand. The head moves under the same hold as the
-        // update's fan-out, which is all the history-to-live handoff needs.
-        let bytes = match &job {
-            Job::Publish(update, _) | Job::Live(update) => update.encode(),
-            _ => continue,
-        };
-        let registry = shared.registry.upgradable_read();
-        let mut registry = match job {
-            Job::Publish(update, ack) => {
-                let Some(position) = positions.next() else {
-                    let _ = ack.send(Err(PublishError::Storage));
-                    continue;
-                };
-                acks.push((ack, position));
-                let mut registry = parking_lot::RwLockUpgradableReadGuard::upgrade(registry);
-                registry.head.advance(position, &update);
-                let registry = parking_lot::RwLockWriteGuard::downgrade_to_upgradable(registry);
-                fan_out(
-                    shared,
-                    &registry,
-                    (&update, &bytes),
-                    false,
-                    round,
-                    &mut evicted,
-                );
-                registry
-            }
-            Job::Live(update) => {
-                shared
-                    .live_ids
-                    .lock()
-                    .record(update.id(), registry.head.position);
-                fan_out(
-                    shared,
-                    &registry,
-                    (&update, &bytes),
-                    true,
-                    round,
-                    &mut evicted,
-                );
-                registry
-            }
-            _ => continue,
-        };
-        if !evicted.is_empty() {
-            registry.with_upgraded(|r| {
-                for key in evicted.drain(..) {
-                    if r.remove(key) {
-                        Counters::add(&shared.counters.subscribers_evicted, 1);
+    // A shared history: every node, this one included, fans out what it reads back from the
+    // store, in the store's order; here the batch is only stored (and live events sent).
+    if let Some(store) = shared.history.shared() {
+        let mut live = Vec::new();
+        for job in batch.drain(..) {
+            match job {
+                Job::Publish(_, ack) => match positions.next() {
+                    Some(position) => acks.push((ack, position)),
+                    None => {
+                        let _ = ack.send(Err(failure.clone().unwrap_or(PublishError::Storage)));
                     }
+                },
+                Job::Live(update) => live.push(update),
+                _ => {}
+            }
+        }
+        if let Err(error) = store.send_live(&live) {
+            tracing::warn!("{} live events not sent: {error}", live.len());
+        }
+    } else {
+        for job in batch.drain(..) {
+            match job {
+                Job::Publish(update, ack) => {
+                    let Some(position) = positions.next() else {
+                        let _ = ack.send(Err(failure.clone().unwrap_or(PublishError::Storage)));
+                        continue;
+                    };
+                    deliver_stored(shared, position, &update);
+                    acks.push((ack, position));
                 }
-            });
+                Job::Live(update) => {
+                    let seq = shared.live_seq.fetch_add(1, Ordering::Relaxed) + 1;
+                    let position = shared.registry.read().head.position;
+                    deliver_live(shared, Mark { position, seq }, &update);
+                }
+                _ => {}
+            }
         }
     }
     Counters::add(&shared.counters.updates_published, acks.len() as u64);
@@ -211,25 +198,49 @@ fn commit_and_fan_out(shared: &Shared, batch: &mut Vec<Job>, round: &mut u64) {
     }
 }
 
+/// Fans a stored update out, moving the head under the same hold of the registry lock: all
+/// the history-to-live handoff needs. The lock is taken per update, not per batch: a
+/// subscriber waits for one fan-out at most, never for a thousand.
+pub(crate) fn deliver_stored(shared: &Shared, position: u64, update: &Arc<Update>) {
+    let bytes = update.encode();
+    let mut registry = shared.registry.write();
+    registry.head.advance(position, update);
+    let registry = parking_lot::RwLockWriteGuard::downgrade_to_upgradable(registry);
+    fan_out(shared, registry, Mark::stored(position), update, &bytes);
+}
+
+/// Fans a live-only event out at `mark`, and remembers its id for clients resuming from it.
+pub(crate) fn deliver_live(shared: &Shared, mark: Mark, update: &Arc<Update>) {
+    let bytes = update.encode();
+    shared.live_ids.lock().record(update.id(), mark);
+    let registry = shared.registry.upgradable_read();
+    fan_out(shared, registry, mark, update, &bytes);
+}
+
 fn fan_out(
     shared: &Shared,
-    registry: &Registry,
-    (update, bytes): (&Update, &Bytes),
-    live: bool,
-    round: &mut u64,
-    evicted: &mut Vec<Key>,
+    registry: parking_lot::RwLockUpgradableReadGuard<'_, Registry>,
+    mark: Mark,
+    update: &Update,
+    bytes: &Bytes,
 ) {
-    *round += 1;
+    let round = shared.round.fetch_add(1, Ordering::Relaxed) + 1;
     let out = registry.fan_out(&Delivery {
-        round: *round,
-        position: registry.head.position,
-        live,
+        round,
+        mark,
         update,
         bytes,
     });
     Counters::add(&shared.counters.events_delivered, out.delivered);
     Counters::add(&shared.counters.template_tests, out.template_tests);
-    evicted.extend(out.evict);
+    if !out.evict.is_empty() {
+        let mut registry = parking_lot::RwLockUpgradableReadGuard::upgrade(registry);
+        for key in out.evict {
+            if registry.remove(key) {
+                Counters::add(&shared.counters.subscribers_evicted, 1);
+            }
+        }
+    }
 }
 
 /// Sends [`Job::Prune`] every second while the writer lives (a weak sender never keeps it

@@ -5,8 +5,6 @@
 //! what "reopening" means for either (a new connection on the same keys, for Redis).
 
 use std::{
-    net::TcpListener,
-    process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -14,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 use tidings_hub::{History, Horizon, NewUpdate, RedisHistory, Retention, SqliteHistory, Update};
+use tidings_testkit::RedisServer;
 
 trait Store {
     fn open(&self) -> Arc<dyn History>;
@@ -30,77 +29,6 @@ impl Sqlite {
 impl Store for Sqlite {
     fn open(&self) -> Arc<dyn History> {
         Arc::new(SqliteHistory::open(self.0.path()).unwrap())
-    }
-}
-
-/// A `redis-server` of the test's own, killed (by its pid) on drop, even when the test fails.
-struct RedisServer {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        // Free now, and very likely still free when the server binds it a moment later.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .arg("--dir")
-            .arg(dir.path())
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (scripts/setup.sh --test installs it)");
-        let mut server = RedisServer {
-            child,
-            port,
-            _dir: dir,
-        };
-        server.wait_until_ready();
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// Until it answers PING (opening a history sends one).
-    fn wait_until_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if RedisHistory::open(&self.url(), "ready:").is_ok() {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("redis-server on port {} exited: {status}", self.port);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server never answered PING"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -432,11 +360,7 @@ fn a_corrupt_sqlite_file_is_refused_at_open_with_a_clear_error() {
 #[test]
 fn an_unreachable_redis_is_a_clear_error() {
     // A port nothing listens on: bound, then released.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = tidings_testkit::free_port();
     let error = RedisHistory::open(&format!("redis://127.0.0.1:{port}/"), "tidings:")
         .err()
         .expect("refused");

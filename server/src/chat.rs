@@ -49,6 +49,9 @@ impl IntoResponse for ChatError {
             ChatError::Hub(PublishError::Storage) => {
                 return crate::mercure::history_unavailable();
             }
+            ChatError::Hub(PublishError::Unavailable) => {
+                return crate::mercure::history_unreachable();
+            }
             ChatError::BadRoom | ChatError::BadName | ChatError::BadText => StatusCode::BAD_REQUEST,
             ChatError::TooFast(_) => StatusCode::TOO_MANY_REQUESTS,
             ChatError::Hub(PublishError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
@@ -141,18 +144,28 @@ pub async fn post(
 }
 
 /// Publishes each room's presence count when it changes (checked every 250 ms), on the room's
-/// presence topic as a `presence` event. Rooms are the exact `/chat/{room}` subscriptions.
+/// presence topic as a `presence` event. Rooms are the exact `/chat/{room}` subscriptions, on
+/// every node of a cluster; only the leading node publishes, so each change is sent once.
 pub async fn presence_task(state: AppState) {
+    // What was published, as far as this node knows: while another node leads, what it would
+    // have published (the same counts), zeros included, so that a node taking over sends
+    // exactly the rooms that may have changed unseen.
     let mut published: HashMap<String, usize> = HashMap::new();
+    let mut led = false;
     let mut ticks = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
             () = state.shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let mut counts: HashMap<String, usize> = state
+        let Ok(counts) = state
             .hub
-            .exact_counts(|t| t.strip_prefix("/chat/").is_some_and(valid_room))
+            .subscriber_counts(|t| t.strip_prefix("/chat/").is_some_and(valid_room))
+            .await
+        else {
+            continue;
+        };
+        let mut counts: HashMap<String, usize> = counts
             .into_iter()
             .filter_map(|(topic, n)| Some((topic.strip_prefix("/chat/")?.to_owned(), n)))
             .collect();
@@ -160,8 +173,15 @@ pub async fn presence_task(state: AppState) {
         for room in published.keys() {
             counts.entry(room.clone()).or_insert(0);
         }
+        let leads = state.hub.leads();
+        let took_over = leads && !led;
+        led = leads;
+        if !leads {
+            published = counts;
+            continue;
+        }
         for (room, present) in counts {
-            if published.get(&room) == Some(&present) {
+            if !took_over && published.get(&room) == Some(&present) {
                 continue;
             }
             let data = serde_json::to_string(&Presence { present }).expect("serializable");

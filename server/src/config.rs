@@ -63,6 +63,25 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// Run as one node of several sharing this Redis (or Valkey): the history and the fan-out
+    /// go through it (`redis://[user:password@]host:port[/db]`). Without it the history is the
+    /// SQLite file in `--data-dir`. See docs/cluster.md.
+    #[arg(long, env = "TIDINGS_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key, so that several deployments can share one Redis.
+    #[arg(long, env = "TIDINGS_REDIS_PREFIX", default_value = "tidings:")]
+    pub redis_prefix: String,
+
+    /// Acknowledge a publish only once this many Redis replicas have it too (Redis `WAIT`).
+    #[arg(long, env = "TIDINGS_REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    pub redis_wait_replicas: u32,
+
+    /// How long a publish waits for `--redis-wait-replicas`; past it the publish gets 503.
+    #[arg(long, env = "TIDINGS_REDIS_WAIT_TIMEOUT", default_value = "1s",
+        value_parser = humantime::parse_duration)]
+    pub redis_wait_timeout: Duration,
+
     /// Updates the history keeps; older ones are pruned.
     #[arg(long, env = "TIDINGS_HISTORY_MAX_EVENTS", default_value_t = 100_000)]
     pub history_max_events: u64,

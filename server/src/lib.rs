@@ -38,7 +38,7 @@ use leptos::prelude::LeptosOptions;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use std::{net::SocketAddr, sync::Arc};
 use tidings_app::{App, shell};
-use tidings_hub::{History, Hub, HubConfig, SqliteHistory};
+use tidings_hub::{History, Hub, HubConfig, RedisHistory, SqliteHistory};
 use tokio::net::TcpListener;
 pub use tokio_util::sync::CancellationToken;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -129,9 +129,19 @@ impl Server {
                  A token that may publish and subscribe to every topic: {token}"
             );
         }
-        let history = match history {
-            Some(history) => history,
-            None => {
+        let history = match (history, &config.redis_url) {
+            (Some(history), _) => history,
+            (None, Some(url)) => {
+                let history = RedisHistory::open(url, &config.redis_prefix)?
+                    .wait_for_replicas(config.redis_wait_replicas, config.redis_wait_timeout);
+                tracing::info!(
+                    "history and fan-out through Redis at {}, keys {}*",
+                    history.address(),
+                    config.redis_prefix
+                );
+                Arc::new(history)
+            }
+            (None, None) => {
                 let history = SqliteHistory::open(&config.data_dir)?;
                 tracing::info!("history in {}", history.path().display());
                 Arc::new(history)

@@ -200,13 +200,20 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /healthz`: 200 when the history can be written now (a recent write succeeded, or a
-/// probe write does), 503 otherwise. The reason goes to the log, not to the caller.
+/// probe write does) and, on a cluster, the node follows the shared history; 503 otherwise.
+/// The caller learns which of two things is wrong (the store cannot be reached, or it cannot
+/// be written); the details go to the log.
 pub async fn healthz(State(state): State<AppState>) -> Response {
     match state.hub.health().await {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
         Err(reason) => {
             tracing::error!("unhealthy: {reason}");
-            (StatusCode::SERVICE_UNAVAILABLE, "history unavailable\n").into_response()
+            let line = if reason.unreachable {
+                "history unreachable: the shared store (Redis) does not answer\n"
+            } else {
+                "history unavailable\n"
+            };
+            (StatusCode::SERVICE_UNAVAILABLE, line).into_response()
         }
     }
 }

@@ -22,18 +22,38 @@ use std::{sync::Arc, time::Duration};
 /// A storage failure. Its text is for the operator's log, never for a client: it can carry
 /// SQLite's own messages and file paths.
 #[derive(Debug, thiserror::Error)]
-#[error("history storage failed: {0}")]
-pub struct HistoryError(String);
+#[error("history storage failed: {message}")]
+pub struct HistoryError {
+    message: String,
+    unavailable: bool,
+}
 
 impl From<rusqlite::Error> for HistoryError {
     fn from(error: rusqlite::Error) -> Self {
-        HistoryError(error.to_string())
+        HistoryError::new(error.to_string())
     }
 }
 
 impl HistoryError {
     pub fn new(message: impl Into<String>) -> Self {
-        HistoryError(message.into())
+        HistoryError {
+            message: message.into(),
+            unavailable: false,
+        }
+    }
+
+    /// The store cannot be reached now (a server down, a timeout), but nothing says it lost
+    /// anything: trying again later may work, so clients are told to retry (503), and a
+    /// replay waits for it instead of declaring a gap.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        HistoryError {
+            message: message.into(),
+            unavailable: true,
+        }
+    }
+
+    pub fn is_unavailable(&self) -> bool {
+        self.unavailable
     }
 }
 
@@ -66,6 +86,83 @@ pub trait History: Send + Sync + 'static {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// For a store that other processes append to as well: how this one learns of every
+    /// update, its own included. `None` (the default): this process is the only writer, and the
+    /// hub fans out what it appends itself.
+    fn shared(&self) -> Option<&dyn SharedHistory> {
+        None
+    }
+}
+
+/// A history several hub processes share. Each one appends, and each one follows the store
+/// to fan out every update, its own included, so that every node delivers one order: the
+/// store's. Live-only events (subscription events, presence) travel beside the stored updates
+/// in a bounded side channel, each placed after the stored position current when it was sent.
+pub trait SharedHistory: Send + Sync {
+    /// Where the store stands now: following from here delivers what comes next.
+    fn cursor(&self) -> Result<Cursor>;
+    /// Sends live-only events to every node, in order, without storing them durably.
+    fn send_live(&self, batch: &[Arc<Update>]) -> Result<()>;
+    /// What comes after `cursor`, waiting up to `wait` when nothing does. One caller at a time
+    /// (the hub's follower thread).
+    fn follow(&self, cursor: Cursor, limit: usize, wait: Duration) -> Result<Followed>;
+    /// Reloads what the store caches about itself (row count, pruning horizon): other
+    /// processes prune too.
+    fn refresh(&self) -> Result<()>;
+
+    /// Publishes what `node` holds (see [`NodeState`]) for the other nodes to read, and that it
+    /// is alive for `ttl`: past it, what it published expires. Returns the nodes alive now,
+    /// sorted.
+    fn publish_node(&self, node: &str, state: &NodeState, ttl: Duration) -> Result<Vec<String>>;
+    /// The subscriptions the alive nodes other than `node` hold: per subscriber, a JSON array
+    /// of its subscriptions' documents.
+    fn other_subscriptions(&self, node: &str) -> Result<Vec<String>>;
+    /// Subscribers per exact topic on the alive nodes other than `node`.
+    fn other_counts(&self, node: &str) -> Result<Vec<(String, usize)>>;
+}
+
+/// What a node tells the others about itself: its subscribers (each a JSON array of its
+/// subscriptions' documents) and how many subscribe to each exact topic.
+#[derive(Debug, Default)]
+pub struct NodeState {
+    /// Replace what the node published before (at start, and after a failure), rather than
+    /// apply changes to it.
+    pub full: bool,
+    /// Subscriber id and its documents.
+    pub added: Vec<(String, String)>,
+    /// Subscriber ids.
+    pub removed: Vec<String>,
+    /// Per exact topic: the count when `full`, else how it changed.
+    pub counts: Vec<(String, i64)>,
+}
+
+/// A point in a shared history: the last stored position and the last live event seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cursor {
+    pub position: u64,
+    pub live: u64,
+}
+
+/// What [`SharedHistory::follow`] read: stored updates and live events, each in order.
+#[derive(Debug, Default)]
+pub struct Followed {
+    pub stored: Vec<Stored>,
+    pub live: Vec<LiveEvent>,
+    /// `stored` holds every stored update after the cursor that existed when the live events
+    /// were read (it was not cut short by the limit): a live event placed after a position
+    /// not among them was placed after updates that are gone, and can be delivered now.
+    pub complete: bool,
+}
+
+/// A live-only event from a shared history.
+#[derive(Debug, Clone)]
+pub struct LiveEvent {
+    /// Its place among live events, the same on every node.
+    pub seq: u64,
+    /// The last stored position when it was sent: it is delivered after that update.
+    pub after: u64,
+    pub update: Arc<Update>,
 }
 
 /// The newest updates at start-up.

@@ -12,6 +12,13 @@
 //!   is one `ZRANGEBYLEX`, and pruning removes exactly the members of what it drops. (`\0`
 //!   cannot occur in an id.)
 //!
+//! - `<prefix>live`: live-only events (subscription events, presence), capped at
+//!   [`LIVE_MAX`] entries: ids `<seq>-0` from the meta field `liveseq`, each with the field
+//!   `after`, the stored position current when it was sent.
+//!
+//! Every node follows both streams with one `XREAD BLOCK` ([`SharedHistory::follow`]) and fans
+//! out what it reads, its own publishes included, so every node delivers Redis's order.
+//!
 //! Every write is one Lua script, so a batch gets consecutive positions and lands whole or not
 //! at all, and the id index never disagrees with the stream. Timestamps come from the Redis
 //! server's clock, not the node's, so that nodes with skewed clocks age updates alike.
@@ -19,7 +26,10 @@
 //! Durability is the server's: `appendonly yes` with `appendfsync always` makes a reply mean
 //! the write is on disk. Opening warns when the server says it keeps no append-only file.
 
-use super::{Heads, History, HistoryError, Horizon, Result, Retention};
+use super::{
+    Cursor, Followed, Heads, History, HistoryError, Horizon, LiveEvent, NodeState, Result,
+    Retention, SharedHistory,
+};
 use crate::update::{Stored, Update};
 use parking_lot::{Mutex, RwLock};
 use redis::{Client, Connection, RedisError, Script};
@@ -38,6 +48,10 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// Entries fetched per round trip when scanning.
 const CHUNK: usize = 512;
 
+/// Live-only events kept in Redis (roughly: trimmed with `MAXLEN ~`). A node that falls further
+/// behind than this misses some, which only live-only events may do.
+pub const LIVE_MAX: usize = 10_000;
+
 /// History in a Redis stream (see the module documentation for the layout).
 ///
 /// The row count and the horizon are cached in memory like [`super::SqliteHistory`]'s, since
@@ -47,15 +61,26 @@ pub struct RedisHistory {
     /// Where the server is, without credentials: for error messages.
     address: String,
     idle: Mutex<Vec<Connection>>,
+    /// The follower's own connection: an `XREAD BLOCK` holds a connection while it waits.
+    following: Mutex<Option<Connection>>,
     stream: String,
     meta: String,
     ids: String,
+    live: String,
+    /// Prefix of the keys each node publishes about itself.
+    prefix: String,
+    /// The alive nodes: a sorted set scored by when each expires.
+    nodes: String,
+    /// Replicas that must have a batch before it is acknowledged (`WAIT`), and for how long.
+    wait: Option<(u32, Duration)>,
     rows: AtomicU64,
     horizon: RwLock<Horizon>,
     append: Script,
     drop_volatile: Script,
     drop_through: Script,
     count_floor: Script,
+    send_live: Script,
+    alive: Script,
 }
 
 /// Shared by the scripts: the index member of an id at a position (the position as Lua's
@@ -137,6 +162,33 @@ local after = redis.call('XLEN', KEYS[1])
 return {before - after, after}
 ";
 
+/// KEYS: live, meta. ARGV: cap, n, then per event: id, topics, data, private, type, retry.
+/// Places the events after the current stored position. Returns nothing.
+const SEND_LIVE_LUA: &str = "
+local n = tonumber(ARGV[2])
+local after = redis.call('HGET', KEYS[2], 'seq') or '0'
+local last = redis.call('HINCRBY', KEYS[2], 'liveseq', n)
+for i = 0, n - 1 do
+  local a = 2 + i * 6
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], string.format('%d', last - n + 1 + i) .. '-0',
+    'after', after, 'id', ARGV[a + 1], 'topics', ARGV[a + 2], 'data', ARGV[a + 3],
+    'private', ARGV[a + 4], 'type', ARGV[a + 5], 'retry', ARGV[a + 6])
+end
+return 0
+";
+
+/// KEYS: nodes. ARGV: node (empty: none), ttl in ms. Marks the node alive until now + ttl by
+/// Redis's clock (nodes' clocks may differ), forgets expired nodes, returns the alive ones.
+const ALIVE_LUA: &str = "
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ARGV[1] ~= '' then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
+";
+
 /// KEYS: stream. ARGV: excess. The position of the `excess`-th oldest entry, or 0: counted in
 /// Redis so that the skipped entries never cross the network.
 const COUNT_FLOOR_LUA: &str = "
@@ -147,6 +199,9 @@ return tonumber(string.match(entries[#entries][1], '^%d+'))
 
 /// One entry as `XRANGE` returns it.
 type Entry = (String, Vec<String>);
+
+/// What `XREAD` returns: per stream with news, its new entries (nothing: nil).
+type ReadReply = Option<Vec<(String, Vec<Entry>)>>;
 
 impl RedisHistory {
     /// Connects to the Redis at `url` (`redis://[user:password@]host:port[/db]`) and opens the
@@ -160,15 +215,22 @@ impl RedisHistory {
             client,
             address,
             idle: Mutex::new(Vec::new()),
+            following: Mutex::new(None),
             stream: format!("{prefix}stream"),
             meta: format!("{prefix}meta"),
             ids: format!("{prefix}ids"),
+            live: format!("{prefix}live"),
+            prefix: prefix.to_owned(),
+            nodes: format!("{prefix}nodes"),
+            wait: None,
             rows: AtomicU64::new(0),
             horizon: RwLock::new(Horizon::default()),
             append: Script::new(&format!("{MEMBER_LUA}{APPEND_LUA}")),
             drop_volatile: Script::new(&format!("{MEMBER_LUA}{DROP_VOLATILE_LUA}")),
             drop_through: Script::new(&format!("{MEMBER_LUA}{DROP_THROUGH_LUA}")),
             count_floor: Script::new(COUNT_FLOOR_LUA),
+            send_live: Script::new(SEND_LIVE_LUA),
+            alive: Script::new(ALIVE_LUA),
         };
         history.with(|con| redis::cmd("PING").query::<String>(con))?;
         history.warn_unless_durable();
@@ -176,6 +238,19 @@ impl RedisHistory {
         history.rows.store(rows, Ordering::Relaxed);
         *history.horizon.write() = history.load_horizon()?;
         Ok(history)
+    }
+
+    /// Where the server is (host and port, never credentials).
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Acknowledges a batch only once `replicas` replicas have it too (Redis `WAIT`), or fails
+    /// after `timeout`. A batch that timed out is on the primary: it was not lost, but it is
+    /// not acknowledged either, so the publisher's retry may store it twice.
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.wait = (replicas > 0).then_some((replicas, timeout));
+        self
     }
 
     /// Runs `f` on a pooled connection. A connection that failed is dropped, not pooled: after
@@ -206,8 +281,13 @@ impl RedisHistory {
     }
 
     fn error(&self, e: RedisError) -> HistoryError {
-        if e.is_io_error() || e.is_timeout() || e.is_connection_refusal() {
-            HistoryError::new(format!("Redis at {} unreachable: {e}", self.address))
+        if e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_refusal()
+            || e.is_connection_dropped()
+            || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+        {
+            HistoryError::unavailable(format!("Redis at {} unreachable: {e}", self.address))
         } else {
             HistoryError::new(format!("Redis at {}: {e}", self.address))
         }
@@ -234,19 +314,7 @@ impl RedisHistory {
     fn load_horizon(&self) -> Result<Horizon> {
         let meta: Vec<(String, String)> =
             self.with(|con| redis::cmd("HGETALL").arg(&self.meta).query(con))?;
-        let mut horizon = Horizon::default();
-        let mut found = false;
-        for (key, value) in meta {
-            let Ok(position) = value.parse::<u64>() else {
-                continue;
-            };
-            if key == "through" {
-                horizon.through = position;
-                found = true;
-            } else if let Some(prefix) = key.strip_prefix("volatile:") {
-                horizon.volatile.push((prefix.to_owned(), position));
-            }
-        }
+        let (mut horizon, found) = horizon_of(meta);
         if !found {
             let oldest = self.range("-", "+", 1)?.pop();
             horizon.through = match oldest {
@@ -313,10 +381,71 @@ impl RedisHistory {
         }
     }
 
+    /// Raises the cached horizon to what `meta` (the `HGETALL` of the meta hash) says.
+    fn note_meta(&self, meta: Vec<(String, String)>) {
+        let (horizon, _) = horizon_of(meta);
+        self.raise_horizon(horizon.through, &horizon.volatile);
+    }
+
+    fn node_key(&self, node: &str, what: &str) -> String {
+        format!("{}node:{node}:{what}", self.prefix)
+    }
+
+    /// `command` (a read of a hash) on what each alive node other than `node` published
+    /// under `what`.
+    fn read_others<T: redis::FromRedisValue>(
+        &self,
+        node: &str,
+        command: &str,
+        what: &str,
+    ) -> Result<Vec<T>> {
+        let mut others: Vec<String> =
+            self.with(|con| self.alive.key(&self.nodes).arg("").arg(0).invoke(con))?;
+        others.retain(|n| n != node);
+        if others.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for other in &others {
+            pipe.cmd(command).arg(self.node_key(other, what));
+        }
+        self.with(|con| pipe.query(con))
+    }
+
     fn server_ms(&self) -> Result<i64> {
         let (secs, micros): (i64, i64) = self.with(|con| redis::cmd("TIME").query(con))?;
         Ok(secs * 1000 + micros / 1000)
     }
+}
+
+/// The horizon in the meta hash's fields, and whether it has been set.
+fn horizon_of(meta: Vec<(String, String)>) -> (Horizon, bool) {
+    let mut horizon = Horizon::default();
+    let mut found = false;
+    for (key, value) in meta {
+        let Ok(position) = value.parse::<u64>() else {
+            continue;
+        };
+        if key == "through" {
+            horizon.through = position;
+            found = true;
+        } else if let Some(prefix) = key.strip_prefix("volatile:") {
+            horizon.volatile.push((prefix.to_owned(), position));
+        }
+    }
+    (horizon, found)
+}
+
+/// The arguments the scripts take per update: id, topics, data, private, type, retry.
+fn update_args(invocation: &mut redis::ScriptInvocation<'_>, update: &Update) {
+    let topics: Vec<&str> = update.topics().collect();
+    invocation
+        .arg(update.id())
+        .arg(topics.join("\n"))
+        .arg(update.data())
+        .arg(if update.is_private() { "1" } else { "0" })
+        .arg(update.event_type().unwrap_or(""))
+        .arg(update.retry().map(|r| r.to_string()).unwrap_or_default());
 }
 
 /// An entry's position: the first part of its stream id.
@@ -338,31 +467,36 @@ fn created_ms(entry: &Entry) -> i64 {
     field(&entry.1, "created_ms").map_or(0, |v| v.parse().unwrap_or(0))
 }
 
-fn stored((id, fields): &Entry) -> Result<Stored> {
+fn stored(entry: &Entry) -> Result<Stored> {
+    Ok(Stored {
+        position: position(&entry.0)?,
+        update: update_of(entry)?,
+    })
+}
+
+/// The update an entry of either stream holds.
+fn update_of((id, fields): &Entry) -> Result<Arc<Update>> {
     let get = |name| {
         field(fields, name)
             .ok_or_else(|| HistoryError::new(format!("stream entry {id} lacks the field {name}")))
     };
     let retry = get("retry")?;
-    Ok(Stored {
-        position: position(id)?,
-        update: Arc::new(Update::restore(
-            get("id")?.to_owned(),
-            get("topics")?.split('\n').map(str::to_owned).collect(),
-            get("data")?.to_owned(),
-            get("private")? == "1",
-            Some(get("type")?)
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned),
-            if retry.is_empty() {
-                None
-            } else {
-                Some(retry.parse().map_err(|_| {
-                    HistoryError::new(format!("stream entry {id} has a bad retry: {retry}"))
-                })?)
-            },
-        )),
-    })
+    Ok(Arc::new(Update::restore(
+        get("id")?.to_owned(),
+        get("topics")?.split('\n').map(str::to_owned).collect(),
+        get("data")?.to_owned(),
+        get("private")? == "1",
+        Some(get("type")?)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned),
+        if retry.is_empty() {
+            None
+        } else {
+            Some(retry.parse().map_err(|_| {
+                HistoryError::new(format!("stream entry {id} has a bad retry: {retry}"))
+            })?)
+        },
+    )))
 }
 
 fn pair(values: Vec<u64>) -> Result<(u64, u64)> {
@@ -384,31 +518,44 @@ impl History for RedisHistory {
             .key(&self.ids)
             .arg(batch.len());
         for update in batch {
-            let topics: Vec<&str> = update.topics().collect();
-            script
-                .arg(update.id())
-                .arg(topics.join("\n"))
-                .arg(update.data())
-                .arg(if update.is_private() { "1" } else { "0" })
-                .arg(update.event_type().unwrap_or(""))
-                .arg(update.retry().map(|r| r.to_string()).unwrap_or_default());
+            update_args(&mut script, update);
         }
         let (first, rows) = pair(self.with(|con| script.invoke(con))?)?;
         self.rows.store(rows, Ordering::Relaxed);
+        if let Some((replicas, timeout)) = self.wait {
+            let acknowledged: u32 = self.with(|con| {
+                redis::cmd("WAIT")
+                    .arg(replicas)
+                    .arg(timeout.as_millis() as u64)
+                    .query(con)
+            })?;
+            if acknowledged < replicas {
+                return Err(HistoryError::unavailable(format!(
+                    "Redis at {}: {acknowledged} of {replicas} replicas confirmed a write within {timeout:?}",
+                    self.address
+                )));
+            }
+        }
         Ok((first..first + batch.len() as u64).collect())
     }
 
+    /// Reads the horizon in the same round trip, after the lookup: the caller checks it next,
+    /// and another node may have pruned since this one last looked.
     fn position_of(&self, id: &str) -> Result<Option<u64>> {
-        let found: Vec<String> = self.with(|con| {
-            redis::cmd("ZRANGEBYLEX")
+        let (found, meta): (Vec<String>, Vec<(String, String)>) = self.with(|con| {
+            redis::pipe()
+                .cmd("ZRANGEBYLEX")
                 .arg(&self.ids)
                 .arg(format!("[{id}\0"))
                 .arg(format!("({id}\x01"))
                 .arg("LIMIT")
                 .arg(0)
                 .arg(1)
+                .cmd("HGETALL")
+                .arg(&self.meta)
                 .query(con)
         })?;
+        self.note_meta(meta);
         found
             .first()
             .map(|member| {
@@ -421,11 +568,25 @@ impl History for RedisHistory {
             .transpose()
     }
 
+    /// Reads the horizon in the same round trip, after the entries, for the replay's check.
     fn read(&self, after: u64, until: u64, limit: usize) -> Result<Vec<Stored>> {
-        if after >= until {
+        if after >= until || limit == 0 {
             return Ok(Vec::new());
         }
-        self.range(&(after + 1).to_string(), &until.to_string(), limit)
+        let (entries, meta): (Vec<Entry>, Vec<(String, String)>) = self.with(|con| {
+            redis::pipe()
+                .cmd("XRANGE")
+                .arg(&self.stream)
+                .arg(after + 1)
+                .arg(until)
+                .arg("COUNT")
+                .arg(limit)
+                .cmd("HGETALL")
+                .arg(&self.meta)
+                .query(con)
+        })?;
+        self.note_meta(meta);
+        entries.iter().map(stored).collect()
     }
 
     fn read_back(&self, before: u64, limit: usize) -> Result<Vec<Stored>> {
@@ -587,5 +748,159 @@ impl History for RedisHistory {
                 )
                 .query::<()>(con)
         })
+    }
+
+    fn shared(&self) -> Option<&dyn SharedHistory> {
+        Some(self)
+    }
+}
+
+impl SharedHistory for RedisHistory {
+    fn cursor(&self) -> Result<Cursor> {
+        let (last, live): (Option<u64>, Option<u64>) = self.with(|con| {
+            redis::cmd("HMGET")
+                .arg(&self.meta)
+                .arg("seq")
+                .arg("liveseq")
+                .query(con)
+        })?;
+        Ok(Cursor {
+            position: last.unwrap_or(0),
+            live: live.unwrap_or(0),
+        })
+    }
+
+    fn send_live(&self, batch: &[Arc<Update>]) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut script = self.send_live.prepare_invoke();
+        script
+            .key(&self.live)
+            .key(&self.meta)
+            .arg(LIVE_MAX)
+            .arg(batch.len());
+        for update in batch {
+            update_args(&mut script, update);
+        }
+        self.with(|con| script.invoke::<()>(con))
+    }
+
+    /// One `XREAD` of both streams, so the stored part is complete relative to the live part
+    /// whenever it came back shorter than `limit`. The connection is dropped after a failure
+    /// (a timed-out reply could arrive later, out of step) and made again on the next call.
+    fn follow(&self, cursor: Cursor, limit: usize, wait: Duration) -> Result<Followed> {
+        let mut following = self.following.lock();
+        let con = match following.as_mut() {
+            Some(con) => con,
+            None => following.insert(self.connect()?),
+        };
+        let reply: redis::RedisResult<ReadReply> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(limit)
+            .arg("BLOCK")
+            .arg(wait.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.stream)
+            .arg(&self.live)
+            .arg(format!("{}-0", cursor.position))
+            .arg(format!("{}-0", cursor.live))
+            .query(con);
+        let reply = match reply {
+            Ok(reply) => reply.unwrap_or_default(),
+            Err(e) => {
+                *following = None;
+                return Err(self.error(e));
+            }
+        };
+        drop(following);
+        let mut followed = Followed {
+            complete: true,
+            ..Followed::default()
+        };
+        for (key, entries) in reply {
+            if key == self.stream {
+                followed.complete = entries.len() < limit;
+                followed.stored = entries.iter().map(stored).collect::<Result<_>>()?;
+            } else if key == self.live {
+                for entry in &entries {
+                    let after = field(&entry.1, "after")
+                        .and_then(|a| a.parse().ok())
+                        .ok_or_else(|| {
+                            HistoryError::new(format!("live entry {} lacks its place", entry.0))
+                        })?;
+                    followed.live.push(LiveEvent {
+                        seq: position(&entry.0)?,
+                        after,
+                        update: update_of(entry)?,
+                    });
+                }
+            }
+        }
+        Ok(followed)
+    }
+
+    fn refresh(&self) -> Result<()> {
+        let (rows, meta): (u64, Vec<(String, String)>) = self.with(|con| {
+            redis::pipe()
+                .cmd("XLEN")
+                .arg(&self.stream)
+                .cmd("HGETALL")
+                .arg(&self.meta)
+                .query(con)
+        })?;
+        self.rows.store(rows, Ordering::Relaxed);
+        self.note_meta(meta);
+        Ok(())
+    }
+
+    /// One pipeline: the changes, the keys' expiry, then the liveness script.
+    fn publish_node(&self, node: &str, state: &NodeState, ttl: Duration) -> Result<Vec<String>> {
+        let subs = self.node_key(node, "subs");
+        let topics = self.node_key(node, "topics");
+        let ttl_ms = ttl.as_millis() as u64;
+        let mut pipe = redis::pipe();
+        if state.full {
+            pipe.cmd("DEL").arg(&subs).arg(&topics).ignore();
+        }
+        for chunk in state.added.chunks(512) {
+            pipe.cmd("HSET").arg(&subs);
+            for (id, documents) in chunk {
+                pipe.arg(id).arg(documents);
+            }
+            pipe.ignore();
+        }
+        for chunk in state.removed.chunks(512) {
+            pipe.cmd("HDEL").arg(&subs).arg(chunk).ignore();
+        }
+        for (topic, count) in &state.counts {
+            let command = if state.full { "HSET" } else { "HINCRBY" };
+            pipe.cmd(command)
+                .arg(&topics)
+                .arg(topic)
+                .arg(count)
+                .ignore();
+        }
+        pipe.cmd("PEXPIRE").arg(&subs).arg(ttl_ms).ignore();
+        pipe.cmd("PEXPIRE").arg(&topics).arg(ttl_ms).ignore();
+        pipe.invoke_script(self.alive.key(&self.nodes).arg(node).arg(ttl_ms));
+        let (mut alive,): (Vec<String>,) = self.with(|con| pipe.query(con))?;
+        alive.sort();
+        Ok(alive)
+    }
+
+    fn other_subscriptions(&self, node: &str) -> Result<Vec<String>> {
+        let found: Vec<Vec<String>> = self.read_others(node, "HVALS", "subs")?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    fn other_counts(&self, node: &str) -> Result<Vec<(String, usize)>> {
+        let found: Vec<Vec<(String, i64)>> = self.read_others(node, "HGETALL", "topics")?;
+        Ok(found
+            .into_iter()
+            .flatten()
+            .filter(|(_, n)| *n > 0)
+            .map(|(topic, n)| (topic, n as usize))
+            .collect())
     }
 }

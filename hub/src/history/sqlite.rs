@@ -54,14 +54,14 @@ impl SqliteHistory {
     /// sound database: a corrupt one is refused with a clear error rather than failing later.
     pub fn open(data_dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
-            HistoryError(format!(
+            HistoryError::new(format!(
                 "cannot create data folder {}: {e}",
                 data_dir.display()
             ))
         })?;
         let path = data_dir.join("history.sqlite3");
         let unusable = |e: rusqlite::Error| {
-            HistoryError(format!(
+            HistoryError::new(format!(
                 "the history {} cannot be used (corrupt, or not a Tidings history?): {e}",
                 path.display()
             ))
@@ -77,7 +77,7 @@ impl SqliteHistory {
             .query_row("PRAGMA quick_check(1)", [], |row| row.get(0))
             .map_err(unusable)?;
         if check != "ok" {
-            return Err(HistoryError(format!(
+            return Err(HistoryError::new(format!(
                 "the history {} is corrupt: {check}",
                 path.display()
             )));

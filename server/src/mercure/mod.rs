@@ -64,6 +64,19 @@ pub(crate) fn history_unavailable() -> Response {
     )
 }
 
+/// The answer when the history cannot be reached now (Redis down): `503` with `Retry-After`, so
+/// that publishers retry rather than give up; nothing was acknowledged.
+pub(crate) fn history_unreachable() -> Response {
+    let mut response = plain(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "the history cannot be reached; try again shortly",
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
 /// A plain-text error response: the status and a one-line reason.
 pub(crate) fn plain(status: axum::http::StatusCode, reason: impl std::fmt::Display) -> Response {
     (

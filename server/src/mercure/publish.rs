@@ -1,6 +1,8 @@
 //! `POST /.well-known/mercure`: publish an update.
 
-use super::{auth::TokenSource, caller::Publisher, history_unavailable, plain};
+use super::{
+    auth::TokenSource, caller::Publisher, history_unavailable, history_unreachable, plain,
+};
 use crate::{AppState, cors::Cors};
 use axum::{
     body::Bytes,
@@ -33,6 +35,7 @@ impl IntoResponse for PublishError {
     fn into_response(self) -> Response {
         let status = match &self {
             PublishError::Hub(HubError::Storage) => return history_unavailable(),
+            PublishError::Hub(HubError::Unavailable) => return history_unreachable(),
             PublishError::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PublishError::BadRetry | PublishError::Invalid(_) => StatusCode::BAD_REQUEST,
             PublishError::NoToken => StatusCode::UNAUTHORIZED,

@@ -2,7 +2,7 @@
 
 use super::{
     caller::Subscriber,
-    history_unavailable,
+    history_unavailable, history_unreachable,
     limits::{LimitError, Slot},
     plain,
 };
@@ -46,6 +46,7 @@ impl IntoResponse for SubscribeError {
     fn into_response(self) -> Response {
         let status = match &self {
             SubscribeError::Hub(HubError::Storage) => return history_unavailable(),
+            SubscribeError::Hub(HubError::Unavailable) => return history_unreachable(),
             SubscribeError::NoTopic
             | SubscribeError::TooManyTopics(_)
             | SubscribeError::TooManyTemplates(_)

@@ -10,7 +10,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
-use tidings_hub::{subscription_json, subscription_topic};
+use tidings_hub::subscription_topic;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubscriptionsError {
@@ -20,6 +20,8 @@ pub enum SubscriptionsError {
     NotAllowed(String),
     #[error("no such subscription")]
     NotFound,
+    #[error("{0}")]
+    Hub(#[from] tidings_hub::SubscribeError),
 }
 
 impl IntoResponse for SubscriptionsError {
@@ -28,6 +30,15 @@ impl IntoResponse for SubscriptionsError {
             SubscriptionsError::NoToken => StatusCode::UNAUTHORIZED,
             SubscriptionsError::NotAllowed(_) => StatusCode::FORBIDDEN,
             SubscriptionsError::NotFound => StatusCode::NOT_FOUND,
+            SubscriptionsError::Hub(tidings_hub::SubscribeError::Unavailable) => {
+                return super::history_unreachable();
+            }
+            SubscriptionsError::Hub(tidings_hub::SubscribeError::ShuttingDown) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            SubscriptionsError::Hub(tidings_hub::SubscribeError::Storage) => {
+                return super::history_unavailable();
+            }
         };
         plain(status, self)
     }
@@ -57,15 +68,18 @@ fn json_ld(doc: Value) -> Response {
         .into_response()
 }
 
-fn collection(state: &AppState, id: String, topic: Option<&str>) -> Response {
+async fn collection(state: &AppState, id: String, topic: Option<&str>) -> Response {
     let tidings_hub::Subscriptions {
         active,
         last_event_id,
-    } = state.hub.subscriptions();
+    } = match state.hub.subscriptions().await {
+        Ok(subscriptions) => subscriptions,
+        Err(error) => return SubscriptionsError::Hub(error).into_response(),
+    };
     let subscriptions: Vec<Value> = active
-        .iter()
+        .into_iter()
         .filter(|a| topic.is_none_or(|t| a.selector == t))
-        .map(|a| subscription_json(&a.subscriber, &a.selector, true))
+        .map(|a| a.document)
         .collect();
     json_ld(json!({
         "@context": "https://mercure.rocks/",
@@ -82,11 +96,7 @@ pub async fn all(
     uri: Uri,
 ) -> Result<Response, SubscriptionsError> {
     authorize(&state, subscriber, &uri)?;
-    Ok(collection(
-        &state,
-        "/.well-known/mercure/subscriptions".into(),
-        None,
-    ))
+    Ok(collection(&state, "/.well-known/mercure/subscriptions".into(), None).await)
 }
 
 pub async fn of_topic(
@@ -97,11 +107,7 @@ pub async fn of_topic(
 ) -> Result<Response, SubscriptionsError> {
     authorize(&state, subscriber, &uri)?;
     let id = subscription_topic(&topic, "");
-    Ok(collection(
-        &state,
-        id.trim_end_matches('/').to_owned(),
-        Some(&topic),
-    ))
+    Ok(collection(&state, id.trim_end_matches('/').to_owned(), Some(&topic)).await)
 }
 
 pub async fn one(
@@ -114,12 +120,12 @@ pub async fn one(
     let tidings_hub::Subscriptions {
         active,
         last_event_id,
-    } = state.hub.subscriptions();
+    } = state.hub.subscriptions().await?;
     let found = active
-        .iter()
-        .find(|a| a.selector == topic && a.subscriber.id() == subscriber)
+        .into_iter()
+        .find(|a| a.selector == topic && a.subscriber == subscriber)
         .ok_or(SubscriptionsError::NotFound)?;
-    let mut doc = subscription_json(&found.subscriber, &found.selector, true);
+    let mut doc = found.document;
     doc["lastEventID"] = json!(last_event_id);
     Ok(json_ld(doc))
 }

@@ -6,6 +6,7 @@ mod helpers;
 
 mod auth;
 mod chat;
+mod cluster;
 mod cors;
 mod counter_stream;
 mod errors;

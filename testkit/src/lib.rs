@@ -1,0 +1,121 @@
+//! Real servers for tests and benchmarks, each on a free port of 127.0.0.1 with its own
+//! temporary folder, stopped by its pid when dropped (even when the test fails).
+//!
+//! Only `redis-server` so far (Debian's package; `scripts/setup.sh --test` installs it).
+
+use std::{
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// A `redis-server` of the caller's own, with an append-only file fsynced on every write
+/// (`appendfsync always`), so that a reply means the write is on disk and survives a kill.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    fsync: &'static str,
+}
+
+impl RedisServer {
+    /// Starts one and waits until it answers.
+    pub fn start() -> Self {
+        Self::start_with_fsync("always")
+    }
+
+    /// As [`start`](Self::start), with this `appendfsync` policy (`always`, `everysec`, `no`).
+    pub fn start_with_fsync(fsync: &'static str) -> Self {
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("a temporary folder"),
+            fsync,
+        };
+        server.restart();
+        server
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills it at once (SIGKILL): what survives is what its append-only file holds.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and folder (it reloads its append-only file), and
+    /// waits until it answers. Does nothing if it runs.
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            return;
+        }
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(["--save", "", "--appendonly", "yes"])
+            .args(["--appendfsync", self.fsync])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/setup.sh --test installs it)");
+        self.child = Some(child);
+        self.wait_until_ready();
+    }
+
+    /// Until it answers PING with its data loaded.
+    fn wait_until_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.ping() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("redis-server on port {} exited: {status}", self.port);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} never answered PING",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(client) = redis::Client::open(self.url()) else {
+            return false;
+        };
+        let Ok(mut con) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
+            return false;
+        };
+        redis::cmd("PING").query::<String>(&mut con).is_ok()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port free now, and very likely still free when a server binds it a moment later.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
