@@ -13,14 +13,15 @@ export PATH := $(CURDIR)/tools/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
 ADDR ?= 127.0.0.1:3000
 SERVER_PACKAGES := -p tidings-hub -p tidings-server -p tidings-app -p tidings-bench -p tidings-testkit
 
-.PHONY: help setup build run dev test check unit e2e bench screenshots clean
+.PHONY: help setup build run cluster dev test check unit e2e bench screenshots clean
 
 help:
-	@echo "make run    install what is missing, build the release site and serve it on $(ADDR)"
-	@echo "make test   everything CI runs: fmt, clippy, Rust tests, browser tests"
-	@echo "make build  release build of the server and the site"
-	@echo "make dev    rebuild and reload on every change (cargo leptos watch)"
-	@echo "make bench  measure the hub core and the release server's memory (takes minutes)"
+	@echo "make run      install what is missing, build the release site and serve it on $(ADDR)"
+	@echo "make test     everything CI runs: fmt, clippy, Rust tests, browser tests"
+	@echo "make build    release build of the server and the site"
+	@echo "make cluster  three nodes on one Redis (nginx in front on 127.0.0.1:3000 if installed)"
+	@echo "make dev      rebuild and reload on every change (cargo leptos watch)"
+	@echo "make bench    measure the hub core and the release server's memory (takes minutes)"
 
 setup:
 	scripts/setup.sh
@@ -31,6 +32,10 @@ build: setup
 # Serves the release build. TIDINGS_ADDR or ADDR=... changes the address.
 run: build
 	TIDINGS_ADDR=$${TIDINGS_ADDR:-$(ADDR)} TIDINGS_SITE_ROOT=target/site target/release/tidings
+
+# Three nodes sharing one local Redis, in the foreground; Ctrl-C stops them. See docs/cluster.md.
+cluster: build
+	scripts/cluster.sh
 
 dev: setup
 	cargo leptos watch
