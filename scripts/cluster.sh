@@ -109,17 +109,14 @@ jwt_sig=$(printf '%s' "$jwt_head.$jwt_body" |
 token="$jwt_head.$jwt_body.$jwt_sig"
 
 # The nodes. Each gets its own data dir (unused with Redis, but never shared), and trusts the
-# X-Forwarded-For of nginx (127.0.0.1), so per-client limits count visitors. Only the first
-# runs the simulated market and the monitor: three market simulations would publish three
-# interleaved random walks on the same topics, and three monitors would take turns on /monitor.
+# X-Forwarded-For of nginx (127.0.0.1), so per-client limits count visitors. (The simulated
+# market and the monitor publish from the leading node only.)
 i=0
 for port in "${ports[@]}"; do
   i=$((i + 1))
-  extra=()
-  [ "$i" = 1 ] || extra=(--market-interval-ms 0 --monitor-interval-ms 0)
   mkdir "$tmp/node$i"
   start "node$i" "$bin" --addr "127.0.0.1:$port" --site-root "$site" --data-dir "$tmp/node$i" \
-    --redis-url "$redis_url" --trusted-proxy 127.0.0.1/32 "${extra[@]}"
+    --redis-url "$redis_url" --trusted-proxy 127.0.0.1/32
   wait_for "node$i" curl -fsS "http://127.0.0.1:$port/healthz"
 done
 

@@ -6,7 +6,7 @@ use crate::AppState;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::time::Duration;
 use tidings_app::model::Quote;
-use tidings_hub::Update;
+use tidings_hub::{PublishError, Update};
 
 /// The symbols and their opening prices.
 pub const SYMBOLS: [(&str, f64); 6] = [
@@ -63,13 +63,21 @@ pub async fn run(state: AppState, interval: Duration, seed: u64) {
             () = state.shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        for quote in market.tick(crate::now_ms()) {
+        // The walk goes on everywhere; on a cluster only the leading node publishes it.
+        let quotes = market.tick(crate::now_ms());
+        if !state.hub.leads() {
+            continue;
+        }
+        for quote in quotes {
             let data = serde_json::to_string(&quote).expect("serializable");
             let Ok(update) = Update::public(format!("/ticker/{}", quote.symbol), data) else {
                 continue;
             };
-            if state.hub.publish(update).await.is_err() {
-                return;
+            match state.hub.publish(update).await {
+                Err(PublishError::ShuttingDown) => return,
+                // The history is away for now (logged by the hub): skip this tick.
+                Err(_) => break,
+                Ok(_) => {}
             }
         }
     }

@@ -47,7 +47,11 @@ pub async fn run(state: AppState, interval: Duration) {
         ) else {
             return;
         };
-        if state.hub.publish(update).await.is_err() {
+        // On a cluster, only the leading node publishes its figures.
+        if !state.hub.leads() {
+            continue;
+        }
+        if let Err(tidings_hub::PublishError::ShuttingDown) = state.hub.publish(update).await {
             return;
         }
     }
