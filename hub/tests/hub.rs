@@ -1,10 +1,11 @@
-//! The hub core against a real SQLite file in a temporary folder.
+//! The hub core against a real SQLite file in a temporary folder (and, as two nodes, against a
+//! real Redis).
 
 use futures_util::StreamExt;
 use std::{sync::Arc, time::Duration};
 use tidings_hub::{
-    EARLIEST, HISTORY_GAP_EVENT, History, Hub, HubConfig, NewUpdate, Selector, SqliteHistory,
-    SubscribeRequest, SubscriptionStream, Update,
+    EARLIEST, HISTORY_GAP_EVENT, History, Hub, HubConfig, NewUpdate, RedisHistory, Selector,
+    SqliteHistory, SubscribeRequest, SubscriptionStream, Update,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -666,4 +667,88 @@ async fn a_resume_over_a_corrupt_history_gets_the_gap_event_not_a_silent_end() {
         }
     }
     assert_eq!(hub.stats().history_gaps, 1);
+}
+
+/// Two hubs on one Redis, as two nodes: both deliver stored and live-only events in one
+/// order, whichever hub they were sent on, and a client resumes on either from any event's id,
+/// a live-only one's included, missing and repeating nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hubs_on_one_redis_deliver_one_order_and_resume_on_either() {
+    let redis = tidings_testkit::RedisServer::start();
+    let open = || Arc::new(RedisHistory::open(&redis.url(), "t:").unwrap());
+    let one = Hub::start(open(), HubConfig::default()).unwrap();
+    let two = Hub::start(open(), HubConfig::default()).unwrap();
+    let watcher = |last: Option<&str>| SubscribeRequest {
+        scope: Some(Arc::from([Selector::Any])),
+        ..request(
+            &[
+                "/.well-known/mercure/subscriptions{/topic}{/subscriber}",
+                "/t",
+            ],
+            last,
+        )
+    };
+    let mut on_one = Events::new(one.subscribe(watcher(None)).await.unwrap().stream);
+    let mut on_two = Events::new(two.subscribe(watcher(None)).await.unwrap().stream);
+    one.publish(update("/t", "start", "")).await.unwrap();
+    for i in 0..30 {
+        let hub = if i % 2 == 0 { &one } else { &two };
+        hub.publish(update("/t", &format!("s{i}"), ""))
+            .await
+            .unwrap();
+        if i % 3 == 0 {
+            // Announced (opened, then closed) through Redis, never stored.
+            drop(two.subscribe(request(&["/x"], None)).await.unwrap());
+        }
+    }
+    two.publish(update("/t", "end", "")).await.unwrap();
+
+    let mut sequences = Vec::new();
+    for events in [&mut on_one, &mut on_two] {
+        let mut ids = Vec::new();
+        let mut started = false;
+        loop {
+            let id = events.next().await.expect("stream open").1.unwrap();
+            started |= id == "start";
+            if started {
+                ids.push(id.clone());
+            }
+            if id == "end" {
+                break;
+            }
+        }
+        sequences.push(ids);
+    }
+    assert_eq!(sequences[0], sequences[1], "both hubs deliver one order");
+    let live = sequences[0].len() - 32;
+    assert!(
+        live >= 20,
+        "ten subscribers opened and closed: {:?}",
+        sequences[0]
+    );
+
+    // Resume on hub one from a live-only event that hub two delivered, mid-sequence.
+    let at = sequences[1]
+        .iter()
+        .position(|id| id.starts_with("urn:"))
+        .unwrap()
+        + 4;
+    let resumed = one
+        .subscribe(watcher(Some(&sequences[1][at])))
+        .await
+        .unwrap();
+    assert!(!resumed.history_gap);
+    let mut events = Events::new(resumed.stream);
+    let mut ids = Vec::new();
+    while ids.last().map(String::as_str) != Some("end") {
+        ids.push(events.next().await.expect("stream open").1.unwrap());
+    }
+    let expected: Vec<String> = sequences[1][at + 1..]
+        .iter()
+        .filter(|id| !id.starts_with("urn:"))
+        .cloned()
+        .collect();
+    assert_eq!(ids, expected, "every stored update after it, once");
+    one.shutdown().await;
+    two.shutdown().await;
 }
