@@ -56,6 +56,27 @@ impl RedisServer {
         }
     }
 
+    /// Stops it (SIGSTOP) without closing anything: connections stay open and new ones are
+    /// accepted by the kernel, but nothing answers — a hung server, which only timeouts notice.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            let status = Command::new("kill")
+                .args([signal, &pid.to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(status.success(), "kill {signal} {pid}");
+        }
+    }
+
     /// Starts it again on the same port and folder (it reloads its append-only file), and
     /// waits until it answers. Does nothing if it runs.
     pub fn restart(&mut self) {

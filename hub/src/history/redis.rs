@@ -45,6 +45,9 @@ use std::{
 /// (a health check reports it) instead of blocking the writer thread for ever.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long calls fail at once after the server was found unreachable.
+const PAUSE: Duration = Duration::from_millis(500);
+
 /// Entries fetched per round trip when scanning.
 const CHUNK: usize = 512;
 
@@ -61,6 +64,8 @@ pub struct RedisHistory {
     /// Where the server is, without credentials: for error messages.
     address: String,
     idle: Mutex<Vec<Connection>>,
+    /// When a call last found the server unreachable, until one succeeds.
+    unreachable_since: Mutex<Option<std::time::Instant>>,
     /// The follower's own connection: an `XREAD BLOCK` holds a connection while it waits.
     following: Mutex<Option<Connection>>,
     stream: String,
@@ -215,6 +220,7 @@ impl RedisHistory {
             client,
             address,
             idle: Mutex::new(Vec::new()),
+            unreachable_since: Mutex::new(None),
             following: Mutex::new(None),
             stream: format!("{prefix}stream"),
             meta: format!("{prefix}meta"),
@@ -255,18 +261,38 @@ impl RedisHistory {
 
     /// Runs `f` on a pooled connection. A connection that failed is dropped, not pooled: after
     /// a timeout its replies may be out of step.
+    ///
+    /// For [`PAUSE`] after the server was found unreachable, calls fail at once instead of
+    /// each waiting out [`TIMEOUT`] again: a hung Redis costs the publishers queued behind one
+    /// timed-out batch a prompt 503, not a timeout each.
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>) -> Result<T> {
+        if let Some(since) = *self.unreachable_since.lock()
+            && since.elapsed() < PAUSE
+        {
+            return Err(HistoryError::unavailable(format!(
+                "Redis at {} unreachable (trying again shortly)",
+                self.address
+            )));
+        }
         let pooled = self.idle.lock().pop();
         let mut con = match pooled {
             Some(con) => con,
-            None => self.connect()?,
+            None => self.connect().inspect_err(|e| self.note_failure(e))?,
         };
-        let result = f(&mut con).map_err(|e| self.error(e))?;
+        let result = f(&mut con).map_err(|e| self.error(e));
+        let result = result.inspect_err(|e| self.note_failure(e))?;
+        *self.unreachable_since.lock() = None;
         let mut idle = self.idle.lock();
         if idle.len() < 8 {
             idle.push(con);
         }
         Ok(result)
+    }
+
+    fn note_failure(&self, error: &HistoryError) {
+        if error.is_unavailable() {
+            *self.unreachable_since.lock() = Some(std::time::Instant::now());
+        }
     }
 
     fn connect(&self) -> Result<Connection> {
