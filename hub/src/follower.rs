@@ -10,13 +10,15 @@
 //! When the store cannot be reached, the follower retries with a capped backoff and the hub
 //! reports itself unhealthy; subscribers' streams stay open on heartbeats. When it is back, the
 //! follower continues from the last position it delivered: nothing is missed. Should the store
-//! have pruned past that position meanwhile, the node's subscribers are disconnected so that
-//! they resume, each learning exactly what it missed or that history is gone.
+//! have pruned past that position meanwhile, the subscribers that could have wanted what was
+//! pruned are disconnected so that they resume, each learning exactly what it missed or that
+//! history is gone. Should the store have lost its history (restarted empty), every local
+//! stream ends the same way and following starts afresh.
 
 use crate::{
-    history::{Cursor, LiveEvent, SharedHistory},
+    history::{Cursor, HistoryError, LiveEvent, SharedHistory},
     hub::{Shared, Unhealthy},
-    registry::Mark,
+    registry::{Head, Mark},
     writer::{deliver_live, deliver_stored},
 };
 use std::{
@@ -42,7 +44,22 @@ pub(crate) fn run(shared: &Shared, mut cursor: Cursor) {
     let mut down_since = Instant::now();
     let mut refreshed = Instant::now();
     while !shared.stopping.load(Ordering::Relaxed) {
-        let followed = match store.follow(cursor, BATCH, WAIT) {
+        let round = store.follow(cursor, BATCH, WAIT).and_then(|followed| {
+            // Positions missing from what was read: pruned before this node got to them, or
+            // never there. The horizon, read after this read, tells which.
+            let mut expected = cursor.position + 1;
+            let mut skipped = false;
+            for stored in &followed.stored {
+                skipped |= stored.position != expected;
+                expected = stored.position + 1;
+            }
+            if skipped {
+                store.refresh()?;
+                end_streams_behind_the_horizon(shared, cursor.position);
+            }
+            Ok(followed)
+        });
+        let followed = match round {
             Ok(followed) => followed,
             Err(error) => {
                 failures += 1;
@@ -74,65 +91,93 @@ pub(crate) fn run(shared: &Shared, mut cursor: Cursor) {
         }
         *shared.following.lock() = None;
 
-        if followed
-            .stored
-            .first()
-            .is_some_and(|first| first.position > cursor.position + 1)
-        {
-            check_for_hole(shared, store, cursor.position);
-        }
-        if let Some(last) = followed.live.last() {
-            cursor.live = last.seq;
-        }
         waiting.extend(followed.live);
         for stored in followed.stored {
             while let Some(live) = waiting.pop_front_if(|live| live.after < stored.position) {
-                deliver_live(shared, mark_of(&live), &live.update);
+                deliver(shared, &live);
             }
             deliver_stored(shared, stored.position, &stored.update);
-            cursor.position = stored.position;
         }
+        cursor = followed.read_to;
         // Placed after an update already delivered, or (when the read held every stored update
         // there was) after one that is gone: its turn has come.
         while let Some(live) =
             waiting.pop_front_if(|live| live.after <= cursor.position || followed.complete)
         {
-            deliver_live(shared, mark_of(&live), &live.update);
+            deliver(shared, &live);
         }
 
         if refreshed.elapsed() >= REFRESH {
             refreshed = Instant::now();
-            if let Err(error) = store.refresh() {
-                tracing::warn!("reloading the history's figures failed: {error}");
+            match store.refresh() {
+                Ok(now)
+                    if now.reset
+                        || now.store.position < cursor.position
+                        || now.store.live < cursor.live =>
+                {
+                    match start_over(shared, store) {
+                        Ok(fresh) => {
+                            cursor = fresh;
+                            waiting.clear();
+                        }
+                        Err(error) => tracing::error!("cannot follow the history afresh: {error}"),
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!("reloading the history's figures failed: {error}"),
             }
         }
     }
 }
 
-fn mark_of(live: &LiveEvent) -> Mark {
-    Mark {
+fn deliver(shared: &Shared, live: &LiveEvent) {
+    let mark = Mark {
         position: live.after,
         seq: live.seq,
+    };
+    deliver_live(shared, mark, &live.update);
+    shared.delivered_live.store(live.seq, Ordering::Relaxed);
+}
+
+/// Ends the local streams of subscribers that could want an update at or after `delivered`
+/// that pruning dropped before this node delivered it (it lagged, or was cut off from the
+/// store while others pruned). Each client resumes from its own last event and learns exactly
+/// what is gone (the gap event), or gets what is still there.
+fn end_streams_behind_the_horizon(shared: &Shared, delivered: u64) {
+    let horizon = shared.history.horizon();
+    let ended = shared
+        .registry
+        .write()
+        .remove_where(|info| horizon.hides_after(delivered, info.prefixes()));
+    if ended > 0 {
+        tracing::warn!(
+            "the history was pruned past position {delivered} before this node delivered it; \
+             {ended} subscribers disconnected to resume"
+        );
     }
 }
 
-/// Positions after `delivered` are missing from what was read: either retention dropped them
-/// before this node read them (it lagged, or the store was away), or they never were stored
-/// updates a subscriber could want (a volatile rule dropped them). The horizon tells which;
-/// in the first case every local stream is ended, so its client resumes from its last event
-/// and learns exactly what is gone.
-fn check_for_hole(shared: &Shared, store: &dyn SharedHistory, delivered: u64) {
-    if let Err(error) = store.refresh() {
-        tracing::warn!("cannot check the history's horizon: {error}");
-    }
-    let horizon = shared.history.horizon();
-    let hole =
-        horizon.through > delivered || horizon.volatile.iter().any(|(_, floor)| *floor > delivered);
-    if hole {
-        let dropped = shared.registry.write().clear();
-        tracing::warn!(
-            "the history was pruned past position {delivered} before this node delivered it; \
-             {dropped} subscribers disconnected to resume"
-        );
-    }
+/// The store lost its history (Redis restarted empty, or fell back to an older state): what
+/// this node delivered from it cannot be resumed from, and positions will be handed out again.
+/// Every local stream ends (its client resumes, and gets the gap event for an id that is gone),
+/// the head and the live ids start from the store as it is, and so does following.
+fn start_over(shared: &Shared, store: &dyn SharedHistory) -> Result<Cursor, HistoryError> {
+    let fresh = store.cursor()?;
+    let head = Head::new(shared.history.heads()?, fresh.position);
+    let position = head.position;
+    let ended = {
+        let mut registry = shared.registry.write();
+        registry.head = head;
+        registry.remove_where(|_| true)
+    };
+    shared.live_ids.lock().clear();
+    shared.delivered_live.store(fresh.live, Ordering::Relaxed);
+    tracing::error!(
+        "the shared history lost updates (Redis restarted empty or older); following it afresh \
+         from position {position}, {ended} subscribers disconnected to resume"
+    );
+    Ok(Cursor {
+        position,
+        live: fresh.live,
+    })
 }

@@ -23,7 +23,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -184,6 +184,8 @@ pub(crate) struct Shared {
     pub round: AtomicU64,
     /// Live-only events numbered so far, when this process is the history's only writer.
     pub live_seq: AtomicU64,
+    /// The last live-only event the follower delivered, when the history is shared.
+    pub delivered_live: AtomicU64,
     /// Why following a shared history fails now, if it does.
     pub following: Mutex<Option<Unhealthy>>,
     /// This process's name among the nodes of a cluster.
@@ -272,13 +274,9 @@ impl Hub {
     pub fn start(history: Arc<dyn History>, config: HubConfig) -> Result<Self, HistoryError> {
         // Live events from here on; stored updates from the newest one read next.
         let cursor = history.shared().map(|s| s.cursor()).transpose()?;
-        let heads = history.heads()?;
-        let mut head = Head::default();
-        if let Some(last) = heads.last {
-            head.position = last.position;
-            head.last = Some(last.update);
-        }
-        head.last_public_id = heads.last_public.map(|s| s.update.id().to_owned());
+        // Followed from the last position handed out, which is past the newest entry when the
+        // newest ones were pruned: the next one read is then no hole.
+        let head = Head::new(history.heads()?, cursor.map_or(0, |c| c.position));
         let (writer, jobs) = mpsc::channel(config.publish_queue.max(1));
         let shared = Arc::new(Shared {
             live_ids: Mutex::new(LiveIds::new(config.live_ids)),
@@ -293,6 +291,7 @@ impl Hub {
             stopping: AtomicBool::new(false),
             round: AtomicU64::new(0),
             live_seq: AtomicU64::new(0),
+            delivered_live: AtomicU64::new(0),
             following: Mutex::new(None),
             node: crate::update::new_id(),
             leader: Mutex::new(None),
@@ -301,6 +300,7 @@ impl Hub {
         shared.spawn("writer", move |shared| writer::run(shared, jobs))?;
         if let Some(mut cursor) = cursor {
             cursor.position = shared.registry.read().head.position;
+            shared.delivered_live.store(cursor.live, Ordering::Relaxed);
             shared.spawn("follower", move |shared| follower::run(shared, cursor))?;
             shared.registry.write().roster = Some(roster::RosterLog::new());
             shared.spawn("roster", |shared| {
@@ -309,7 +309,9 @@ impl Hub {
                 }
             })?;
         }
-        if shared.config.prunes_by_age() {
+        // On a cluster the leading node prunes what every node publishes, so it looks every
+        // second even when it publishes nothing itself.
+        if shared.config.prunes_by_age() || shared.history.shared().is_some() {
             writer::spawn_prune_ticker(&writer)
                 .map_err(|e| HistoryError::new(format!("cannot start the prune thread: {e}")))?;
         }
@@ -338,8 +340,10 @@ impl Hub {
             .collect()
     }
 
-    /// Publishes an update. Returns its history position once it is durable and has been
-    /// handed to every matching subscriber.
+    /// Publishes an update. Returns its history position once it is durable and (with a
+    /// history of its own) has been handed to every matching subscriber. With a shared history
+    /// it returns once the store has it; every node's follower, this one's included, delivers
+    /// it a moment later.
     pub async fn publish(&self, update: Update) -> Result<u64, PublishError> {
         let (ack, answer) = oneshot::channel();
         self.writer
@@ -397,7 +401,7 @@ impl Hub {
                             Resume::After(Mark::stored(position), id)
                         }
                     }
-                    Ok((None, _)) => match self.shared.live_ids.lock().mark_of(&id) {
+                    Ok((None, _)) => match self.live_mark(&id).await {
                         Some(mark) => Resume::After(mark, id),
                         None => Resume::Gap,
                     },
@@ -503,7 +507,11 @@ impl Hub {
         .map_err(|_| SubscribeError::ShuttingDown)?
         .map_err(|error| {
             tracing::error!("reading a snapshot failed: {error}");
-            SubscribeError::Storage
+            if error.is_unavailable() {
+                SubscribeError::Unavailable
+            } else {
+                SubscribeError::Storage
+            }
         })?;
         Ok(Snapshot {
             updates,
@@ -579,6 +587,27 @@ impl Hub {
             return true;
         }
         self.shared.leader.lock().as_deref() == Some(self.shared.node.as_str())
+    }
+
+    /// Where a live-only event with this id was delivered. On a cluster, a client may come from
+    /// a node further ahead: when this one has not yet delivered every live event sent so far,
+    /// it waits for its follower (a second at most) before calling the id unknown.
+    async fn live_mark(&self, id: &str) -> Option<Mark> {
+        if let Some(mark) = self.shared.live_ids.lock().mark_of(id) {
+            return Some(mark);
+        }
+        let history = self.shared.history.clone();
+        let sent = tokio::task::spawn_blocking(move || history.shared().map(|s| s.cursor()))
+            .await
+            .ok()??
+            .ok()?
+            .live;
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.shared.delivered_live.load(Ordering::Relaxed) < sent && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.shared.live_ids.lock().mark_of(id)
     }
 
     /// Runs a read of what the other nodes published, off the executor.
@@ -665,9 +694,7 @@ impl Hub {
         self.shared.closing.cancel();
         // Sent after every publish already queued, so those are committed first.
         let _ = self.writer.send(Job::Stop).await;
-        self.shared
-            .stopping
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.shared.stopping.store(true, Ordering::Relaxed);
         let threads = std::mem::take(&mut *self.shared.threads.lock());
         for thread in threads {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;

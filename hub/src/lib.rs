@@ -35,7 +35,7 @@ mod writer;
 pub use events::{subscription_json, subscription_topic};
 pub use history::{
     Cursor, Followed, Heads, History, HistoryError, Horizon, LiveEvent, NodeState, RedisHistory,
-    Retention, SharedHistory, SqliteHistory,
+    Refreshed, Retention, SharedHistory, SqliteHistory,
 };
 pub use hub::{
     Hub, HubConfig, PublishError, SelectorRefused, Snapshot, SubscribeError, SubscribeRequest,

@@ -110,6 +110,21 @@ pub(crate) struct Head {
 }
 
 impl Head {
+    /// The head of a history with these newest updates, at `position` or the newest one's,
+    /// whichever is later.
+    pub(crate) fn new(heads: crate::history::Heads, position: u64) -> Self {
+        let mut head = Head {
+            position,
+            last_public_id: heads.last_public.map(|s| s.update.id().to_owned()),
+            ..Head::default()
+        };
+        if let Some(last) = heads.last {
+            head.position = head.position.max(last.position);
+            head.last = Some(last.update);
+        }
+        head
+    }
+
     /// The id to tell a subscriber with this claim as "where the stream stands": the newest
     /// update if it may see it, else the newest public one, so that no private id leaks. A
     /// resume from it replays only what this subscriber may see, so it misses nothing either.
@@ -272,9 +287,15 @@ impl Registry {
         self.subscribers.values().map(|s| &s.info)
     }
 
-    /// Removes every subscriber: their streams end, and their clients reconnect and resume.
-    pub(crate) fn clear(&mut self) -> usize {
-        let keys: Vec<Key> = self.subscribers.keys().copied().collect();
+    /// Removes the subscribers `which` picks: their streams end, and their clients reconnect
+    /// and resume.
+    pub(crate) fn remove_where(&mut self, which: impl Fn(&SubscriberInfo) -> bool) -> usize {
+        let keys: Vec<Key> = self
+            .subscribers
+            .iter()
+            .filter(|(_, s)| which(&s.info))
+            .map(|(key, _)| *key)
+            .collect();
         keys.into_iter().filter(|&key| self.remove(key)).count()
     }
 

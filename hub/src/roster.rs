@@ -17,7 +17,7 @@ use crate::{
 use std::{
     collections::HashMap,
     sync::{Arc, atomic::Ordering},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 /// How often a node publishes its changes and says it is alive.
@@ -83,45 +83,64 @@ fn exact_topics(info: &SubscriberInfo) -> impl Iterator<Item = &str> {
 }
 
 pub(crate) fn run(shared: &Shared, store: &dyn SharedHistory) {
+    // Unknown until the first publish: which starts with everything.
+    let mut published = Instant::now() - TTL;
     while !shared.stopping.load(Ordering::Relaxed) {
         std::thread::sleep(PERIOD);
-        let state = {
+        // What was published may have expired (a publish can take as long as the TTL): then
+        // the changes since would apply to nothing.
+        let stale = published.elapsed() + PERIOD >= TTL;
+        let taken = {
             let mut registry = shared.registry.write();
             let Some(log) = registry.roster.as_mut() else {
                 return;
             };
-            if log.full {
+            if log.full || stale {
                 // Under the registry's lock: the log restarts exactly where this copy ends.
                 *log = RosterLog::default();
-                NodeState {
-                    full: true,
-                    added: registry
-                        .infos()
-                        .map(|info| (info.id.clone(), documents(info)))
-                        .collect(),
-                    removed: Vec::new(),
-                    counts: registry
-                        .exact_counts(|_| true)
-                        .into_iter()
-                        .map(|(topic, n)| (topic, n as i64))
-                        .collect(),
-                }
+                Taken::Everything(
+                    registry.infos().cloned().collect(),
+                    registry.exact_counts(|_| true),
+                )
             } else {
-                let log = std::mem::take(log);
-                drop(registry);
-                changes(&log)
+                Taken::Changes(std::mem::take(log))
             }
         };
+        // Serialised outside the lock: fan-out and subscribes never wait for it.
+        let state = match taken {
+            Taken::Everything(infos, counts) => NodeState {
+                full: true,
+                added: infos
+                    .iter()
+                    .map(|info| (info.id.clone(), documents(info)))
+                    .collect(),
+                removed: Vec::new(),
+                counts: counts.into_iter().map(|(t, n)| (t, n as i64)).collect(),
+            },
+            Taken::Changes(log) => changes(&log),
+        };
+        let attempt = Instant::now();
         match store.publish_node(&shared.node, &state, TTL) {
-            Ok(alive) => *shared.leader.lock() = alive.first().cloned(),
+            Ok(alive) => {
+                published = attempt;
+                *shared.leader.lock() = alive.first().cloned();
+            }
             Err(error) => {
                 tracing::warn!("publishing this node's subscribers failed: {error}");
+                // Another node may lead meanwhile; this one does not know, so it does not.
+                *shared.leader.lock() = None;
                 if let Some(log) = shared.registry.write().roster.as_mut() {
                     *log = RosterLog::new();
                 }
             }
         }
     }
+}
+
+/// What the roster takes from the registry under its lock.
+enum Taken {
+    Everything(Vec<Arc<SubscriberInfo>>, Vec<(String, usize)>),
+    Changes(RosterLog),
 }
 
 fn changes(log: &RosterLog) -> NodeState {

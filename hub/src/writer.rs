@@ -9,6 +9,7 @@
 //! Between batches it prunes the history, and answers health probes with a real write.
 
 use crate::{
+    history::SharedHistory,
     hub::{PublishError, Shared, Unhealthy},
     registry::{Delivery, Mark, Registry},
     stats::Counters,
@@ -73,6 +74,11 @@ impl LiveIds {
         }
     }
 
+    pub(crate) fn clear(&mut self) {
+        self.order.clear();
+        self.positions.clear();
+    }
+
     pub(crate) fn mark_of(&self, id: &str) -> Option<Mark> {
         self.positions.get(id).copied()
     }
@@ -113,6 +119,13 @@ pub(crate) fn run(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
             return;
         }
         let config = &shared.config;
+        // A shared history is pruned by one node, the leading one: the others would only
+        // repeat its work.
+        if shared.history.shared().is_some()
+            && shared.leader.lock().as_deref() != Some(shared.node.as_str())
+        {
+            continue;
+        }
         let slack = (config.history_max_events / 100).max(1);
         let over = shared.history.len() >= config.history_max_events.saturating_add(slack);
         let aged = config.prunes_by_age() && last_age_prune.elapsed() >= Duration::from_secs(1);
@@ -126,6 +139,9 @@ pub(crate) fn run(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
 }
 
 fn commit_and_fan_out(shared: &Shared, batch: &mut Vec<Job>) {
+    if let Some(store) = shared.history.shared() {
+        return store_shared(shared, store, batch);
+    }
     let stored: Vec<Arc<Update>> = batch
         .iter()
         .filter_map(|job| match job {
@@ -133,68 +149,95 @@ fn commit_and_fan_out(shared: &Shared, batch: &mut Vec<Job>) {
             _ => None,
         })
         .collect();
-    let positions = if stored.is_empty() {
-        Ok(Vec::new())
-    } else {
-        shared.history.append(&stored)
-    };
-    let failure = match &positions {
-        Err(error) => {
-            tracing::error!("{error}");
-            shared.set_health(Err(Unhealthy::from(error)));
-            Some(PublishError::from(error))
-        }
-        Ok(_) => {
-            if !stored.is_empty() {
-                shared.set_health(Ok(()));
-            }
-            None
-        }
-    };
+    let positions = append(shared, &stored);
+    let failure = positions.as_ref().err().cloned();
     let mut positions = positions.unwrap_or_default().into_iter();
     let mut acks = Vec::new();
-    // A shared history: every node, this one included, fans out what it reads back from the
-    // store, in the store's order; here the batch is only stored (and live events sent).
-    if let Some(store) = shared.history.shared() {
-        let mut live = Vec::new();
-        for job in batch.drain(..) {
-            match job {
-                Job::Publish(_, ack) => match positions.next() {
-                    Some(position) => acks.push((ack, position)),
-                    None => {
-                        let _ = ack.send(Err(failure.clone().unwrap_or(PublishError::Storage)));
-                    }
-                },
-                Job::Live(update) => live.push(update),
-                _ => {}
+    for job in batch.drain(..) {
+        match job {
+            Job::Publish(update, ack) => {
+                let Some(position) = positions.next() else {
+                    let _ = ack.send(Err(failure.clone().unwrap_or(PublishError::Storage)));
+                    continue;
+                };
+                deliver_stored(shared, position, &update);
+                acks.push((ack, position));
             }
-        }
-        if let Err(error) = store.send_live(&live) {
-            tracing::warn!("{} live events not sent: {error}", live.len());
-        }
-    } else {
-        for job in batch.drain(..) {
-            match job {
-                Job::Publish(update, ack) => {
-                    let Some(position) = positions.next() else {
-                        let _ = ack.send(Err(failure.clone().unwrap_or(PublishError::Storage)));
-                        continue;
-                    };
-                    deliver_stored(shared, position, &update);
-                    acks.push((ack, position));
-                }
-                Job::Live(update) => {
-                    let seq = shared.live_seq.fetch_add(1, Ordering::Relaxed) + 1;
-                    let position = shared.registry.read().head.position;
-                    deliver_live(shared, Mark { position, seq }, &update);
-                }
-                _ => {}
+            Job::Live(update) => {
+                let seq = shared.live_seq.fetch_add(1, Ordering::Relaxed) + 1;
+                let position = shared.registry.read().head.position;
+                deliver_live(shared, Mark { position, seq }, &update);
             }
+            _ => {}
         }
     }
     Counters::add(&shared.counters.updates_published, acks.len() as u64);
     for (ack, position) in acks {
         let _ = ack.send(Ok(position));
+    }
+}
+
+/// Appends `stored` (if any), noting the outcome for health checks.
+fn append(shared: &Shared, stored: &[Arc<Update>]) -> Result<Vec<u64>, PublishError> {
+    if stored.is_empty() {
+        return Ok(Vec::new());
+    }
+    match shared.history.append(stored) {
+        Ok(positions) => {
+            shared.set_health(Ok(()));
+            Ok(positions)
+        }
+        Err(error) => {
+            tracing::error!("{error}");
+            shared.set_health(Err(Unhealthy::from(&error)));
+            Err(PublishError::from(&error))
+        }
+    }
+}
+
+/// A shared history: every node, this one included, fans out what it reads back from the
+/// store, in the store's order; here the batch is only stored, and its live events sent. Each
+/// run of publishes is one append and each run of live events one send, in the batch's order,
+/// so a live event keeps its place among the publishes around it.
+fn store_shared(shared: &Shared, store: &dyn SharedHistory, batch: &mut Vec<Job>) {
+    let mut jobs = batch.drain(..).peekable();
+    while let Some(job) = jobs.next() {
+        match job {
+            Job::Live(update) => {
+                let mut live = vec![update];
+                while let Some(Job::Live(_)) = jobs.peek() {
+                    if let Some(Job::Live(update)) = jobs.next() {
+                        live.push(update);
+                    }
+                }
+                if let Err(error) = store.send_live(&live) {
+                    tracing::warn!("{} live events not sent: {error}", live.len());
+                }
+            }
+            Job::Publish(update, ack) => {
+                let mut run = vec![(update, ack)];
+                while let Some(Job::Publish(..)) = jobs.peek() {
+                    if let Some(Job::Publish(update, ack)) = jobs.next() {
+                        run.push((update, ack));
+                    }
+                }
+                let updates: Vec<Arc<Update>> = run.iter().map(|(u, _)| u.clone()).collect();
+                match append(shared, &updates) {
+                    Ok(positions) => {
+                        Counters::add(&shared.counters.updates_published, run.len() as u64);
+                        for ((_, ack), position) in run.into_iter().zip(positions) {
+                            let _ = ack.send(Ok(position));
+                        }
+                    }
+                    Err(failure) => {
+                        for (_, ack) in run {
+                            let _ = ack.send(Err(failure.clone()));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 }
 

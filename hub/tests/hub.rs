@@ -752,3 +752,45 @@ async fn two_hubs_on_one_redis_deliver_one_order_and_resume_on_either() {
     one.shutdown().await;
     two.shutdown().await;
 }
+
+/// More live-only events than one read of Redis takes, then a stored update: every node
+/// delivers them in the order they were sent, the stored update last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_live_events_keeps_its_place_before_later_updates() {
+    let redis = tidings_testkit::RedisServer::start();
+    let open = || Arc::new(RedisHistory::open(&redis.url(), "t:").unwrap());
+    let config = || HubConfig {
+        subscription_events: false,
+        ..HubConfig::default()
+    };
+    let one = Hub::start(open(), config()).unwrap();
+    let two = Hub::start(open(), config()).unwrap();
+    let mut on_two = Events::new(two.subscribe(request(&["/t"], None)).await.unwrap().stream);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..800 {
+        one.publish_live(update("/t", &format!("live{i}"), ""))
+            .await
+            .unwrap();
+    }
+    one.publish(update("/t", "stored", "")).await.unwrap();
+    let mut expected: Vec<String> = (0..800).map(|i| format!("live{i}")).collect();
+    expected.push("stored".into());
+    assert_eq!(on_two.ids(801).await, expected);
+}
+
+/// An entry the hub cannot read (another version wrote it, say) is skipped with a log line;
+/// it does not stop the fan-out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreadable_entry_in_redis_is_skipped() {
+    let redis = tidings_testkit::RedisServer::start();
+    let history = Arc::new(RedisHistory::open(&redis.url(), "t:").unwrap());
+    let hub = Hub::start(history, HubConfig::default()).unwrap();
+    let mut events = Events::new(hub.subscribe(request(&["/t"], None)).await.unwrap().stream);
+    hub.publish(update("/t", "before", "")).await.unwrap();
+    assert_eq!(events.ids(1).await, ["before"]);
+    // The next position, written by something else: no fields a Tidings update has.
+    let _: u64 = redis.command(&["HINCRBY", "t:meta", "seq", "1"]);
+    let _: String = redis.command(&["XADD", "t:stream", "2-0", "what", "ever"]);
+    hub.publish(update("/t", "after", "")).await.unwrap();
+    assert_eq!(events.ids(1).await, ["after"]);
+}

@@ -177,7 +177,12 @@ pub async fn presence_task(state: AppState) {
         let took_over = leads && !led;
         led = leads;
         if !leads {
-            published = counts;
+            // What the leader publishes now: rooms with people, and those that just emptied
+            // (kept one round, so a node taking over this instant still announces them).
+            published = counts
+                .into_iter()
+                .filter(|(room, n)| *n > 0 || published.get(room).is_some_and(|p| *p > 0))
+                .collect();
             continue;
         }
         for (room, present) in counts {

@@ -16,6 +16,8 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     fsync: &'static str,
+    /// The primary's port, for a replica.
+    replica_of: Option<u16>,
 }
 
 impl RedisServer {
@@ -31,9 +33,45 @@ impl RedisServer {
             port: free_port(),
             dir: tempfile::tempdir().expect("a temporary folder"),
             fsync,
+            replica_of: None,
         };
         server.restart();
         server
+    }
+
+    /// A replica of `primary` (`replicaof`), started and connected to it.
+    pub fn start_replica_of(primary: &RedisServer) -> Self {
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("a temporary folder"),
+            fsync: primary.fsync,
+            replica_of: Some(primary.port),
+        };
+        server.restart();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !server.info("replication").contains("master_link_status:up") {
+            assert!(Instant::now() < deadline, "the replica never synced");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// Runs one command on it, such as `FLUSHALL` (a Redis that lost everything).
+    pub fn command<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let client = redis::Client::open(self.url()).expect("a Redis address");
+        let mut con = client
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .expect("Redis answers");
+        let mut command = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            command.arg(*arg);
+        }
+        command.query(&mut con).expect("the command succeeds")
+    }
+
+    fn info(&self, section: &str) -> String {
+        self.command(&["INFO", section])
     }
 
     pub fn port(&self) -> u16 {
@@ -83,7 +121,11 @@ impl RedisServer {
         if self.child.is_some() {
             return;
         }
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if let Some(primary) = self.replica_of {
+            command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+        }
+        let child = command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(self.dir.path())

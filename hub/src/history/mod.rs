@@ -108,8 +108,9 @@ pub trait SharedHistory: Send + Sync {
     /// (the hub's follower thread).
     fn follow(&self, cursor: Cursor, limit: usize, wait: Duration) -> Result<Followed>;
     /// Reloads what the store caches about itself (row count, pruning horizon): other
-    /// processes prune too.
-    fn refresh(&self) -> Result<()>;
+    /// processes prune too. Says where the store stands, and whether it lost its history
+    /// since it was opened (it must then be followed afresh).
+    fn refresh(&self) -> Result<Refreshed>;
 
     /// Publishes what `node` holds (see [`NodeState`]) for the other nodes to read, and that it
     /// is alive for `ttl`: past it, what it published expires. Returns the nodes alive now,
@@ -144,11 +145,24 @@ pub struct Cursor {
     pub live: u64,
 }
 
+/// What [`SharedHistory::refresh`] found.
+#[derive(Debug, Clone, Copy)]
+pub struct Refreshed {
+    /// The last stored position and live event handed out.
+    pub store: Cursor,
+    /// The store lost its history (restarted empty, evicted it): positions may be handed out
+    /// again, and what was delivered from it cannot be resumed from.
+    pub reset: bool,
+}
+
 /// What [`SharedHistory::follow`] read: stored updates and live events, each in order.
 #[derive(Debug, Default)]
 pub struct Followed {
     pub stored: Vec<Stored>,
     pub live: Vec<LiveEvent>,
+    /// Where to follow from next: past everything read, entries that could not be read
+    /// included (they are logged and skipped).
+    pub read_to: Cursor,
     /// `stored` holds every stored update after the cursor that existed when the live events
     /// were read (it was not cut short by the limit): a live event placed after a position
     /// not among them was placed after updates that are gone, and can be delivered now.

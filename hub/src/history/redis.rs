@@ -27,8 +27,8 @@
 //! the write is on disk. Opening warns when the server says it keeps no append-only file.
 
 use super::{
-    Cursor, Followed, Heads, History, HistoryError, Horizon, LiveEvent, NodeState, Result,
-    Retention, SharedHistory,
+    Cursor, Followed, Heads, History, HistoryError, Horizon, LiveEvent, NodeState, Refreshed,
+    Result, Retention, SharedHistory,
 };
 use crate::update::{Stored, Update};
 use parking_lot::{Mutex, RwLock};
@@ -86,6 +86,10 @@ pub struct RedisHistory {
     count_floor: Script,
     send_live: Script,
     alive: Script,
+    counts: Script,
+    /// The meta hash's `epoch`, a random name given when the history was created: another
+    /// value (or none) means Redis lost the history, and positions may be handed out again.
+    epoch: Mutex<String>,
 }
 
 /// Shared by the scripts: the index member of an id at a position (the position as Lua's
@@ -97,13 +101,20 @@ end
 ";
 
 /// KEYS: stream, meta, ids. ARGV: n, then per update: id, topics, data, private, type, retry.
-/// Returns the first position and the stream's length.
+/// Returns the first position and the stream's length. (Should `seq` have fallen behind the
+/// stream, as after Redis lost the meta hash, positions continue after the newest entry.)
 const APPEND_LUA: &str = "
 local n = tonumber(ARGV[1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local clock = tonumber(redis.call('HGET', KEYS[2], 'clock') or '0')
 if now < clock then now = clock end
+local seq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #top > 0 then
+  local newest = tonumber(string.match(top[1][1], '^%d+'))
+  if newest > seq then redis.call('HSET', KEYS[2], 'seq', newest) end
+end
 local last = redis.call('HINCRBY', KEYS[2], 'seq', n)
 local first = last - n + 1
 local created = string.format('%d', now)
@@ -139,33 +150,30 @@ end
 return {dropped, redis.call('XLEN', KEYS[1])}
 ";
 
-/// KEYS: stream, meta, ids. ARGV: through, through + 1. Raises the horizon, then drops every
-/// entry at or below it, index members first. Returns dropped and length.
+/// KEYS: stream, meta, ids. ARGV: through, limit. Raises the horizon, then drops up to
+/// `limit` of the oldest entries at or below it, with their index members. Returns dropped and
+/// length; the caller repeats while a call drops `limit`, so that no call holds Redis long.
 const DROP_THROUGH_LUA: &str = "
 local known = redis.call('HGET', KEYS[2], 'through')
 if not known or tonumber(ARGV[1]) > tonumber(known) then
   redis.call('HSET', KEYS[2], 'through', ARGV[1])
 end
-local before = redis.call('XLEN', KEYS[1])
-local start = '-'
-while true do
-  local entries = redis.call('XRANGE', KEYS[1], start, ARGV[1] .. '-0', 'COUNT', 1000)
-  if #entries == 0 then break end
-  for _, entry in ipairs(entries) do
-    local fields = entry[2]
-    for f = 1, #fields, 2 do
-      if fields[f] == 'id' then
-        redis.call('ZREM', KEYS[3], member(fields[f + 1], string.match(entry[1], '^%d+')))
-        break
-      end
+local entries = redis.call('XRANGE', KEYS[1], '-', ARGV[1] .. '-0', 'COUNT', tonumber(ARGV[2]))
+for _, entry in ipairs(entries) do
+  local fields = entry[2]
+  for f = 1, #fields, 2 do
+    if fields[f] == 'id' then
+      redis.call('ZREM', KEYS[3], member(fields[f + 1], string.match(entry[1], '^%d+')))
+      break
     end
   end
-  start = '(' .. entries[#entries][1]
+  redis.call('XDEL', KEYS[1], entry[1])
 end
-redis.call('XTRIM', KEYS[1], 'MINID', ARGV[2] .. '-0')
-local after = redis.call('XLEN', KEYS[1])
-return {before - after, after}
+return {#entries, redis.call('XLEN', KEYS[1])}
 ";
+
+/// Entries one pruning script drops at most.
+const DROP_CHUNK: u64 = 1000;
 
 /// KEYS: live, meta. ARGV: cap, n, then per event: id, topics, data, private, type, retry.
 /// Places the events after the current stored position. Returns nothing.
@@ -192,6 +200,17 @@ if ARGV[1] ~= '' then
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
+";
+
+/// KEYS: a node's topic counts. ARGV: pairs (topic, change). Applies the changes, removing
+/// a topic whose count reaches 0, so the hash holds only topics with subscribers.
+const COUNTS_LUA: &str = "
+for i = 1, #ARGV, 2 do
+  if redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) <= 0 then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return 0
 ";
 
 /// KEYS: stream. ARGV: excess. The position of the `excess`-th oldest entry, or 0: counted in
@@ -237,9 +256,12 @@ impl RedisHistory {
             count_floor: Script::new(COUNT_FLOOR_LUA),
             send_live: Script::new(SEND_LIVE_LUA),
             alive: Script::new(ALIVE_LUA),
+            counts: Script::new(COUNTS_LUA),
+            epoch: Mutex::new(String::new()),
         };
         history.with(|con| redis::cmd("PING").query::<String>(con))?;
         history.warn_unless_durable();
+        *history.epoch.lock() = history.claim_epoch()?;
         let rows: u64 = history.with(|con| redis::cmd("XLEN").arg(&history.stream).query(con))?;
         history.rows.store(rows, Ordering::Relaxed);
         *history.horizon.write() = history.load_horizon()?;
@@ -289,9 +311,12 @@ impl RedisHistory {
         Ok(result)
     }
 
+    /// After the server was found unreachable, its pooled connections are likely dead too:
+    /// dropped, so that each does not fail (and pause calls) in turn once it is back.
     fn note_failure(&self, error: &HistoryError) {
         if error.is_unavailable() {
             *self.unreachable_since.lock() = Some(std::time::Instant::now());
+            self.idle.lock().clear();
         }
     }
 
@@ -306,12 +331,18 @@ impl RedisHistory {
         Ok(con)
     }
 
+    /// Classifies a failure: the server down, busy, loading or failing over is "unavailable"
+    /// (retry later: 503), anything else a failure of the store.
     fn error(&self, e: RedisError) -> HistoryError {
+        let transient_code = matches!(
+            e.code(),
+            Some("LOADING" | "BUSY" | "READONLY" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN")
+        );
         if e.is_io_error()
             || e.is_timeout()
             || e.is_connection_refusal()
             || e.is_connection_dropped()
-            || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+            || transient_code
         {
             HistoryError::unavailable(format!("Redis at {} unreachable: {e}", self.address))
         } else {
@@ -319,20 +350,49 @@ impl RedisHistory {
         }
     }
 
-    /// Warns when the server keeps no append-only file: then an acknowledged update can be lost
-    /// in a crash. Servers that refuse `CONFIG` (managed ones) are trusted.
+    /// Warns when the server keeps no append-only file (an acknowledged update can then be
+    /// lost in a crash), or may evict keys when full (the history then loses updates, and its
+    /// bookkeeping, silently). Servers that refuse `CONFIG` (managed ones) are trusted.
     fn warn_unless_durable(&self) {
-        let config: Result<Vec<String>> =
-            self.with(|con| redis::cmd("CONFIG").arg("GET").arg("appendonly").query(con));
-        if let Ok(config) = config
-            && config.get(1).is_some_and(|v| v == "no")
-        {
+        let config = |name: &str| -> Option<String> {
+            let reply: Vec<String> = self
+                .with(|con| redis::cmd("CONFIG").arg("GET").arg(name).query(con))
+                .ok()?;
+            reply.get(1).cloned()
+        };
+        if config("appendonly").is_some_and(|v| v == "no") {
             tracing::warn!(
                 address = %self.address,
                 "Redis keeps no append-only file: updates may be lost in a crash \
                  (set appendonly yes, appendfsync always)"
             );
         }
+        if config("maxmemory-policy").is_some_and(|v| v != "noeviction") {
+            tracing::warn!(
+                address = %self.address,
+                "Redis may evict keys when full: the history would lose updates \
+                 (set maxmemory-policy noeviction)"
+            );
+        }
+    }
+
+    /// The history's epoch, given now if it has none.
+    fn claim_epoch(&self) -> Result<String> {
+        let mine = crate::update::new_id();
+        let (_, epoch): ((), String) = self.with(|con| {
+            redis::pipe()
+                .cmd("HSETNX")
+                .arg(&self.meta)
+                .arg("epoch")
+                .arg(&mine)
+                .ignore()
+                .cmd("HGET")
+                .arg(&self.meta)
+                .arg("epoch")
+                .query(con)
+                .map(|(epoch,): (String,)| ((), epoch))
+        })?;
+        Ok(epoch)
     }
 
     /// The horizon as the last prune left it; for a history without one yet, everything below
@@ -546,21 +606,30 @@ impl History for RedisHistory {
         for update in batch {
             update_args(&mut script, update);
         }
-        let (first, rows) = pair(self.with(|con| script.invoke(con))?)?;
+        // `WAIT` counts the replicas that have this connection's writes: it must follow the
+        // script on the same connection, with a read timeout that outlasts it.
+        let (reply, acknowledged) = self.with(|con| {
+            let reply: Vec<u64> = script.invoke(con)?;
+            let Some((replicas, timeout)) = self.wait else {
+                return Ok((reply, None));
+            };
+            con.set_read_timeout(Some(timeout + TIMEOUT))?;
+            let acknowledged: redis::RedisResult<u32> = redis::cmd("WAIT")
+                .arg(replicas)
+                .arg(timeout.as_millis() as u64)
+                .query(con);
+            con.set_read_timeout(Some(TIMEOUT))?;
+            Ok((reply, Some(acknowledged?)))
+        })?;
+        let (first, rows) = pair(reply)?;
         self.rows.store(rows, Ordering::Relaxed);
-        if let Some((replicas, timeout)) = self.wait {
-            let acknowledged: u32 = self.with(|con| {
-                redis::cmd("WAIT")
-                    .arg(replicas)
-                    .arg(timeout.as_millis() as u64)
-                    .query(con)
-            })?;
-            if acknowledged < replicas {
-                return Err(HistoryError::unavailable(format!(
-                    "Redis at {}: {acknowledged} of {replicas} replicas confirmed a write within {timeout:?}",
-                    self.address
-                )));
-            }
+        if let (Some((replicas, timeout)), Some(acknowledged)) = (self.wait, acknowledged)
+            && acknowledged < replicas
+        {
+            return Err(HistoryError::unavailable(format!(
+                "Redis at {}: {acknowledged} of {replicas} replicas confirmed a write within {timeout:?}",
+                self.address
+            )));
         }
         Ok((first..first + batch.len() as u64).collect())
     }
@@ -747,17 +816,22 @@ impl History for RedisHistory {
         }
         if through > before {
             self.raise_horizon(through, &[]);
-            let (count, rows) = pair(self.with(|con| {
-                self.drop_through
-                    .key(&self.stream)
-                    .key(&self.meta)
-                    .key(&self.ids)
-                    .arg(through)
-                    .arg(through + 1)
-                    .invoke(con)
-            })?)?;
-            dropped += count;
-            self.rows.store(rows, Ordering::Relaxed);
+            loop {
+                let (count, rows) = pair(self.with(|con| {
+                    self.drop_through
+                        .key(&self.stream)
+                        .key(&self.meta)
+                        .key(&self.ids)
+                        .arg(through)
+                        .arg(DROP_CHUNK)
+                        .invoke(con)
+                })?)?;
+                dropped += count;
+                self.rows.store(rows, Ordering::Relaxed);
+                if count < DROP_CHUNK {
+                    break;
+                }
+            }
         }
         Ok(dropped)
     }
@@ -842,31 +916,66 @@ impl SharedHistory for RedisHistory {
         drop(following);
         let mut followed = Followed {
             complete: true,
+            read_to: cursor,
             ..Followed::default()
         };
+        let mut stored_entries = Vec::new();
+        let mut live_full = false;
         for (key, entries) in reply {
             if key == self.stream {
                 followed.complete = entries.len() < limit;
-                followed.stored = entries.iter().map(stored).collect::<Result<_>>()?;
+                stored_entries = entries;
             } else if key == self.live {
+                live_full = entries.len() >= limit;
                 for entry in &entries {
-                    let after = field(&entry.1, "after")
-                        .and_then(|a| a.parse().ok())
-                        .ok_or_else(|| {
-                            HistoryError::new(format!("live entry {} lacks its place", entry.0))
-                        })?;
-                    followed.live.push(LiveEvent {
-                        seq: position(&entry.0)?,
-                        after,
-                        update: update_of(entry)?,
-                    });
+                    // An entry this version cannot read (written by another one, say) is
+                    // skipped, with a log line: it must not stop the fan-out on every node.
+                    let Ok(seq) = position(&entry.0) else {
+                        tracing::error!("skipping live entry {}: not a Tidings id", entry.0);
+                        continue;
+                    };
+                    followed.read_to.live = seq;
+                    let after = field(&entry.1, "after").and_then(|a| a.parse().ok());
+                    match (after, update_of(entry)) {
+                        (Some(after), Ok(update)) => {
+                            followed.live.push(LiveEvent { seq, after, update })
+                        }
+                        (_, Err(error)) => tracing::error!("skipping live entry: {error}"),
+                        (None, _) => tracing::error!("skipping live entry {}: no place", entry.0),
+                    }
                 }
+            }
+        }
+        // `COUNT` applies to each stream: when the live events were cut short, those not read
+        // may belong before stored updates that were. Those are read again next time.
+        let cut = match followed.live.last() {
+            Some(last) if live_full => {
+                followed.complete = false;
+                Some(last.after)
+            }
+            _ => None,
+        };
+        for entry in &stored_entries {
+            let Ok(at) = position(&entry.0) else {
+                tracing::error!("skipping stream entry {}: not a Tidings id", entry.0);
+                continue;
+            };
+            if cut.is_some_and(|cut| at > cut) {
+                break;
+            }
+            followed.read_to.position = at;
+            match stored(entry) {
+                Ok(stored) => followed.stored.push(stored),
+                Err(error) => tracing::error!("skipping stream entry: {error}"),
             }
         }
         Ok(followed)
     }
 
-    fn refresh(&self) -> Result<()> {
+    /// Also notices when Redis lost the history (its epoch changed or vanished, as when Redis
+    /// restarted empty or evicted the meta hash): the cached horizon is then reloaded as it is,
+    /// not only raised, and the caller is told to start over.
+    fn refresh(&self) -> Result<Refreshed> {
         let (rows, meta): (u64, Vec<(String, String)>) = self.with(|con| {
             redis::pipe()
                 .cmd("XLEN")
@@ -876,8 +985,28 @@ impl SharedHistory for RedisHistory {
                 .query(con)
         })?;
         self.rows.store(rows, Ordering::Relaxed);
-        self.note_meta(meta);
-        Ok(())
+        let number = |name: &str| {
+            meta.iter()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let store = Cursor {
+            position: number("seq"),
+            live: number("liveseq"),
+        };
+        let epoch = meta
+            .iter()
+            .find(|(k, _)| k == "epoch")
+            .map(|(_, v)| v.clone());
+        let reset = epoch.as_deref() != Some(self.epoch.lock().as_str());
+        if reset {
+            *self.horizon.write() = self.load_horizon()?;
+            *self.epoch.lock() = self.claim_epoch()?;
+        } else {
+            self.note_meta(meta);
+        }
+        Ok(Refreshed { store, reset })
     }
 
     /// One pipeline: the changes, the keys' expiry, then the liveness script.
@@ -886,6 +1015,8 @@ impl SharedHistory for RedisHistory {
         let topics = self.node_key(node, "topics");
         let ttl_ms = ttl.as_millis() as u64;
         let mut pipe = redis::pipe();
+        // All at once: other nodes never read a half-replaced state.
+        pipe.atomic();
         if state.full {
             pipe.cmd("DEL").arg(&subs).arg(&topics).ignore();
         }
@@ -899,18 +1030,34 @@ impl SharedHistory for RedisHistory {
         for chunk in state.removed.chunks(512) {
             pipe.cmd("HDEL").arg(&subs).arg(chunk).ignore();
         }
-        for (topic, count) in &state.counts {
-            let command = if state.full { "HSET" } else { "HINCRBY" };
-            pipe.cmd(command)
-                .arg(&topics)
-                .arg(topic)
-                .arg(count)
-                .ignore();
+        if state.full {
+            for chunk in state.counts.chunks(512) {
+                pipe.cmd("HSET").arg(&topics);
+                for (topic, count) in chunk {
+                    pipe.arg(topic).arg(count);
+                }
+                pipe.ignore();
+            }
         }
         pipe.cmd("PEXPIRE").arg(&subs).arg(ttl_ms).ignore();
         pipe.cmd("PEXPIRE").arg(&topics).arg(ttl_ms).ignore();
-        pipe.invoke_script(self.alive.key(&self.nodes).arg(node).arg(ttl_ms));
-        let (mut alive,): (Vec<String>,) = self.with(|con| pipe.query(con))?;
+        self.with(|con| pipe.query::<()>(con))?;
+        if !state.full && !state.counts.is_empty() {
+            let mut counts = self.counts.prepare_invoke();
+            counts.key(&topics);
+            for (topic, change) in &state.counts {
+                counts.arg(topic).arg(change);
+            }
+            self.with(|con| counts.invoke::<()>(con))?;
+        }
+        // Not in the pipeline: `invoke` loads the script when Redis lost it (a restart).
+        let mut alive: Vec<String> = self.with(|con| {
+            self.alive
+                .key(&self.nodes)
+                .arg(node)
+                .arg(ttl_ms)
+                .invoke(con)
+        })?;
         alive.sort();
         Ok(alive)
     }

@@ -378,6 +378,14 @@ async fn publish_through(kind: Outage, outage: Duration) {
     for reader in &mut readers {
         receive_all(reader, &wanted).await;
     }
+    // Each node tells the others its subscribers again (Redis may have restarted without the
+    // roster's script).
+    let listed = eventually(
+        || listed_subscribers(cluster.node(1), "/outage"),
+        |ids| ids.len() == 2,
+    )
+    .await;
+    assert_eq!(listed.len(), 2, "{listed:?}");
     let health = eventually(
         || async {
             Client::new()
@@ -472,4 +480,69 @@ async fn the_subscriptions_api_and_presence_cover_every_node() {
     .await;
     assert!(listed.is_empty(), "{listed:?}");
     while next_presence(&mut watcher).await != 0 {}
+}
+
+#[tokio::test]
+async fn a_redis_that_lost_everything_is_followed_afresh_and_old_ids_get_the_gap_event() {
+    let cluster = Cluster::start(2).await;
+    let client = Client::new();
+    let mut before = subscribe(cluster.node(1), "/lost", None).await;
+    for i in 0..5 {
+        let status = publish(&client, &cluster.node(0).base, "/lost", &format!("old{i}"))
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(ids(&mut before, 5).await.len(), 5);
+
+    let _: String = cluster.redis.command(&["FLUSHALL"]);
+    // Positions are handed out again from 1: the nodes notice, and end the streams that were
+    // built on the lost history, whose clients then resume.
+    let ended = tokio::time::timeout(Duration::from_secs(15), before.next())
+        .await
+        .expect("the old stream ends");
+    assert!(ended.is_none(), "{ended:?}");
+    let mut fresh = subscribe(cluster.node(1), "/lost", None).await;
+    let status = publish(&client, &cluster.node(0).base, "/lost", "new")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ids(&mut fresh, 1).await, ["new"]);
+    // A client resuming from a lost id learns that history is gone.
+    let mut resumed = subscribe(cluster.node(1), "/lost", Some("old4")).await;
+    let first = resumed.expect_next().await;
+    assert_eq!(first.event, "tidings-history-gap");
+}
+
+#[tokio::test]
+async fn wait_for_replicas_acknowledges_only_what_a_replica_has() {
+    let redis = RedisServer::start();
+    let mut replica = RedisServer::start_replica_of(&redis);
+    let node = ChildServer::spawn(&[
+        "--redis-url",
+        &redis.url(),
+        "--redis-wait-replicas",
+        "1",
+        "--redis-wait-timeout",
+        "300ms",
+        "--market-interval-ms",
+        "0",
+        "--monitor-interval-ms",
+        "0",
+    ])
+    .await;
+    let client = Client::new();
+    let status = publish(&client, &node.base, "/w", "replicated")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let on_replica: u64 = replica.command(&["XLEN", "tidings:stream"]);
+    assert_eq!(on_replica, 1, "the replica has it");
+
+    // No replica: the publish is not acknowledged (it is on the primary, but unconfirmed).
+    replica.kill();
+    let status = publish(&client, &node.base, "/w", "unconfirmed")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }
