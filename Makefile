@@ -21,7 +21,7 @@ help:
 	@echo "make build    release build of the server and the site"
 	@echo "make cluster  three nodes on one Redis (nginx in front on 127.0.0.1:3000 if installed)"
 	@echo "make dev      rebuild and reload on every change (cargo leptos watch)"
-	@echo "make bench    measure the hub core and the release server's memory (takes minutes)"
+	@echo "make bench    measure the hub core and the release server's memory (minutes; ONLY=core|server)"
 
 setup:
 	scripts/setup.sh
@@ -71,9 +71,11 @@ screenshots:
 # templates, subscribe time for 1000 selectors, replay throughput. Then the release server
 # (built first) as a child: its RSS before, during and after rounds of 19,000 connections, and
 # with 30,000 templates. Not part of `make test`: numbers are reported, never asserted.
+# ONLY=core or ONLY=server runs that section alone (`make bench ONLY=server`).
+ONLY ?=
 bench:
 	cargo build --release --locked -p tidings-server
-	cargo run --release --locked -p tidings-bench
+	cargo run --release --locked -p tidings-bench -- $(ONLY)
 
 clean:
 	cargo clean

@@ -20,6 +20,8 @@
 //! another): its resident memory (VmRSS) before, during and after four rounds of 19,000 plain
 //! subscriptions over raw TCP from 127.0.0.2–127.0.0.20, and with 30 subscriptions of 1000
 //! distinct templates each; see [`server`].
+//!
+//! One argument runs one section only: `core` or `server` (`make bench ONLY=…`).
 
 mod scale;
 mod server;
@@ -187,7 +189,18 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank - 1]
 }
 
+/// The sections, in order; an argument names the one to run.
+const SECTIONS: [&str; 2] = ["core", "server"];
+
 fn main() {
+    let only = std::env::args().nth(1).filter(|a| !a.is_empty());
+    if let Some(only) = &only
+        && !SECTIONS.contains(&only.as_str())
+    {
+        eprintln!("unknown section {only:?}: one of {SECTIONS:?}, or none for all");
+        std::process::exit(2);
+    }
+    let runs = |section: &str| only.as_deref().is_none_or(|o| o == section);
     let open_files = raise_open_files();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -195,51 +208,59 @@ fn main() {
         .unwrap();
     let mut table = Table::default();
     runtime.block_on(async {
-        table.section(format!(
-            "the hub core, in-process, median of {RUNS} runs unless said ({} cores)",
-            num_cpus()
-        ));
-        let mut rates = Vec::new();
-        for _ in 0..RUNS {
-            rates.push(publish_throughput(64, 500).await);
+        if runs("core") {
+            core(&mut table).await;
         }
-        table.row(
-            "durable publishes/s (64 concurrent publishers)",
-            format!("{:.0} /s", median(rates)),
-        );
-
-        let mut costs = Vec::new();
-        for _ in 0..RUNS {
-            costs.push(fan_out_cost(1000, 400).await);
-        }
-        table.row(
-            "CPU per delivered event (1000 subscribers x 400 updates)",
-            format!("{:.3} µs", median(costs)),
-        );
-
-        let mut memory = Vec::new();
-        for _ in 0..RUNS {
-            memory.push(memory_per_subscriber(10_000).await);
-        }
-        table.row(
-            "memory per idle subscriber (10000, hub core only)",
-            format!("{:.0} bytes", median(memory)),
-        );
-
-        scale::publish_latency(&mut table).await;
-        scale::subscribe_time(&mut table).await;
-        scale::replay(&mut table).await;
-
-        table.section(format!(
-            "the server binary (open files: soft limit {}, hard limit {})",
-            open_files.0, open_files.1
-        ));
-        if let Err(error) = server::memory(&mut table, open_files.0).await {
-            table.row("server figures", format!("not measured: {error}"));
+        if runs("server") {
+            table.section(format!(
+                "the server binary (open files: soft limit {}, hard limit {})",
+                open_files.0, open_files.1
+            ));
+            if let Err(error) = server::memory(&mut table, open_files.0).await {
+                table.row("server figures", format!("not measured: {error}"));
+            }
         }
     });
     runtime.shutdown_timeout(Duration::from_secs(5));
     table.print();
+}
+
+/// The hub core, in this process.
+async fn core(table: &mut Table) {
+    table.section(format!(
+        "the hub core, in-process, median of {RUNS} runs unless said ({} cores)",
+        num_cpus()
+    ));
+    let mut rates = Vec::new();
+    for _ in 0..RUNS {
+        rates.push(publish_throughput(64, 500).await);
+    }
+    table.row(
+        "durable publishes/s (64 concurrent publishers)",
+        format!("{:.0} /s", median(rates)),
+    );
+
+    let mut costs = Vec::new();
+    for _ in 0..RUNS {
+        costs.push(fan_out_cost(1000, 400).await);
+    }
+    table.row(
+        "CPU per delivered event (1000 subscribers x 400 updates)",
+        format!("{:.3} µs", median(costs)),
+    );
+
+    let mut memory = Vec::new();
+    for _ in 0..RUNS {
+        memory.push(memory_per_subscriber(10_000).await);
+    }
+    table.row(
+        "memory per idle subscriber (10000, hub core only)",
+        format!("{:.0} bytes", median(memory)),
+    );
+
+    scale::publish_latency(table).await;
+    scale::subscribe_time(table).await;
+    scale::replay(table).await;
 }
 
 /// Raises this process's soft limit of open files to the hard limit (the server child inherits
