@@ -21,7 +21,7 @@ help:
 	@echo "make build    release build of the server and the site"
 	@echo "make cluster  three nodes on one Redis (nginx in front on 127.0.0.1:3000 if installed)"
 	@echo "make dev      rebuild and reload on every change (cargo leptos watch)"
-	@echo "make bench    measure the hub core and the release server's memory (minutes; ONLY=core|server)"
+	@echo "make bench    measure the hub core, the release server and a cluster on Redis (minutes; ONLY=core|server|cluster)"
 
 setup:
 	scripts/setup.sh
@@ -70,8 +70,11 @@ screenshots:
 # publishes/s, CPU per delivered event, memory per idle subscriber, publish latency with 30,000
 # templates, subscribe time for 1000 selectors, replay throughput. Then the release server
 # (built first) as a child: its RSS before, during and after rounds of 19,000 connections, and
-# with 30,000 templates. Not part of `make test`: numbers are reported, never asserted.
-# ONLY=core or ONLY=server runs that section alone (`make bench ONLY=server`).
+# with 30,000 templates. Then release nodes on a redis-server of their own: publishes/s over
+# HTTP (appendfsync everysec, always), publish-to-receive latency across 3 nodes (up to 2000
+# subscribers each, up to 1000 updates/s), catch-up after a 5 s Redis outage. Not part of
+# `make test`: numbers are reported, never asserted.
+# ONLY=core, ONLY=server or ONLY=cluster runs that section alone (`make bench ONLY=cluster`).
 ONLY ?=
 bench:
 	cargo build --release --locked -p tidings-server

@@ -21,8 +21,14 @@
 //! subscriptions over raw TCP from 127.0.0.2–127.0.0.20, and with 30 subscriptions of 1000
 //! distinct templates each; see [`server`].
 //!
-//! One argument runs one section only: `core` or `server` (`make bench ONLY=…`).
+//! Cluster mode (release nodes on a `redis-server` of the bench's own): durable publishes/s over
+//! HTTP with `appendfsync everysec` and `always`, cross-node publish→receive latency with up to
+//! 2,000 subscribers on each of three nodes, and the catch-up after a Redis outage; see
+//! [`cluster`].
+//!
+//! One argument runs one section only: `core`, `server` or `cluster` (`make bench ONLY=…`).
 
+mod cluster;
 mod scale;
 mod server;
 
@@ -190,7 +196,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// The sections, in order; an argument names the one to run.
-const SECTIONS: [&str; 2] = ["core", "server"];
+const SECTIONS: [&str; 3] = ["core", "server", "cluster"];
 
 fn main() {
     let only = std::env::args().nth(1).filter(|a| !a.is_empty());
@@ -219,6 +225,14 @@ fn main() {
             if let Err(error) = server::memory(&mut table, open_files.0).await {
                 table.row("server figures", format!("not measured: {error}"));
             }
+        }
+        if runs("cluster") {
+            table.section(format!(
+                "cluster on Redis (release nodes; the load generator, the nodes and Redis share \
+                 these {} cores)",
+                num_cpus()
+            ));
+            cluster::section(&mut table, open_files.0).await;
         }
     });
     runtime.shutdown_timeout(Duration::from_secs(5));

@@ -15,7 +15,7 @@ use std::{
     net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 use tokio::{
@@ -45,9 +45,9 @@ const TEMPLATES_EACH: usize = 1000;
 
 const CHURN_REQUEST: &[u8] = b"GET /.well-known/mercure?topic=/churn HTTP/1.1\r\nHost: x\r\n\r\n";
 
-/// `TIDINGS_BIN`, or the workspace's release build.
-fn binary() -> PathBuf {
-    std::env::var_os("TIDINGS_BIN").map_or_else(
+/// `TIDINGS_BIN`, or the workspace's release build; an error if it is missing.
+pub fn binary() -> io::Result<PathBuf> {
+    let binary = std::env::var_os("TIDINGS_BIN").map_or_else(
         || {
             PathBuf::from(concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -55,17 +55,46 @@ fn binary() -> PathBuf {
             ))
         },
         PathBuf::from,
-    )
+    );
+    if !binary.exists() {
+        return Err(io::Error::other(format!(
+            "{} is missing; `cargo build --release -p tidings-server` builds it (make bench does)",
+            binary.display()
+        )));
+    }
+    Ok(binary)
+}
+
+/// Log lines at WARN or ERROR kept per server, at most (the rest are only counted).
+const PROBLEMS_KEPT: usize = 20;
+
+/// The WARN and ERROR lines of a server's log: how many, and the first few.
+#[derive(Default)]
+pub struct Problems {
+    pub count: usize,
+    pub first: Vec<String>,
 }
 
 /// The running server; killed when dropped.
-struct Child {
+pub struct Child {
     process: std::process::Child,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
+    problems: Arc<Mutex<Problems>>,
 }
 
 impl Child {
     fn spawn(binary: &Path, data_dir: &Path) -> io::Result<Self> {
+        Self::spawn_with(binary, data_dir, &random_key()?, &[])
+    }
+
+    /// A server with the publisher key `key` (HS256) and `extra` arguments after the usual ones
+    /// (no market, no monitor, limits high enough for the benchmarks).
+    pub fn spawn_with(
+        binary: &Path,
+        data_dir: &Path,
+        key: &str,
+        extra: &[String],
+    ) -> io::Result<Self> {
         use std::os::unix::process::CommandExt;
         let mut command = Command::new(binary);
         command
@@ -93,7 +122,8 @@ impl Child {
                 "--max-query-bytes",
                 "100000",
             ])
-            .env("TIDINGS_PUBLISHER_JWT_KEY", random_key()?)
+            .args(extra)
+            .env("TIDINGS_PUBLISHER_JWT_KEY", key)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -115,6 +145,8 @@ impl Child {
         })?;
         let stdout = process.stdout.take().expect("stdout is piped");
         let (found, listening) = std::sync::mpsc::channel();
+        let problems = Arc::new(Mutex::new(Problems::default()));
+        let kept = problems.clone();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
             let mut seen = Vec::new();
@@ -124,7 +156,15 @@ impl Child {
                     let addr = line[at + "listening on http://".len()..].trim().to_owned();
                     let _ = found.send(Ok(addr));
                     // Keep draining, so the server never blocks on a full pipe.
-                    lines.for_each(drop);
+                    for line in lines.map_while(Result::ok) {
+                        if line.contains(" WARN ") || line.contains(" ERROR ") {
+                            let mut problems = kept.lock().unwrap();
+                            problems.count += 1;
+                            if problems.first.len() < PROBLEMS_KEPT {
+                                problems.first.push(line);
+                            }
+                        }
+                    }
                     return;
                 }
                 seen.push(line);
@@ -135,6 +175,7 @@ impl Child {
         let mut child = Self {
             process,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            problems,
         };
         child.addr = match listening.recv_timeout(Duration::from_secs(30)) {
             Ok(Ok(addr)) => addr
@@ -170,6 +211,11 @@ impl Child {
     fn rss_kib(&self) -> io::Result<u64> {
         Ok(self.memory_kib()?.0)
     }
+
+    /// The WARN and ERROR lines its log has had so far, and empties that record.
+    pub fn take_problems(&self) -> Problems {
+        std::mem::take(&mut *self.problems.lock().unwrap())
+    }
 }
 
 impl Drop for Child {
@@ -181,7 +227,7 @@ impl Drop for Child {
 
 /// 32 random bytes, hex: the publisher key (the server would otherwise make one and log a
 /// token).
-fn random_key() -> io::Result<String> {
+pub fn random_key() -> io::Result<String> {
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
@@ -240,15 +286,15 @@ async fn wait_for_metric(
 }
 
 /// Subscriptions opened for one round.
-struct Opened {
-    streams: Vec<TcpStream>,
+pub struct Opened {
+    pub streams: Vec<TcpStream>,
     wanted: usize,
     took: Duration,
     first_error: Option<String>,
 }
 
 impl Opened {
-    fn summary(&self) -> String {
+    pub fn summary(&self) -> String {
         let mut text = format!(
             "{}/{} open in {:.1} s",
             self.streams.len(),
@@ -264,7 +310,7 @@ impl Opened {
 
 /// Opens one connection per request, spread over the source addresses, [`IN_FLIGHT`] at a
 /// time; each must be answered `HTTP/1.1 200`.
-async fn open(server: SocketAddr, requests: Vec<Arc<[u8]>>) -> Opened {
+pub async fn open(server: SocketAddr, requests: Vec<Arc<[u8]>>) -> Opened {
     let sources: Vec<Ipv4Addr> = SOURCES.map(|d| Ipv4Addr::new(127, 0, 0, d)).collect();
     let wanted = requests.len();
     let started = Instant::now();
@@ -335,13 +381,7 @@ async fn close(child: &Child, opened: Opened) -> io::Result<Duration> {
 /// The server's memory under connection churn and with 30,000 templates; `open_files` is this
 /// process's limit, which bounds the connections it can hold.
 pub async fn memory(table: &mut Table, open_files: u64) -> io::Result<()> {
-    let binary = binary();
-    if !binary.exists() {
-        return Err(io::Error::other(format!(
-            "{} is missing; `cargo build --release -p tidings-server` builds it (make bench does)",
-            binary.display()
-        )));
-    }
+    let binary = binary()?;
     let connections = CHURN_CONNECTIONS.min(open_files.saturating_sub(500) as usize);
     // Declared first, dropped last: the directory outlives the server using it.
     let data = tempfile::tempdir()?;
