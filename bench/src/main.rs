@@ -75,6 +75,15 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// The median of [`RUNS`] runs of `run`, one after the other.
+async fn median_of<F: Future<Output = f64>>(mut run: impl FnMut() -> F) -> f64 {
+    let mut values = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        values.push(run().await);
+    }
+    median(values)
+}
+
 /// Durable publishes per second with `publishers` concurrent publishers.
 async fn publish_throughput(publishers: usize, per_publisher: usize) -> f64 {
     let dir = tempfile::tempdir().unwrap();
@@ -245,31 +254,20 @@ async fn core(table: &mut Table) {
         "the hub core, in-process, median of {RUNS} runs unless said ({} cores)",
         num_cpus()
     ));
-    let mut rates = Vec::new();
-    for _ in 0..RUNS {
-        rates.push(publish_throughput(64, 500).await);
-    }
     table.row(
         "durable publishes/s (64 concurrent publishers)",
-        format!("{:.0} /s", median(rates)),
+        format!("{:.0} /s", median_of(|| publish_throughput(64, 500)).await),
     );
-
-    let mut costs = Vec::new();
-    for _ in 0..RUNS {
-        costs.push(fan_out_cost(1000, 400).await);
-    }
     table.row(
         "CPU per delivered event (1000 subscribers x 400 updates)",
-        format!("{:.3} µs", median(costs)),
+        format!("{:.3} µs", median_of(|| fan_out_cost(1000, 400)).await),
     );
-
-    let mut memory = Vec::new();
-    for _ in 0..RUNS {
-        memory.push(memory_per_subscriber(10_000).await);
-    }
     table.row(
         "memory per idle subscriber (10000, hub core only)",
-        format!("{:.0} bytes", median(memory)),
+        format!(
+            "{:.0} bytes",
+            median_of(|| memory_per_subscriber(10_000)).await
+        ),
     );
 
     scale::publish_latency(table).await;
