@@ -33,7 +33,9 @@ const BATCH: usize = 512;
 const WAIT: Duration = Duration::from_millis(500);
 /// How often the cached row count and horizon are reloaded (other nodes prune too).
 const REFRESH: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Retries start at 50 ms and double up to this: reconnecting to a server that is down costs
+/// little, and this bounds how long the node lags once Redis is back.
+const MAX_BACKOFF: Duration = Duration::from_millis(200);
 
 pub(crate) fn run(shared: &Shared, mut cursor: Cursor) {
     let Some(store) = shared.history.shared() else {
@@ -76,7 +78,7 @@ pub(crate) fn run(shared: &Shared, mut cursor: Cursor) {
                     detail: format!("following the history failed: {error}"),
                     unreachable: error.is_unavailable(),
                 });
-                let backoff = Duration::from_millis(50 << failures.min(5)).min(MAX_BACKOFF);
+                let backoff = Duration::from_millis(25 << failures.min(4)).min(MAX_BACKOFF);
                 std::thread::sleep(backoff);
                 continue;
             }

@@ -85,6 +85,7 @@ fn exact_topics(info: &SubscriberInfo) -> impl Iterator<Item = &str> {
 pub(crate) fn run(shared: &Shared, store: &dyn SharedHistory) {
     // Unknown until the first publish: which starts with everything.
     let mut published = Instant::now() - TTL;
+    let mut failures = 0u32;
     while !shared.stopping.load(Ordering::Relaxed) {
         std::thread::sleep(PERIOD);
         // What was published may have expired (a publish can take as long as the TTL): then
@@ -123,10 +124,15 @@ pub(crate) fn run(shared: &Shared, store: &dyn SharedHistory) {
         match store.publish_node(&shared.node, &state, TTL) {
             Ok(alive) => {
                 published = attempt;
+                failures = 0;
                 *shared.leader.lock() = alive.first().cloned();
             }
             Err(error) => {
-                tracing::warn!("publishing this node's subscribers failed: {error}");
+                failures += 1;
+                // Twice a second while Redis is down: the first failure and every 20th.
+                if failures % 20 == 1 {
+                    tracing::warn!("publishing this node's subscribers failed: {error}");
+                }
                 // Another node may lead meanwhile; this one does not know, so it does not.
                 *shared.leader.lock() = None;
                 if let Some(log) = shared.registry.write().roster.as_mut() {

@@ -87,6 +87,7 @@ impl LiveIds {
 pub(crate) fn run(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut last_age_prune = Instant::now();
+    let mut prune_failures = 0u32;
     loop {
         let Some(first) = jobs.blocking_recv() else {
             return;
@@ -130,8 +131,15 @@ pub(crate) fn run(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
         let over = shared.history.len() >= config.history_max_events.saturating_add(slack);
         let aged = config.prunes_by_age() && last_age_prune.elapsed() >= Duration::from_secs(1);
         if over || prune_now || aged {
-            if let Err(error) = shared.history.prune(&config.retention()) {
-                tracing::error!("pruning the history failed: {error}");
+            match shared.history.prune(&config.retention()) {
+                Ok(_) => prune_failures = 0,
+                Err(error) => {
+                    prune_failures += 1;
+                    // Every second while the store is down: the first failure and every 30th.
+                    if prune_failures % 30 == 1 {
+                        tracing::error!("pruning the history failed: {error}");
+                    }
+                }
             }
             last_age_prune = Instant::now();
         }
