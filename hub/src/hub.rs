@@ -293,7 +293,9 @@ impl Hub {
             live_seq: AtomicU64::new(0),
             delivered_live: AtomicU64::new(0),
             following: Mutex::new(None),
-            node: crate::update::new_id(),
+            // Start time first: sorted by name, the nodes are in the order they started, and
+            // the first (the leader) is the oldest, which a node joining does not displace.
+            node: format!("{:013}-{}", now_ms(), crate::update::new_id()),
             leader: Mutex::new(None),
             threads: Mutex::new(Vec::new()),
         });
@@ -700,6 +702,17 @@ impl Hub {
         for thread in threads {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+        // Leave the roster now rather than when it expires: presence and the subscriptions API
+        // stop counting this node at once, and the next node leads at once.
+        let shared = self.shared.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(store) = shared.history.shared()
+                && let Err(error) = store.leave(&shared.node)
+            {
+                tracing::warn!("leaving the cluster's roster failed: {error}");
+            }
+        })
+        .await;
     }
 
     /// Announces each of the subscriber's selectors opening or closing. Never waits: when the
@@ -729,4 +742,11 @@ impl Drop for Registration {
         self.hub.shared.registry.write().remove(self.key);
         self.hub.announce(&self.info, Activity::Closed);
     }
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
 }

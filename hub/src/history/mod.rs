@@ -116,6 +116,8 @@ pub trait SharedHistory: Send + Sync {
     /// is alive for `ttl`: past it, what it published expires. Returns the nodes alive now,
     /// sorted.
     fn publish_node(&self, node: &str, state: &NodeState, ttl: Duration) -> Result<Vec<String>>;
+    /// Removes what `node` published about itself: it is leaving.
+    fn leave(&self, node: &str) -> Result<()>;
     /// The subscriptions the alive nodes other than `node` hold: per subscriber, a JSON array
     /// of its subscriptions' documents.
     fn other_subscriptions(&self, node: &str) -> Result<Vec<String>>;

@@ -1062,6 +1062,22 @@ impl SharedHistory for RedisHistory {
         Ok(alive)
     }
 
+    fn leave(&self, node: &str) -> Result<()> {
+        self.with(|con| {
+            redis::pipe()
+                .atomic()
+                .cmd("ZREM")
+                .arg(&self.nodes)
+                .arg(node)
+                .ignore()
+                .cmd("DEL")
+                .arg(self.node_key(node, "subs"))
+                .arg(self.node_key(node, "topics"))
+                .ignore()
+                .query(con)
+        })
+    }
+
     fn other_subscriptions(&self, node: &str) -> Result<Vec<String>> {
         let found: Vec<Vec<String>> = self.read_others(node, "HVALS", "subs")?;
         Ok(found.into_iter().flatten().collect())
