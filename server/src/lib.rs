@@ -5,6 +5,8 @@
 //! - [`client_addr`]: the address a request comes from, for per-client limits.
 //! - [`cors`]: which other origins' pages may use the streams and the hub.
 //! - [`counter_stream`]: `GET /web/StreamChat`, the seed's demo stream.
+//! - [`lean_streams`]: the listener that serves a new connection's event stream without
+//!   hyper's per-connection buffers.
 //! - [`mercure`]: the Mercure hub at `/.well-known/mercure`.
 //! - [`metrics`]: `/metrics` and `/healthz`.
 //! - [`chat`], [`market`], [`monitor`]: what the live pages need from the server: posting to
@@ -25,6 +27,7 @@ pub mod client_addr;
 pub mod config;
 pub mod cors;
 pub mod counter_stream;
+pub mod lean_streams;
 pub mod market;
 pub mod mercure;
 pub mod metrics;
@@ -33,7 +36,7 @@ pub mod monitor;
 pub use config::Config;
 pub use metrics::Metrics;
 
-use axum::{Router, extract::FromRef, routing::get};
+use axum::{Router, extract::FromRef, routing::get, serve::ListenerExt};
 use leptos::prelude::LeptosOptions;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use std::{net::SocketAddr, sync::Arc};
@@ -217,7 +220,19 @@ impl Server {
             closing.close_streams();
         });
         spawn_tasks(&state);
-        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        // Streams on a fresh connection are served lean; everything else goes to hyper.
+        let max_head = state.config.max_query_bytes + 16 * 1024;
+        let router = router(state);
+        let listener = lean_streams::StreamListener::new(
+            listener,
+            router.clone(),
+            STREAM_PATHS,
+            max_head,
+            shutdown.clone(),
+        )
+        .map_err(Error::Serve)?
+        .tap_io(|_| {});
+        let app = router.into_make_service_with_connect_info::<SocketAddr>();
         let serve =
             axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let result = tokio::select! {
@@ -235,6 +250,9 @@ impl Server {
         result
     }
 }
+
+/// The event streams a fresh connection may open without hyper (see [`lean_streams`]).
+const STREAM_PATHS: &[&str] = &[mercure::PATH, tidings_app::counter::STREAM_PATH];
 
 /// The server's own publishers; each ends on shutdown.
 fn spawn_tasks(state: &AppState) {

@@ -11,6 +11,7 @@ mod cors;
 mod counter_stream;
 mod errors;
 mod hostile;
+mod lean;
 mod load;
 mod operations;
 mod pages;
