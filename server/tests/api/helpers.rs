@@ -433,3 +433,14 @@ impl Drop for ChildServer {
         let _ = self.child.wait();
     }
 }
+
+/// Everything a raw connection sends until it closes (within [`WAIT`]).
+pub async fn read_to_close(tcp: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut received))
+        .await
+        .expect("the connection closes in time")
+        .unwrap();
+    received
+}

@@ -1,7 +1,7 @@
 //! Event streams on a fresh connection are served without hyper (`lean_streams`): what a
 //! client sees must be plain HTTP/1.1 all the same, whatever way its request arrives.
 
-use crate::helpers::{HUB, TestServer, WAIT};
+use crate::helpers::{HUB, TestServer, WAIT, read_to_close};
 use std::time::Duration;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -129,11 +129,7 @@ async fn other_requests_on_a_fresh_connection_reach_hyper_intact() {
     tcp.write_all(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, tcp.read_to_end(&mut response))
-        .await
-        .expect("answered")
-        .unwrap();
+    let response = read_to_close(&mut tcp).await;
     let response = String::from_utf8_lossy(&response);
     assert_eq!(response.matches("HTTP/1.1 200 OK").count(), 2, "{response}");
     assert!(response.ends_with("ok\n"), "{response}");

@@ -1,10 +1,10 @@
 //! The hub under concurrency over real HTTP: the history→live handoff while publishes race, and
 //! a stalled subscriber evicted while the others keep receiving.
 
-use crate::helpers::{HUB, SseReader, TestServer, publisher_token};
+use crate::helpers::{HUB, SseReader, TestServer, publisher_token, read_to_close};
 use reqwest::{Client, StatusCode};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// Longer than elsewhere: these tests push thousands of updates.
 const WAIT: Duration = Duration::from_secs(30);
@@ -140,19 +140,7 @@ async fn a_stalled_subscriber_is_evicted_and_the_others_keep_receiving() {
     // The evicted response ends once what was queued is written (a stream on a fresh
     // connection is close-delimited: the connection closes), which is what makes a browser
     // reconnect with its last id. It ends between two events.
-    let mut received = Vec::new();
-    let mut buf = vec![0u8; 1 << 20];
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let n = stalled.read(&mut buf).await.unwrap();
-            if n == 0 {
-                break;
-            }
-            received.extend_from_slice(&buf[..n]);
-        }
-    })
-    .await
-    .expect("the evicted stream ends");
+    let received = read_to_close(&mut stalled).await;
     assert!(received.starts_with(b"HTTP/1.1 200 OK\r\n"));
     assert!(received.ends_with(b"\n\n"), "ends between events");
 }
