@@ -213,7 +213,9 @@ impl Route {
         };
         drop(head);
         request.extensions_mut().insert(ConnectInfo(peer));
-        let Ok(response) = self.app.oneshot(request).await;
+        // Boxed: the router's future is large, and the task outlives it by hours; unboxed, its
+        // size would stay part of every connection's task.
+        let Ok(response) = Box::pin(self.app.oneshot(request)).await;
         let (parts, body) = response.into_parts();
         let streaming = parts.status == StatusCode::OK
             && parts.headers.get(header::CONTENT_TYPE)
@@ -257,6 +259,7 @@ impl Route {
         if let Some(plain) = plain_body {
             out.extend_from_slice(&plain);
         }
+        drop(parts);
         if write(&mut tcp, &out).await.is_err() {
             return;
         }
