@@ -419,7 +419,7 @@ impl Hub {
             }
         };
 
-        let (queue, receiver) = mpsc::channel(self.shared.config.subscriber_buffer.max(1));
+        let (queue, receiver) = crate::queue::bounded(self.shared.config.subscriber_buffer);
         let (key, handoff, handoff_id) = {
             let mut registry = self.shared.registry.write();
             let key = registry.insert(queue, info.clone());

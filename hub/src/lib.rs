@@ -9,6 +9,7 @@
 //! - `selector`: which topics a subscription or a token claim covers (exact, `*`, URI templates).
 //! - `update`: an update, parsed once at the edge from a [`NewUpdate`].
 //! - `history`: the storage boundary ([`History`]), and its SQLite and Redis implementations.
+//! - `queue`: a subscriber's queue of events not yet written.
 //! - `index` and `registry`: the subscribers, indexed by selector, and the head of the stream.
 //! - `writer`: the one thread that commits and fans out, in order.
 //! - `follower`: for a history several nodes share, the thread that fans out what the store
@@ -23,6 +24,7 @@ mod follower;
 mod history;
 mod hub;
 mod index;
+mod queue;
 mod registry;
 mod roster;
 mod selector;

@@ -7,7 +7,7 @@
 //! never tested. So one update costs a walk over its topics, the templates that could match, and
 //! the subscribers that do.
 
-use crate::{index::PrefixIndex, roster::RosterLog, selector::Selector, update::Update};
+use crate::{index::PrefixIndex, queue, roster::RosterLog, selector::Selector, update::Update};
 use bytes::Bytes;
 use std::{
     collections::{HashMap, HashSet},
@@ -16,7 +16,6 @@ use std::{
         atomic::{AtomicU64, Ordering},
     },
 };
-use tokio::sync::mpsc;
 
 pub(crate) type Key = u64;
 
@@ -88,7 +87,7 @@ pub(crate) struct Queued {
 }
 
 struct Subscriber {
-    queue: mpsc::Sender<Queued>,
+    queue: queue::Sender,
     info: Arc<SubscriberInfo>,
     /// The last fan-out round that queued to it: an update matching several selectors is
     /// queued once.
@@ -211,7 +210,7 @@ impl Registry {
         }
     }
 
-    pub(crate) fn insert(&mut self, queue: mpsc::Sender<Queued>, info: Arc<SubscriberInfo>) -> Key {
+    pub(crate) fn insert(&mut self, queue: queue::Sender, info: Arc<SubscriberInfo>) -> Key {
         let key = self.next_key;
         self.next_key += 1;
         for selector in &info.selectors {

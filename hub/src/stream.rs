@@ -19,6 +19,7 @@
 
 use crate::{
     hub::{Registration, Shared},
+    queue,
     registry::{Mark, Queued, SubscriberInfo},
     sse,
 };
@@ -30,7 +31,6 @@ use std::{
     task::{Context, Poll},
     time::{Duration, Instant},
 };
-use tokio::sync::mpsc;
 
 /// The named event a subscriber receives when history it asked for is not there (an unknown or
 /// pruned `Last-Event-ID`, pruning that overtook the replay, an unreadable history): the hub
@@ -62,7 +62,7 @@ pub(crate) struct StreamState {
     /// The visible id of the head at the handoff: what the gap event says the stream continues
     /// after.
     pub handoff_id: String,
-    pub receiver: mpsc::Receiver<Queued>,
+    pub receiver: queue::Receiver,
     pub expires_at: Option<Instant>,
     /// Held for its `Drop`: the subscriber leaves the registry with its stream.
     pub _registration: Registration,
@@ -181,7 +181,7 @@ impl StreamState {
             let mut chunk: Option<BytesMut> = None;
             let mut single = self.is_new(&first).then_some(first.bytes);
             for _ in 0..MAX_COALESCE {
-                let Ok(more) = self.receiver.try_recv() else {
+                let Some(more) = self.receiver.try_recv() else {
                     break;
                 };
                 if !self.is_new(&more) {
