@@ -77,6 +77,7 @@ screenshots:
 # ONLY=core, ONLY=server or ONLY=cluster runs that section alone (`make bench ONLY=cluster`).
 ONLY ?=
 bench:
+	scripts/setup.sh --bench
 	cargo build --release --locked -p tidings-server
 	cargo run --release --locked -p tidings-bench -- $(ONLY)
 
