@@ -18,7 +18,7 @@
 //!
 //! The server (`target/release/tidings`, built by `make bench` first; `TIDINGS_BIN` names
 //! another): its resident memory (VmRSS) before, during and after four rounds of 19,000 plain
-//! subscriptions over raw TCP from 127.0.0.2–127.0.0.20, and with 30 subscriptions of 1000
+//! subscriptions over raw TCP from 127.0.0.1–127.0.0.4 ([`load`]), and with 30 subscriptions of 1000
 //! distinct templates each; see [`server`].
 //!
 //! Cluster mode (release nodes on a `redis-server` of the bench's own): durable publishes/s over
@@ -29,6 +29,7 @@
 //! One argument runs one section only: `core`, `server` or `cluster` (`make bench ONLY=…`).
 
 mod cluster;
+mod load;
 mod scale;
 mod server;
 
