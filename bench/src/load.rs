@@ -2,7 +2,8 @@
 //! load a real server (the server binary, the cluster, the HTTP comparison with nchan).
 //!
 //! - [`open`] opens many subscriptions at once, from source addresses 127.0.0.1–127.0.0.4;
-//! - [`Publisher`] publishes on one keep-alive connection;
+//! - [`Publisher`] publishes on one keep-alive connection, to the Mercure hub or to any
+//!   `POST`-a-body publisher (nchan's);
 //! - [`Readers`] follow many subscriptions, one task each, and [`Tally`] what each received:
 //!   update numbers (missing, duplicate) and send times (latency, into a [`Histogram`]).
 //!
@@ -189,6 +190,14 @@ impl Publisher {
         Self::connect(server, head, format!("topic={topic}&data="), true).await
     }
 
+    /// To `target` on `server`, whose body is the data as it is (nchan's publisher).
+    pub async fn body(server: SocketAddr, target: &str) -> io::Result<Self> {
+        let head = format!(
+            "POST {target} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: "
+        );
+        Self::connect(server, head, String::new(), false).await
+    }
+
     async fn connect(
         server: SocketAddr,
         head: String,
@@ -258,6 +267,14 @@ impl Publisher {
 /// The data of update `seq`, try `attempt`, sent now.
 pub fn payload(seq: u64, attempt: u32, epoch: Instant) -> String {
     format!("{seq} {attempt} {}", micros_since(epoch))
+}
+
+/// [`payload`] padded with `x`s to `len` bytes (if shorter).
+pub fn padded_payload(seq: u64, epoch: Instant, len: usize) -> String {
+    let mut data = payload(seq, 0, epoch) + " ";
+    let pad = len.saturating_sub(data.len());
+    data.extend(std::iter::repeat_n('x', pad));
+    data
 }
 
 /// What one subscriber received.

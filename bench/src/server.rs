@@ -256,6 +256,26 @@ pub fn memory_kib(pid: u32) -> io::Result<(u64, u64)> {
     Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// Process `pid`'s CPU time so far, user and system, all its threads (`/proc/<pid>/stat`, in
+/// clock ticks: 10 ms at the usual 100 Hz).
+pub fn cpu_time(pid: u32) -> io::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name, in parentheses, may hold spaces: count the fields after it.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    // Fields 14 and 15 of the line (utime, stime) are the 12th and 13th after the name.
+    let (Some(user), Some(system)) = (ticks(11), ticks(12)) else {
+        return Err(io::Error::other(format!("cannot read /proc/{pid}/stat")));
+    };
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_nanos((user + system) * 1_000_000_000 / hz))
+}
+
 /// 32 random bytes, hex: the publisher key (the server would otherwise make one and log a
 /// token).
 pub fn random_key() -> io::Result<String> {
@@ -273,7 +293,7 @@ fn delta_mib(kib: u64, baseline: u64) -> String {
 }
 
 /// A `GET` on its own connection; the whole response, headers included.
-async fn get(server: SocketAddr, path: &str) -> io::Result<String> {
+pub async fn get(server: SocketAddr, path: &str) -> io::Result<String> {
     let exchange = async {
         let mut stream = TcpStream::connect(server).await?;
         let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -288,7 +308,7 @@ async fn get(server: SocketAddr, path: &str) -> io::Result<String> {
 }
 
 /// A figure from `/metrics`.
-async fn metric(server: SocketAddr, name: &str) -> io::Result<u64> {
+pub async fn metric(server: SocketAddr, name: &str) -> io::Result<u64> {
     let text = get(server, "/metrics").await?;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
