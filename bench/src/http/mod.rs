@@ -467,4 +467,52 @@ mod tests {
         assert_eq!(ratio(1.0), "1.00");
         assert_eq!(ratio(0.0), "0.00");
     }
+
+    fn printed(columns: &[Column; 2]) -> Vec<String> {
+        let mut table = Table::default();
+        print_table(&mut table, columns);
+        table
+            .entries
+            .iter()
+            .filter_map(|e| match e {
+                crate::Entry::Line(line) => Some(line.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_server_not_measured_says_why_and_the_other_prints() {
+        let mut tidings = Column::new(Kind::Tidings);
+        for row in ROWS {
+            tidings.set(row, Ok(2.0));
+        }
+        let mut nchan = Column::new(Kind::Nchan);
+        nchan.not_measured = Some("libnginx-mod-nchan is not installed".into());
+        let lines = printed(&[tidings, nchan]);
+        assert!(lines[1].contains("not measured: libnginx-mod-nchan is not installed"));
+        assert!(lines[2].contains("2.0 KiB") && lines[2].contains(" - "));
+        assert!(lines.iter().all(|l| !l.contains("failed")));
+    }
+
+    #[test]
+    fn a_failed_run_fails_its_rows_with_one_note() {
+        let mut columns = KINDS.map(Column::new);
+        for column in &mut columns {
+            for row in ROWS {
+                column.set(row, Ok(1.0));
+            }
+        }
+        for row in [Row::SteadyCpu, Row::SteadyP50, Row::SteadyP99] {
+            columns[1].set(row, Err("3 missing, 0 duplicates".into()));
+        }
+        let lines = printed(&columns);
+        assert_eq!(lines.iter().filter(|l| l.contains("failed [1]")).count(), 3);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l == "[1] nchan: failed in 1 of 2 runs: 3 missing, 0 duplicates")
+        );
+        assert!(!lines.iter().any(|l| l.starts_with("[2]")));
+    }
 }
