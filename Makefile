@@ -21,7 +21,7 @@ help:
 	@echo "make build    release build of the server and the site"
 	@echo "make cluster  three nodes on one Redis (nginx in front on 127.0.0.1:3000 if installed)"
 	@echo "make dev      rebuild and reload on every change (cargo leptos watch)"
-	@echo "make bench    measure the hub core, the release server and a cluster on Redis (minutes; ONLY=core|server|cluster)"
+	@echo "make bench    measure the hub core, the release server, a cluster on Redis, and HTTP against nginx + nchan (minutes; ONLY=core|server|cluster|http)"
 
 setup:
 	scripts/setup.sh
@@ -72,11 +72,15 @@ screenshots:
 # (built first) as a child: its RSS before, during and after rounds of 19,000 connections, and
 # with 30,000 templates. Then release nodes on a redis-server of their own: publishes/s over
 # HTTP (appendfsync everysec, always), publish-to-receive latency across 3 nodes (up to 2000
-# subscribers each, up to 1000 updates/s), catch-up after a 5 s Redis outage. Not part of
-# `make test`: numbers are reported, never asserted.
-# ONLY=core, ONLY=server or ONLY=cluster runs that section alone (`make bench ONLY=cluster`).
+# subscribers each, up to 1000 updates/s), catch-up after a 5 s Redis outage. Then, over HTTP,
+# the release server against nginx + nchan (installed by `setup.sh --bench`), each alone on
+# CPU 0 and the load generator on CPU 1: idle subscribers and their memory, CPU per delivered
+# event, publish-to-receive latency, publishes/s, replay. Not part of `make test`: numbers are
+# reported, never asserted.
+# ONLY=core, ONLY=server, ONLY=cluster or ONLY=http runs that section alone (`make bench ONLY=http`).
 ONLY ?=
 bench:
+	scripts/setup.sh --bench
 	cargo build --release --locked -p tidings-server
 	cargo run --release --locked -p tidings-bench -- $(ONLY)
 

@@ -3,6 +3,8 @@
 #
 #   scripts/setup.sh          build tools: wasm32 target, cargo-leptos, wasm-bindgen CLI, wasm-opt
 #   scripts/setup.sh --test   also the test tools: Playwright (npm), Debian's Chromium and redis-server
+#   scripts/setup.sh --bench  also what `make bench` compares and runs on: Debian's redis-server,
+#                             nginx-light and libnginx-mod-nchan
 #
 # Versions are pinned where a mismatch breaks the build: the wasm-bindgen CLI must equal the
 # wasm-bindgen crate in Cargo.lock, cargo-leptos 0.3.11 needs a newer rustc than 1.95, and
@@ -52,14 +54,34 @@ apt_install() { # PACKAGE: install a Debian package, updating the lists once per
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
 }
 
-if [ "${1:-}" = "--test" ]; then
-  npm_ci end2end
-  command -v chromium >/dev/null || apt_install chromium
+redis_server() { # the Redis tests and the cluster bench start (and kill) servers of their own
   if ! command -v redis-server >/dev/null; then
-    # The Redis history tests start (and kill) a server of their own on a free port; the
-    # service the package may start on install is stopped so none is left running.
+    # The service the package may start on install is stopped so none is left running.
     apt_install redis-server
     service redis-server stop >/dev/null 2>&1 || true
   fi
+}
+
+if [ "${1:-}" = "--test" ]; then
+  npm_ci end2end
+  command -v chromium >/dev/null || apt_install chromium
+  redis_server
 fi
+
+if [ "${1:-}" = "--bench" ]; then
+  redis_server
+  # The HTTP section compares Tidings with nginx + nchan, which the bench runs itself (one
+  # worker, on a configuration, port and folder of its own). Where they cannot be installed the
+  # bench still runs, and its nchan column says why.
+  if ! [ -x /usr/sbin/nginx ]; then
+    # The service the package may start on install is stopped so none is left running.
+    apt_install nginx-light && { service nginx stop >/dev/null 2>&1 || true; } ||
+      say "nginx-light could not be installed: make bench will have no nchan figures"
+  fi
+  if [ -x /usr/sbin/nginx ] && ! [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ]; then
+    apt_install libnginx-mod-nchan ||
+      say "libnginx-mod-nchan could not be installed: make bench will have no nchan figures"
+  fi
+fi
+
 say "tools ready"

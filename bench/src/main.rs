@@ -18,7 +18,7 @@
 //!
 //! The server (`target/release/tidings`, built by `make bench` first; `TIDINGS_BIN` names
 //! another): its resident memory (VmRSS) before, during and after four rounds of 19,000 plain
-//! subscriptions over raw TCP from 127.0.0.2–127.0.0.20, and with 30 subscriptions of 1000
+//! subscriptions over raw TCP from 127.0.0.1–127.0.0.4 ([`load`]), and with 30 subscriptions of 1000
 //! distinct templates each; see [`server`].
 //!
 //! Cluster mode (release nodes on a `redis-server` of the bench's own): durable publishes/s over
@@ -26,9 +26,16 @@
 //! 2,000 subscribers on each of three nodes, and the catch-up after a Redis outage; see
 //! [`cluster`].
 //!
-//! One argument runs one section only: `core`, `server` or `cluster` (`make bench ONLY=…`).
+//! Over HTTP, what a user deploys against nginx + nchan (the usual choice), each server on one
+//! CPU and the load generator on another: idle subscribers held and their memory, CPU per
+//! delivered event (burst, steady), publish→receive latency, publishes/s, replay; see [`http`].
+//!
+//! One argument runs one section only: `core`, `server`, `cluster` or `http` (`make bench
+//! ONLY=…`).
 
 mod cluster;
+mod http;
+mod load;
 mod scale;
 mod server;
 
@@ -53,7 +60,8 @@ pub fn hub(dir: &tempfile::TempDir, config: HubConfig) -> Hub {
     .expect("hub")
 }
 
-fn cpu_time() -> Duration {
+/// This process's CPU time so far, user and system, every thread.
+pub fn cpu_time() -> Duration {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is always valid.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
@@ -205,7 +213,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// The sections, in order; an argument names the one to run.
-const SECTIONS: [&str; 3] = ["core", "server", "cluster"];
+const SECTIONS: [&str; 4] = ["core", "server", "cluster", "http"];
 
 fn main() {
     let only = std::env::args().nth(1).filter(|a| !a.is_empty());
@@ -245,6 +253,10 @@ fn main() {
         }
     });
     runtime.shutdown_timeout(Duration::from_secs(5));
+    // On threads of its own, pinned to CPUs.
+    if runs("http") {
+        http::section(&mut table, open_files.0);
+    }
     table.print();
 }
 
@@ -306,35 +318,58 @@ fn raise_open_files() -> (u64, u64) {
 /// The figures, printed as they come and together at the end.
 #[derive(Default)]
 pub struct Table {
-    rows: Vec<(String, String)>,
+    entries: Vec<Entry>,
+}
+
+enum Entry {
+    Section(String),
+    Row(String, String),
+    /// Printed as it is (a table of its own, already aligned).
+    Line(String),
 }
 
 impl Table {
     pub fn section(&mut self, title: impl Into<String>) {
         let title = title.into();
         println!("-- {title}");
-        self.rows.push((title, String::new()));
+        self.entries.push(Entry::Section(title));
     }
 
     pub fn row(&mut self, figure: impl Into<String>, value: impl Into<String>) {
         let (figure, value) = (figure.into(), value.into());
         println!("   {figure}: {value}");
-        self.rows.push((figure, value));
+        self.entries.push(Entry::Row(figure, value));
+    }
+
+    pub fn line(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        println!("   {text}");
+        self.entries.push(Entry::Line(text));
     }
 
     fn print(&self) {
-        let figures = self.rows.iter().filter(|(_, v)| !v.is_empty());
-        let width = figures.clone().map(|(f, _)| f.chars().count()).max();
-        let values = figures.map(|(_, v)| v.chars().count()).max();
-        let width = width.unwrap_or(0);
+        let rows = self.entries.iter().filter_map(|e| match e {
+            Entry::Row(figure, value) => Some((figure.chars().count(), value.chars().count())),
+            _ => None,
+        });
+        let width = rows.clone().map(|(f, _)| f).max().unwrap_or(0);
+        let values = rows.map(|(_, v)| v).max().unwrap_or(0);
+        let lines = self.entries.iter().filter_map(|e| match e {
+            Entry::Line(text) => Some(text.chars().count()),
+            _ => None,
+        });
         println!();
-        println!("{:=<1$}", "", width + 4 + values.unwrap_or(0));
+        println!(
+            "{:=<1$}",
+            "",
+            (width + 4 + values).max(lines.max().unwrap_or(0) + 2)
+        );
         println!("tidings bench: summary");
-        for (figure, value) in &self.rows {
-            if value.is_empty() {
-                println!("\n{figure}");
-            } else {
-                println!("  {figure:<width$}  {value}");
+        for entry in &self.entries {
+            match entry {
+                Entry::Section(title) => println!("\n{title}"),
+                Entry::Row(figure, value) => println!("  {figure:<width$}  {value}"),
+                Entry::Line(text) => println!("  {text}"),
             }
         }
     }

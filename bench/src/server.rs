@@ -2,14 +2,16 @@
 //! background): its resident memory (`VmRSS` in `/proc/<pid>/status`) before, during and after
 //! rounds of 19,000 plain subscriptions, and with 30 subscriptions of 1000 distinct templates.
 //!
-//! Clients are raw TCP sockets that send one request and read the `HTTP/1.1 200` status line,
-//! bound to source addresses 127.0.0.2–127.0.0.20 so that 19,000 connections at once never run
-//! out of one address's ephemeral ports. Only loopback addresses are used. Every wait is bounded
-//! in time and every loop in count; the child is killed when [`Child`] is dropped (on an error
-//! or a panic too), and by the kernel if this process dies first (`PR_SET_PDEATHSIG`).
+//! Clients are the load generator's raw TCP sockets ([`crate::load::open`]) that send one
+//! request and read the `HTTP/1.1 200` status line. Only loopback addresses are used. Every
+//! wait is bounded in time and every loop in count; the child is killed when [`Child`] is
+//! dropped (on an error or a panic too), and by the kernel if this process dies first
+//! (`PR_SET_PDEATHSIG`).
 
-use crate::Table;
-use futures_util::StreamExt;
+use crate::{
+    Table,
+    load::{self, Opened},
+};
 use std::{
     io::{self, BufRead, BufReader, Read},
     net::{Ipv4Addr, SocketAddr},
@@ -20,20 +22,12 @@ use std::{
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpSocket, TcpStream},
+    net::TcpStream,
 };
 
 /// Subscriptions open at once in each churn round (fewer if the open-file limit is lower).
 const CHURN_CONNECTIONS: usize = 19_000;
 const ROUNDS: usize = 4;
-/// The last byte of the client source addresses, 127.0.0.x.
-const SOURCES: std::ops::RangeInclusive<u8> = 2..=20;
-/// Connections being opened at once (below the server's accept backlog).
-const IN_FLIGHT: usize = 256;
-/// One connection: connect, send, read the status line.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// All of one round's connections.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long the server has to notice closed connections.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Wait after the last subscriber has gone before reading "after" (jemalloc purges within
@@ -84,18 +78,19 @@ pub struct Child {
 
 impl Child {
     fn spawn(binary: &Path, data_dir: &Path) -> io::Result<Self> {
-        Self::spawn_with(binary, data_dir, &random_key()?, &[])
+        Self::spawn_with(binary, data_dir, &random_key()?, &[], None)
     }
 
     /// A server with the publisher key `key` (HS256) and `extra` arguments after the usual ones
-    /// (no market, no monitor, limits high enough for the benchmarks).
+    /// (no market, no monitor, limits high enough for the benchmarks); with `one_core`, on that
+    /// CPU alone and with one tokio worker thread.
     pub fn spawn_with(
         binary: &Path,
         data_dir: &Path,
         key: &str,
         extra: &[String],
+        one_core: Option<usize>,
     ) -> io::Result<Self> {
-        use std::os::unix::process::CommandExt;
         let mut command = Command::new(binary);
         command
             .args(["--addr", "127.0.0.1:0", "--data-dir"])
@@ -129,17 +124,10 @@ impl Child {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        // SAFETY: runs in the forked child before exec; prctl is async-signal-safe and touches
-        // no memory of ours.
-        unsafe {
-            command.pre_exec(|| {
-                // Killed with us if we die without dropping it (Ctrl-C, SIGKILL).
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
+        if one_core.is_some() {
+            command.env("TOKIO_WORKER_THREADS", "1");
         }
+        tie(&mut command, one_core);
         let mut process = command.spawn().map_err(|e| {
             io::Error::new(e.kind(), format!("cannot start {}: {e}", binary.display()))
         })?;
@@ -195,17 +183,13 @@ impl Child {
         Ok(child)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
     /// (VmRSS, VmHWM) in KiB.
     fn memory_kib(&self) -> io::Result<(u64, u64)> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.id()))?;
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                .ok_or_else(|| io::Error::other(format!("no {name} in /proc/<pid>/status")))
-        };
-        Ok((field("VmRSS:")?, field("VmHWM:")?))
+        memory_kib(self.pid())
     }
 
     fn rss_kib(&self) -> io::Result<u64> {
@@ -225,6 +209,73 @@ impl Drop for Child {
     }
 }
 
+/// Makes `command`'s process die with this one (`PR_SET_PDEATHSIG`: killed with us if we die
+/// without dropping its handle, on Ctrl-C or SIGKILL) and, with `cpu`, run on that CPU alone
+/// (what `taskset -c <cpu>` does; its threads and children inherit it).
+pub fn tie(command: &mut Command, cpu: Option<usize>) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs in the forked child before exec; prctl and sched_setaffinity are plain
+    // system calls and touch no memory of ours but a local.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            match cpu {
+                Some(cpu) => pin(cpu),
+                None => Ok(()),
+            }
+        });
+    }
+}
+
+/// Runs the calling thread (a process, before it starts threads) on `cpu` alone.
+pub fn pin(cpu: usize) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain bits; CPU_SET checks `cpu` against its size; the call reads
+    // the set it is given.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Process `pid`'s (VmRSS, VmHWM) in KiB.
+pub fn memory_kib(pid: u32) -> io::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| io::Error::other(format!("no {name} in /proc/{pid}/status")))
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Process `pid`'s CPU time so far, user and system, all its threads (`/proc/<pid>/stat`, in
+/// clock ticks: 10 ms at the usual 100 Hz).
+pub fn cpu_time(pid: u32) -> io::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name, in parentheses, may hold spaces: count the fields after it.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    // Fields 14 and 15 of the line (utime, stime) are the 12th and 13th after the name.
+    let (Some(user), Some(system)) = (ticks(11), ticks(12)) else {
+        return Err(io::Error::other(format!("cannot read /proc/{pid}/stat")));
+    };
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_nanos((user + system) * 1_000_000_000 / hz))
+}
+
 /// 32 random bytes, hex: the publisher key (the server would otherwise make one and log a
 /// token).
 pub fn random_key() -> io::Result<String> {
@@ -242,7 +293,7 @@ fn delta_mib(kib: u64, baseline: u64) -> String {
 }
 
 /// A `GET` on its own connection; the whole response, headers included.
-async fn get(server: SocketAddr, path: &str) -> io::Result<String> {
+pub async fn get(server: SocketAddr, path: &str) -> io::Result<String> {
     let exchange = async {
         let mut stream = TcpStream::connect(server).await?;
         let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -257,7 +308,7 @@ async fn get(server: SocketAddr, path: &str) -> io::Result<String> {
 }
 
 /// A figure from `/metrics`.
-async fn metric(server: SocketAddr, name: &str) -> io::Result<u64> {
+pub async fn metric(server: SocketAddr, name: &str) -> io::Result<u64> {
     let text = get(server, "/metrics").await?;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
@@ -283,90 +334,6 @@ async fn wait_for_metric(
         io::ErrorKind::TimedOut,
         format!("{name} was not {value} within {limit:?}"),
     ))
-}
-
-/// Subscriptions opened for one round.
-pub struct Opened {
-    pub streams: Vec<TcpStream>,
-    wanted: usize,
-    took: Duration,
-    first_error: Option<String>,
-}
-
-impl Opened {
-    pub fn summary(&self) -> String {
-        let mut text = format!(
-            "{}/{} open in {:.1} s",
-            self.streams.len(),
-            self.wanted,
-            self.took.as_secs_f64()
-        );
-        if let Some(error) = &self.first_error {
-            text += &format!(" (first failure: {error})");
-        }
-        text
-    }
-}
-
-/// Opens one connection per request, spread over the source addresses, [`IN_FLIGHT`] at a
-/// time; each must be answered `HTTP/1.1 200`.
-pub async fn open(server: SocketAddr, requests: Vec<Arc<[u8]>>) -> Opened {
-    let sources: Vec<Ipv4Addr> = SOURCES.map(|d| Ipv4Addr::new(127, 0, 0, d)).collect();
-    let wanted = requests.len();
-    let started = Instant::now();
-    let attempts = futures_util::stream::iter(requests.into_iter().enumerate())
-        .map(|(i, request)| {
-            let source = sources[i % sources.len()];
-            async move {
-                tokio::time::timeout(CONNECT_TIMEOUT, open_one(server, source, &request))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in 10 s"))
-                    })
-            }
-        })
-        .buffer_unordered(IN_FLIGHT);
-    let mut attempts = std::pin::pin!(attempts);
-    let deadline = tokio::time::Instant::now() + OPEN_TIMEOUT;
-    let mut opened = Opened {
-        streams: Vec::with_capacity(wanted),
-        wanted,
-        took: Duration::ZERO,
-        first_error: None,
-    };
-    loop {
-        match tokio::time::timeout_at(deadline, attempts.next()).await {
-            Ok(Some(Ok(stream))) => opened.streams.push(stream),
-            Ok(Some(Err(error))) => {
-                opened.first_error.get_or_insert_with(|| error.to_string());
-            }
-            Ok(None) => break,
-            Err(_) => {
-                opened
-                    .first_error
-                    .get_or_insert_with(|| format!("not all open within {OPEN_TIMEOUT:?}"));
-                break;
-            }
-        }
-    }
-    opened.took = started.elapsed();
-    opened
-}
-
-async fn open_one(server: SocketAddr, source: Ipv4Addr, request: &[u8]) -> io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::from((source, 0)))?;
-    let mut stream = socket.connect(server).await?;
-    stream.write_all(request).await?;
-    let mut status = [0u8; 12];
-    stream.read_exact(&mut status).await?;
-    if &status != b"HTTP/1.1 200" {
-        return Err(io::Error::other(format!(
-            "answered {:?}",
-            String::from_utf8_lossy(&status)
-        )));
-    }
-    Ok(stream)
 }
 
 /// Closes the subscriptions, waits for the server to count none, then [`SETTLE`]; returns how
@@ -395,7 +362,7 @@ pub async fn memory(table: &mut Table, open_files: u64) -> io::Result<()> {
     let churn: Arc<[u8]> = Arc::from(CHURN_REQUEST);
     let mut during_peak = 0;
     for round in 1..=ROUNDS {
-        let opened = open(server, vec![churn.clone(); connections]).await;
+        let opened = load::open(server, vec![churn.clone(); connections]).await;
         let during = child.rss_kib()?;
         during_peak = during_peak.max(during);
         let summary = opened.summary();
@@ -437,7 +404,7 @@ pub async fn memory(table: &mut Table, open_files: u64) -> io::Result<()> {
             Arc::from(request.into_bytes())
         })
         .collect();
-    let opened = open(server, requests).await;
+    let opened = load::open(server, requests).await;
     let templates = metric(server, "tidings_templates").await?;
     let during = child.rss_kib()?;
     let summary = opened.summary();

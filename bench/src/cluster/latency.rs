@@ -6,8 +6,9 @@
 //! are counted apart. A run whose publisher falls behind its schedule, or with any update
 //! missing or repeated, is reported as failed, its latencies on stderr only.
 
-use super::{Cluster, Histogram, Losses, Publisher, Readers, micros_since, payload, subscribe};
+use super::{Cluster, TOPIC, subscribe};
 use crate::Table;
+use crate::load::{Histogram, Losses, Publisher, Readers, micros_since, payload};
 use std::{
     io,
     sync::Arc,
@@ -118,7 +119,7 @@ async fn publish_paced(
         let give_up = start + Duration::from_secs(updates / rate) + PACE_SLACK;
         let mut tasks = Vec::new();
         for c in 0..CONNECTIONS {
-            let mut publisher = Publisher::connect(node, &token).await?;
+            let mut publisher = Publisher::mercure(node, &token, TOPIC).await?;
             tasks.push(tokio::spawn(async move {
                 let mut acked = Vec::new();
                 for seq in (c..updates).step_by(CONNECTIONS as usize) {

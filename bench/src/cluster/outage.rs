@@ -5,7 +5,8 @@
 //! node 2 holds every update acknowledged up to the first one acknowledged after the restart;
 //! then the publisher goes on for a second, and nothing acknowledged may be missing.
 
-use super::{Cluster, Losses, Publisher, Readers, payload, subscribe};
+use super::{Cluster, subscribe};
+use crate::load::{Losses, Readers, payload};
 use crate::{Table, median};
 use std::{
     io,
@@ -82,7 +83,7 @@ async fn once() -> io::Result<Result<Run, String>> {
     }
     let acked = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let mut publisher = Publisher::connect(cluster.node(1), &cluster.token).await?;
+    let mut publisher = cluster.publisher(1).await?;
     let publishing = tokio::spawn({
         let (acked, stop) = (acked.clone(), stop.clone());
         async move {

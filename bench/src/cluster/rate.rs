@@ -2,7 +2,8 @@
 //! each publishing as fast as it is answered; an update counts once the node has answered 200
 //! (Redis has it, with the given `appendfsync`).
 
-use super::{Cluster, Publisher, payload};
+use super::Cluster;
+use crate::load::{Publisher, payload};
 use crate::{Table, median};
 use std::{
     io,
@@ -18,7 +19,7 @@ pub async fn measure(table: &mut Table, fsync: &'static str) -> io::Result<()> {
     let cluster = Cluster::start(fsync, 1).await?;
     let mut publishers = Vec::with_capacity(PUBLISHERS);
     for _ in 0..PUBLISHERS {
-        publishers.push(Publisher::connect(cluster.node(1), &cluster.token).await?);
+        publishers.push(cluster.publisher(1).await?);
     }
     let epoch = Instant::now();
     publishers = run(publishers, WARM_UP, epoch).await?.0;
