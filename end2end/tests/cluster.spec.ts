@@ -1,24 +1,7 @@
 // Three nodes on one Redis, in the browser: a chat message sent on one node appears once on
 // another, presence counts both, and a window that moves to a third node picks up where it was.
 
-import { BrowserContext, Page } from '@playwright/test';
-import { expect, RedisServer, test, TidingsServer, watchConsole } from './server';
-
-async function joinRoom(context: BrowserContext, url: string, name: string): Promise<Page> {
-  const page = await context.newPage();
-  await page.goto(url);
-  await expect(page.locator('.live-badge')).toHaveText('open');
-  await page.fill('#chat-name', name);
-  return page;
-}
-
-async function send(page: Page, text: string): Promise<void> {
-  await page.fill('#chat-text', text);
-  await page.click('.chat-form button');
-  await expect(page.locator('#chat-text')).toHaveValue('');
-}
-
-const log = (page: Page) => page.locator('#chat-log .message');
+import { expect, joinRoom, log, RedisServer, send, test, TidingsServer, watchConsole } from './server';
 
 test('a chat across three nodes: sent on A, shown once on B, resumed on C without a gap', async ({ browser }) => {
   const redis = await RedisServer.start();

@@ -1,7 +1,7 @@
 // The live pages in Chromium: server-rendered first, then live through the hub.
 
-import { BrowserContext, Page } from '@playwright/test';
-import { test, expect, FAST, TidingsServer, screenshot, token, watchConsole } from './server';
+import { Page } from '@playwright/test';
+import { test, expect, FAST, TidingsServer, joinRoom, log, screenshot, send, token, watchConsole } from './server';
 
 const PAGES: [string, string][] = [
   ['/', 'Real-time Updates'],
@@ -55,21 +55,6 @@ test('no page logs a console error, hydration included', async ({ page, server }
 // comes from 127.0.0.1: each test has its own server and stays within one burst (5 messages;
 // refused posts do not count).
 
-async function joinRoom(context: BrowserContext, url: string, name: string): Promise<Page> {
-  const page = await context.newPage();
-  await page.goto(url);
-  await expect(page.locator('.live-badge')).toHaveText('open');
-  await page.fill('#chat-name', name);
-  return page;
-}
-
-async function send(page: Page, text: string): Promise<void> {
-  await page.fill('#chat-text', text);
-  await page.click('.chat-form button');
-  await expect(page.locator('#chat-text')).toHaveValue('');
-}
-
-const log = (page: Page) => page.locator('#chat-log .message');
 
 test('two windows in a room see each other once, in order, and text stays text', async ({ browser, server }) => {
   const a = await joinRoom(await browser.newContext(), `${server.url}/chat/e2e-pair`, 'ann');

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { test as base, expect, Page, ConsoleMessage } from '@playwright/test';
+import { test as base, expect, BrowserContext, Page, ConsoleMessage } from '@playwright/test';
 
 const root = path.resolve(__dirname, '..', '..');
 const bin = process.env.TIDINGS_BIN ?? path.join(root, 'target', 'release', 'tidings');
@@ -196,5 +196,27 @@ export const test = base.extend<{ server: TidingsServer }>({
     fs.rmSync(server.dataDir, { recursive: true, force: true });
   },
 });
+
+
+// ---- Chat, as a visitor uses it ----
+
+/** Opens a chat room in a new page of `context`, waits until it is live, and types the name. */
+export async function joinRoom(context: BrowserContext, url: string, name: string): Promise<Page> {
+  const page = await context.newPage();
+  await page.goto(url);
+  await expect(page.locator('.live-badge')).toHaveText('open');
+  await page.fill('#chat-name', name);
+  return page;
+}
+
+/** Sends a message and waits until the form is cleared (the server took it). */
+export async function send(page: Page, text: string): Promise<void> {
+  await page.fill('#chat-text', text);
+  await page.click('.chat-form button');
+  await expect(page.locator('#chat-text')).toHaveValue('');
+}
+
+/** The messages a chat page shows. */
+export const log = (page: Page) => page.locator('#chat-log .message');
 
 export { expect };

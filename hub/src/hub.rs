@@ -119,6 +119,16 @@ pub enum SubscribeError {
     ShuttingDown,
 }
 
+impl From<&HistoryError> for SubscribeError {
+    fn from(error: &HistoryError) -> Self {
+        if error.is_unavailable() {
+            SubscribeError::Unavailable
+        } else {
+            SubscribeError::Storage
+        }
+    }
+}
+
 /// Why a subscriber's selector was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SelectorRefused {
@@ -509,11 +519,7 @@ impl Hub {
         .map_err(|_| SubscribeError::ShuttingDown)?
         .map_err(|error| {
             tracing::error!("reading a snapshot failed: {error}");
-            if error.is_unavailable() {
-                SubscribeError::Unavailable
-            } else {
-                SubscribeError::Storage
-            }
+            SubscribeError::from(&error)
         })?;
         Ok(Snapshot {
             updates,
@@ -627,11 +633,7 @@ impl Hub {
         .map_err(|error| {
             // Asked every 250 ms by presence: the follower's log says Redis is down.
             tracing::debug!("reading the other nodes' subscriptions failed: {error}");
-            if error.is_unavailable() {
-                SubscribeError::Unavailable
-            } else {
-                SubscribeError::Storage
-            }
+            SubscribeError::from(&error)
         })
     }
 
