@@ -124,7 +124,8 @@ async fn a_stream_on_a_kept_alive_connection_is_hyper_s_and_works_the_same() {
 #[tokio::test]
 async fn other_requests_on_a_fresh_connection_reach_hyper_intact() {
     let server = TestServer::start_default().await;
-    // A stream request with something pipelined after it, and a HEAD: both hyper's.
+    // A HEAD with a second request pipelined after it: neither is a lean stream, so hyper
+    // answers both, from the bytes the listener already read.
     let mut tcp = connect(&server).await;
     tcp.write_all(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
