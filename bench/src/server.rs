@@ -104,6 +104,8 @@ impl Child {
                 "100000",
                 "--max-subscribers-per-address",
                 "100000",
+                "--max-connections-per-address",
+                "100000",
                 "--subscribe-rate",
                 "100000",
                 "--subscribe-burst",

@@ -169,6 +169,36 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub subscribe_burst: u32,
 
+    /// Time a client may take to send a whole request head, counted from its first byte, such
+    /// as `10s`; past it the answer is 408 and the connection is closed.
+    #[arg(long, env = "TIDINGS_HEAD_TIMEOUT", default_value = "10s",
+          value_parser = parse_positive_duration)]
+    pub head_timeout: Duration,
+
+    /// Time a connection may stay open with no request in progress (before its first request,
+    /// or between two on a kept-alive connection), such as `20s`; then it is closed. An open
+    /// event stream is a request in progress.
+    #[arg(long, env = "TIDINGS_IDLE_TIMEOUT", default_value = "20s",
+          value_parser = parse_positive_duration)]
+    pub idle_timeout: Duration,
+
+    /// The longest request head (request line and headers), in bytes; longer gets 431.
+    #[arg(long, env = "TIDINGS_MAX_HEAD_BYTES", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u32).range(1024..))]
+    pub max_head_bytes: u32,
+
+    /// Most open connections from one client address (IPv6: one /64), whatever they carry;
+    /// more are answered 429 and closed. A `--trusted-proxy` peer counts only in the total.
+    #[arg(long, env = "TIDINGS_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_address: u32,
+
+    /// Most open connections in all; more are answered 429 and closed. By default, and at most,
+    /// the process's open-file limit (raised to its hard limit at start) less a reserve of
+    /// 1/16 of it (at least 64, at most 512) for everything else.
+    #[arg(long, env = "TIDINGS_MAX_CONNECTIONS")]
+    pub max_connections: Option<u64>,
+
     /// How long the simulated market's (`/ticker/…`) and the monitor's (`/monitor`) updates are
     /// kept, such as `10m`: these every-second publishers must not push chat and news out of
     /// the history.
@@ -187,6 +217,15 @@ pub struct Config {
     /// Milliseconds between two health samples on the monitor topic; 0 turns them off.
     #[arg(long, env = "TIDINGS_MONITOR_INTERVAL_MS", default_value_t = 1000)]
     pub monitor_interval_ms: u64,
+}
+
+/// A duration above zero, such as `10s` or `500ms`.
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be more than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The JWT algorithms a hub can be configured for.

@@ -8,7 +8,11 @@
 //! No task runs per connection: the response body is a stream that produces the next number only
 //! when hyper polls it. A client that goes away makes hyper drop the body, and with it the timer.
 
-use crate::AppState;
+use crate::{
+    AppState,
+    client_addr::{ClientIp, retry_after_secs},
+    mercure::limits::LimitError,
+};
 use axum::{
     body::Body,
     extract::State,
@@ -26,17 +30,34 @@ use tokio::time::{MissedTickBehavior, interval};
 pub enum CounterError {
     #[error("Last-Event-ID must be a whole number from 0 to {LAST}")]
     BadLastEventId,
+    /// Counter streams count against the same budgets as hub subscriptions.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
 }
 
 impl IntoResponse for CounterError {
     fn into_response(self) -> Response {
-        (StatusCode::BAD_REQUEST, self.to_string()).into_response()
+        let (status, retry_after) = match &self {
+            CounterError::BadLastEventId => (StatusCode::BAD_REQUEST, None),
+            CounterError::Limit(LimitError::TooFast(wait)) => {
+                (StatusCode::TOO_MANY_REQUESTS, Some(retry_after_secs(*wait)))
+            }
+            CounterError::Limit(_) => (StatusCode::TOO_MANY_REQUESTS, Some(5)),
+        };
+        let mut response = (status, format!("{self}\n")).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
 /// The handler.
 pub async fn stream(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     headers: HeaderMap,
 ) -> Result<Response, CounterError> {
     let last_seen = match headers.get("last-event-id") {
@@ -47,6 +68,7 @@ pub async fn stream(
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
 
+    let slot = state.subscriber_limits.admit(client)?;
     let mut ticks = interval(state.config.stream_interval());
     // After a stall, keep the pace instead of bursting to catch up.
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -71,7 +93,7 @@ pub async fn stream(
     .take_until(state.shutdown.clone().cancelled_owned())
     // The guard lives as long as the body: dropped when the stream ends or the client leaves.
     .map(move |item| {
-        let _ = &open;
+        let _ = (&open, &slot);
         item
     });
 

@@ -5,8 +5,8 @@
 //! - [`client_addr`]: the address a request comes from, for per-client limits.
 //! - [`cors`]: which other origins' pages may use the streams and the hub.
 //! - [`counter_stream`]: `GET /web/StreamChat`, the seed's demo stream.
-//! - [`lean_streams`]: the listener that serves a new connection's event stream without
-//!   hyper's per-connection buffers.
+//! - [`edge`]: the life of every connection: caps per address and in all, deadlines for heads
+//!   and idle time, and a new connection's event stream served without hyper's buffers.
 //! - [`mercure`]: the Mercure hub at `/.well-known/mercure`.
 //! - [`metrics`]: `/metrics` and `/healthz`.
 //! - [`chat`], [`market`], [`monitor`]: what the live pages need from the server: posting to
@@ -27,7 +27,7 @@ pub mod client_addr;
 pub mod config;
 pub mod cors;
 pub mod counter_stream;
-pub mod lean_streams;
+pub mod edge;
 pub mod market;
 pub mod mercure;
 pub mod metrics;
@@ -36,7 +36,7 @@ pub mod monitor;
 pub use config::Config;
 pub use metrics::Metrics;
 
-use axum::{Router, extract::FromRef, routing::get, serve::ListenerExt};
+use axum::{Router, extract::FromRef, routing::get};
 use leptos::prelude::LeptosOptions;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use std::{net::SocketAddr, sync::Arc};
@@ -57,6 +57,8 @@ pub struct AppState {
     pub cors: Arc<cors::Cors>,
     pub chat_limiter: Arc<chat::RateLimiter>,
     pub subscriber_limits: Arc<mercure::limits::SubscriberLimits>,
+    /// Open connections, counted against their caps.
+    pub connections: Arc<edge::budget::ConnectionBudget>,
     /// Fires on shutdown; every stream ends when it does.
     pub shutdown: CancellationToken,
 }
@@ -176,6 +178,7 @@ impl Server {
             config.max_subscribers_per_address,
             config.max_subscribers,
         ));
+        let connections = Arc::new(connection_budget(&config));
         let state = AppState {
             config: Arc::new(config),
             leptos,
@@ -185,6 +188,7 @@ impl Server {
             cors: Arc::new(cors),
             chat_limiter: Arc::default(),
             subscriber_limits,
+            connections,
             shutdown: CancellationToken::new(),
         };
         Ok(Self { listener, state })
@@ -220,38 +224,62 @@ impl Server {
             closing.close_streams();
         });
         spawn_tasks(&state);
-        // Streams on a fresh connection are served lean; everything else goes to hyper.
-        let max_head = state.config.max_query_bytes + 16 * 1024;
-        let router = router(state);
-        let listener = lean_streams::StreamListener::new(
-            listener,
-            router.clone(),
-            STREAM_PATHS,
-            max_head,
-            shutdown.clone(),
-        )
-        .map_err(Error::Serve)?
-        .tap_io(|_| {});
-        let app = router.into_make_service_with_connect_info::<SocketAddr>();
-        let serve =
-            axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let result = tokio::select! {
-            result = serve.into_future() => result.map_err(Error::Serve),
-            () = async {
-                shutdown.cancelled().await;
-                tokio::time::sleep(grace).await;
-            } => {
-                tracing::warn!("connections still open after {grace:?}; exiting anyway");
-                Ok(())
-            }
+        let config = &state.config;
+        let limits = edge::Limits {
+            head_timeout: config.head_timeout,
+            idle_timeout: config.idle_timeout,
+            max_head_bytes: config.max_head_bytes as usize,
         };
+        let budget = state.connections.clone();
+        let edge = edge::Edge::new(
+            router(state.clone()),
+            STREAM_PATHS,
+            limits,
+            budget.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(edge.accept(listener));
+        shutdown.cancelled().await;
+        tokio::select! {
+            () = budget.all_closed() => {}
+            () = tokio::time::sleep(grace) => {
+                tracing::warn!("connections still open after {grace:?}; exiting anyway");
+            }
+        }
         // Commit whatever publishes were accepted before stopping.
         hub.shutdown().await;
-        result
+        Ok(())
     }
 }
 
-/// The event streams a fresh connection may open without hyper (see [`lean_streams`]).
+/// The connection caps: the configured total, or what the descriptor limit allows.
+fn connection_budget(config: &Config) -> edge::budget::ConnectionBudget {
+    let descriptors = edge::budget::raise_descriptor_limit();
+    let capacity = descriptors.saturating_sub(edge::budget::reserved_descriptors(descriptors));
+    let total = match config.max_connections {
+        Some(wanted) if wanted > capacity => {
+            tracing::warn!(
+                "--max-connections {wanted} is more than {descriptors} open files allow; \
+                 serving at most {capacity}"
+            );
+            capacity
+        }
+        Some(wanted) => wanted,
+        None => capacity,
+    };
+    let total = usize::try_from(total).unwrap_or(usize::MAX).max(1);
+    tracing::info!(
+        "open-file limit {descriptors}: at most {total} connections, {} per address",
+        config.max_connections_per_address
+    );
+    edge::budget::ConnectionBudget::new(
+        config.max_connections_per_address as usize,
+        total,
+        config.trusted_proxies.clone(),
+    )
+}
+
+/// The event streams a fresh connection may open without hyper (see [`edge`]).
 const STREAM_PATHS: &[&str] = &[mercure::PATH, tidings_app::counter::STREAM_PATH];
 
 /// The server's own publishers; each ends on shutdown.

@@ -282,6 +282,8 @@ fn ends_between_events(tail: &[u8]) -> bool {
 pub struct ChildServer {
     pub child: std::process::Child,
     pub base: String,
+    /// Its log, line by line, as far as written.
+    pub log: Arc<Mutex<Vec<String>>>,
 }
 
 impl ChildServer {
@@ -310,6 +312,18 @@ impl ChildServer {
         Self::spawn_command(command, args).await
     }
 
+    /// As [`spawn`](Self::spawn), under an open-file limit of `files` (soft and hard), as a
+    /// server under the common `ulimit -n 1024` runs.
+    pub async fn spawn_with_open_files(args: &[&str], files: u64) -> Self {
+        let mut command = std::process::Command::new("prlimit");
+        command.args([
+            &format!("--nofile={files}:{files}"),
+            "--",
+            env!("CARGO_BIN_EXE_tidings"),
+        ]);
+        Self::spawn_command(command, args).await
+    }
+
     async fn spawn_command(mut command: std::process::Command, args: &[&str]) -> Self {
         use std::io::{BufRead, BufReader};
         use std::process::Stdio;
@@ -327,14 +341,21 @@ impl ChildServer {
             .spawn()
             .expect("start tidings");
         let stdout = child.stdout.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = log.clone();
         let base = tokio::task::spawn_blocking(move || {
             let mut lines = BufReader::new(stdout).lines();
             for line in lines.by_ref() {
                 let line = line.unwrap();
+                kept.lock().unwrap().push(line.clone());
                 if let Some(at) = line.find("listening on ") {
                     let base = line[at + "listening on ".len()..].trim().to_string();
                     // Keep draining so the child never blocks on a full pipe.
-                    std::thread::spawn(move || lines.for_each(drop));
+                    std::thread::spawn(move || {
+                        for line in lines.map_while(Result::ok) {
+                            kept.lock().unwrap().push(line);
+                        }
+                    });
                     return base;
                 }
             }
@@ -342,7 +363,7 @@ impl ChildServer {
         })
         .await
         .unwrap();
-        Self { child, base }
+        Self { child, base, log }
     }
 
     /// Runs `tidings` with these arguments and variables (over the test keys) on a free port,
@@ -399,6 +420,45 @@ impl ChildServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The `host:port` it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.base.trim_start_matches("http://").parse().unwrap()
+    }
+
+    /// A raw connection to it from this local address (any of 127.0.0.0/8).
+    pub async fn connect_from(&self, local: &str) -> tokio::net::TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::new(local.parse().unwrap(), 0))
+            .unwrap();
+        socket.connect(self.addr()).await.unwrap()
+    }
+
+    /// Waits (within about 10 s) until `/metrics` has this line.
+    pub async fn wait_for_metric(&self, line: &str) {
+        let client = Client::new();
+        for _ in 0..100 {
+            let text = client
+                .get(self.url("/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if text.lines().any(|l| l == line) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("never saw {line:?}");
+    }
+
+    /// Whether a log line so far contains `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(text))
     }
 
     pub fn signal(&self, signal: &str) {

@@ -76,6 +76,8 @@ async fn connections_coming_and_going_leave_nothing_behind() {
         "100000",
         "--subscribe-burst",
         "100000",
+        "--max-connections-per-address",
+        "100000",
     ])
     .await;
     let addr = server.base.trim_start_matches("http://").to_owned();
@@ -106,9 +108,9 @@ async fn connections_coming_and_going_leave_nothing_behind() {
             assert_eq!(&head, b"HTTP/1.1 200");
         }
         drop(sockets);
-        wait_for_metric(&client, &server, "tidings_subscribers 0").await;
+        server.wait_for_metric("tidings_subscribers 0").await;
     }
-    wait_for_metric(&client, &server, "tidings_history_updates 1").await;
+    server.wait_for_metric("tidings_history_updates 1").await;
     // Memory goes back: within 64 MB of where it started (jemalloc purges within a second).
     let mut after = rss_kib(server.child.id());
     for _ in 0..50 {
@@ -131,24 +133,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
-}
-
-async fn wait_for_metric(client: &reqwest::Client, server: &ChildServer, line: &str) {
-    for _ in 0..100 {
-        let text = client
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if text.lines().any(|l| l == line) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("never saw {line:?}");
 }
 
 #[tokio::test]

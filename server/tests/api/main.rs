@@ -9,6 +9,7 @@ mod chat;
 mod cluster;
 mod cors;
 mod counter_stream;
+mod edge;
 mod errors;
 mod hostile;
 mod lean;
