@@ -14,6 +14,7 @@
 //! - `writer`: the one thread that commits and fans out, in order.
 //! - `follower`: for a history several nodes share, the thread that fans out what the store
 //!   holds, in its order.
+//! - `live_id`: the ids of live-only events, which carry their own place.
 //! - `stream`: a subscription's stream, from history to live.
 //! - `events`: subscription events.
 //! - `roster`: on a cluster, what each node tells the others about its subscribers.
@@ -24,6 +25,7 @@ mod follower;
 mod history;
 mod hub;
 mod index;
+mod live_id;
 mod queue;
 mod registry;
 mod roster;
@@ -43,6 +45,7 @@ pub use hub::{
     Hub, HubConfig, PublishError, SelectorRefused, Snapshot, SubscribeError, SubscribeRequest,
     Subscription, Subscriptions, Unhealthy,
 };
+pub use live_id::LiveIdKey;
 pub use registry::{ActiveSubscription, EARLIEST, SubscriberInfo};
 pub use selector::{Interner, MAX_SELECTOR_LEN, Selector, SelectorError};
 pub use sse::{Event, comment};

@@ -151,8 +151,13 @@ impl Update {
 
     /// The SSE bytes of this update: encoded once, then shared by every subscriber.
     pub fn encode(&self) -> Bytes {
+        self.encode_with_id(&self.id)
+    }
+
+    /// The SSE bytes of this update under another id (one the hub made, valid like any).
+    pub(crate) fn encode_with_id(&self, id: &str) -> Bytes {
         Event {
-            id: Some(&self.id),
+            id: Some(id),
             event: self.event_type.as_deref(),
             retry: self.retry,
             data: &self.data,

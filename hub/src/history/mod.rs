@@ -16,7 +16,10 @@ mod sqlite;
 pub use self::redis::RedisHistory;
 pub use sqlite::SqliteHistory;
 
-use crate::update::{Stored, Update};
+use crate::{
+    live_id::LiveIdKey,
+    update::{Stored, Update},
+};
 use std::{sync::Arc, time::Duration};
 
 /// A storage failure. Its text is for the operator's log, never for a client: it can carry
@@ -82,6 +85,16 @@ pub trait History: Send + Sync + 'static {
     /// A small durable write: fails when the store can no longer be written (disk full,
     /// read-only, corrupt), which is what a health check must know.
     fn probe(&self) -> Result<()>;
+    /// The secret the ids of live-only events are authenticated with (see
+    /// [`crate::live_id`]): random, made once per history and kept with it, so the ids survive a
+    /// restart and, for a shared history, every node verifies every other's.
+    fn live_id_key(&self) -> LiveIdKey;
+    /// Where this process numbers live-only events from, when it is the history's only writer:
+    /// above every number an earlier process gave, so an event sent after a restart is never
+    /// taken for one a resuming client already has.
+    fn live_seq_start(&self) -> u64 {
+        0
+    }
 
     fn is_empty(&self) -> bool {
         self.len() == 0

@@ -6,7 +6,9 @@
 //!   position is a plain increasing `u64`, as in SQLite, and a stream range is a position range.
 //! - `<prefix>meta`: a hash: `seq` (the last position handed out: positions are never reused,
 //!   even when pruning empties the stream), `clock` (the newest `created_ms`, which keeps it
-//!   non-decreasing along the stream), the horizon (`through`, `volatile:<prefix>`) and `probe`.
+//!   non-decreasing along the stream), the horizon (`through`, `volatile:<prefix>`), `probe`,
+//!   `epoch` (a random name: another one means Redis lost the history) and `liveidkey` (the
+//!   key every node authenticates live-only events' ids with).
 //! - `<prefix>ids`: a sorted set with every member at score 0, `<id>\0<position, 20 digits>`:
 //!   the lexicographic order puts an id's earliest position first, so [`History::position_of`]
 //!   is one `ZRANGEBYLEX`, and pruning removes exactly the members of what it drops. (`\0`
@@ -30,7 +32,10 @@ use super::{
     Cursor, Followed, Heads, History, HistoryError, Horizon, LiveEvent, NodeState, Refreshed,
     Result, Retention, SharedHistory,
 };
-use crate::update::{Stored, Update};
+use crate::{
+    live_id::{self, LiveIdKey},
+    update::{Stored, Update},
+};
 use parking_lot::{Mutex, RwLock};
 use redis::{Client, Connection, RedisError, Script};
 use std::{
@@ -90,6 +95,9 @@ pub struct RedisHistory {
     /// The meta hash's `epoch`, a random name given when the history was created: another
     /// value (or none) means Redis lost the history, and positions may be handed out again.
     epoch: Mutex<String>,
+    /// The meta hash's `liveidkey`: the live ids' key, set with the epoch (`HSETNX`, so every
+    /// node of a cluster has the same).
+    live_key: Mutex<LiveIdKey>,
 }
 
 /// Shared by the scripts: the index member of an id at a position (the position as Lua's
@@ -258,10 +266,11 @@ impl RedisHistory {
             alive: Script::new(ALIVE_LUA),
             counts: Script::new(COUNTS_LUA),
             epoch: Mutex::new(String::new()),
+            live_key: Mutex::new([0; 32]),
         };
         history.with(|con| redis::cmd("PING").query::<String>(con))?;
         history.warn_unless_durable();
-        *history.epoch.lock() = history.claim_epoch()?;
+        history.claim_epoch()?;
         let rows: u64 = history.with(|con| redis::cmd("XLEN").arg(&history.stream).query(con))?;
         history.rows.store(rows, Ordering::Relaxed);
         *history.horizon.write() = history.load_horizon()?;
@@ -376,23 +385,34 @@ impl RedisHistory {
         }
     }
 
-    /// The history's epoch, given now if it has none.
-    fn claim_epoch(&self) -> Result<String> {
+    /// The history's epoch and live ids' key, given now if it has none, noted here.
+    fn claim_epoch(&self) -> Result<()> {
         let mine = crate::update::new_id();
-        let (_, epoch): ((), String) = self.with(|con| {
+        let key = live_id::key_to_hex(&live_id::new_key());
+        let (epoch, key): (String, String) = self.with(|con| {
             redis::pipe()
                 .cmd("HSETNX")
                 .arg(&self.meta)
                 .arg("epoch")
                 .arg(&mine)
                 .ignore()
+                .cmd("HSETNX")
+                .arg(&self.meta)
+                .arg("liveidkey")
+                .arg(&key)
+                .ignore()
                 .cmd("HGET")
                 .arg(&self.meta)
                 .arg("epoch")
+                .cmd("HGET")
+                .arg(&self.meta)
+                .arg("liveidkey")
                 .query(con)
-                .map(|(epoch,): (String,)| ((), epoch))
         })?;
-        Ok(epoch)
+        *self.live_key.lock() = live_id::key_from_hex(&key)
+            .ok_or_else(|| HistoryError::new(format!("{}'s liveidkey is malformed", self.meta)))?;
+        *self.epoch.lock() = epoch;
+        Ok(())
     }
 
     /// The horizon as the last prune left it; for a history without one yet, everything below
@@ -836,6 +856,10 @@ impl History for RedisHistory {
         Ok(dropped)
     }
 
+    fn live_id_key(&self) -> LiveIdKey {
+        *self.live_key.lock()
+    }
+
     fn probe(&self) -> Result<()> {
         self.with(|con| {
             redis::cmd("HSET")
@@ -1002,7 +1026,7 @@ impl SharedHistory for RedisHistory {
         let reset = epoch.as_deref() != Some(self.epoch.lock().as_str());
         if reset {
             *self.horizon.write() = self.load_horizon()?;
-            *self.epoch.lock() = self.claim_epoch()?;
+            self.claim_epoch()?;
         } else {
             self.note_meta(meta);
         }

@@ -1,7 +1,10 @@
 //! History in one SQLite file (WAL mode), `history.sqlite3` in the data folder.
 
 use super::{Heads, History, HistoryError, Horizon, Result, Retention};
-use crate::update::{Stored, Update};
+use crate::{
+    live_id::{self, LiveIdKey},
+    update::{Stored, Update},
+};
 use parking_lot::{Mutex, RwLock};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::{
@@ -26,7 +29,13 @@ pub struct SqliteHistory {
     readers: Mutex<Vec<Connection>>,
     rows: AtomicU64,
     horizon: RwLock<Horizon>,
+    live_key: LiveIdKey,
+    live_seq_start: u64,
 }
+
+/// Each process numbers live-only events from its start count shifted this far: 2^40 events a
+/// run, 2^24 runs.
+const LIVE_SEQ_SHIFT: u32 = 40;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS updates (
@@ -85,12 +94,15 @@ impl SqliteHistory {
         writer.execute_batch(SCHEMA).map_err(unusable)?;
         let rows: i64 = writer.query_row("SELECT count(*) FROM updates", [], |row| row.get(0))?;
         let horizon = load_horizon(&writer)?;
+        let (live_key, starts) = load_live_ids(&writer)?;
         Ok(Self {
             path,
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
             rows: AtomicU64::new(rows as u64),
             horizon: RwLock::new(horizon),
+            live_key,
+            live_seq_start: starts.min(u64::MAX >> LIVE_SEQ_SHIFT) << LIVE_SEQ_SHIFT,
         })
     }
 
@@ -188,6 +200,40 @@ fn load_horizon(conn: &Connection) -> Result<Horizon> {
         )?;
     }
     Ok(horizon)
+}
+
+/// The live ids' key (made on first use) and how many times the history was opened, this time
+/// included, both kept in `meta`.
+fn load_live_ids(conn: &Connection) -> Result<(LiveIdKey, u64)> {
+    let read = |key: &str| -> Result<Option<String>> {
+        Ok(conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+                row.get(0)
+            })
+            .optional()?)
+    };
+    let key = match read("live-id-key")? {
+        Some(text) => live_id::key_from_hex(&text)
+            .ok_or_else(|| HistoryError::new("the history's live-id-key is malformed"))?,
+        None => {
+            let key = live_id::new_key();
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('live-id-key', ?1)",
+                [live_id::key_to_hex(&key)],
+            )?;
+            key
+        }
+    };
+    let starts = read("starts")?
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0)
+        + 1;
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('starts', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [starts.to_string()],
+    )?;
+    Ok((key, starts))
 }
 
 fn now_ms() -> i64 {
@@ -359,6 +405,14 @@ impl History for SqliteHistory {
             dropped += count;
         }
         Ok(dropped as u64)
+    }
+
+    fn live_id_key(&self) -> LiveIdKey {
+        self.live_key
+    }
+
+    fn live_seq_start(&self) -> u64 {
+        self.live_seq_start
     }
 
     fn probe(&self) -> Result<()> {
