@@ -175,6 +175,8 @@ pub(crate) struct Shared {
     pub history: Arc<dyn History>,
     pub registry: RwLock<Registry>,
     pub counters: Counters,
+    /// The encoded bytes of large stored updates, shared by the fan-out and the replays.
+    pub encodings: crate::encodings::Encodings,
     /// One compiled copy of each template in use, shared by subscriptions and token claims.
     pub interner: Interner,
     /// The last write's outcome and when it was known.
@@ -291,6 +293,7 @@ impl Hub {
             history,
             registry: RwLock::new(Registry::new(head)),
             counters: Counters::default(),
+            encodings: Default::default(),
             health: Mutex::new((Instant::now() - HEALTH_TTL * 2, Ok(()))),
             probing: tokio::sync::Mutex::new(()),
             closing: CancellationToken::new(),

@@ -9,6 +9,7 @@
 //! - `selector`: which topics a subscription or a token claim covers (exact, `*`, URI templates).
 //! - `update`: an update, parsed once at the edge from a [`NewUpdate`].
 //! - `history`: the storage boundary ([`History`]), and its SQLite and Redis implementations.
+//! - `encodings`: the encoded bytes of large stored updates, shared by whoever holds them.
 //! - `queue`: a subscriber's queue of events not yet written.
 //! - `index` and `registry`: the subscribers, indexed by selector, and the head of the stream.
 //! - `writer`: the one thread that commits and fans out, in order.
@@ -20,6 +21,7 @@
 //! - `roster`: on a cluster, what each node tells the others about its subscribers.
 //! - `hub`: the [`Hub`] handle that ties them together.
 
+mod encodings;
 mod events;
 mod follower;
 mod history;

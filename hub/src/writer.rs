@@ -208,7 +208,7 @@ fn store_shared(shared: &Shared, store: &dyn SharedHistory, batch: &mut Vec<Job>
 /// the history-to-live handoff needs. The lock is taken per update, not per batch: a
 /// subscriber waits for one fan-out at most, never for a thousand.
 pub(crate) fn deliver_stored(shared: &Shared, position: u64, update: &Arc<Update>) {
-    let bytes = update.encode();
+    let bytes = shared.encodings.get(position, update);
     let mut registry = shared.registry.write();
     registry.head.advance(position, update);
     let registry = parking_lot::RwLockWriteGuard::downgrade_to_upgradable(registry);

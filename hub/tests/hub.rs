@@ -805,6 +805,132 @@ async fn an_unreadable_entry_in_redis_is_skipped() {
     assert_eq!(events.ids(1).await, ["after"]);
 }
 
+/// Row 7 of issue 20: a subscriber that asks for the whole history and then never reads holds
+/// one frame of it (what the stream handed to the socket), and that frame is small: replay
+/// chunks are capped in bytes, and an update too large for a chunk is handed over as the
+/// encoded bytes every replaying subscriber shares, never as a private copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replaying_subscriber_that_never_reads_holds_little() {
+    const SUBSCRIBERS: usize = 30;
+    /// What one frame of small updates may hold.
+    const FRAME: usize = 80 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(&dir, HubConfig::default());
+    // 8 MiB of history in 48 KiB updates, then 2 MiB of 1 KiB ones.
+    let large = "x".repeat(48 * 1024);
+    let small = "y".repeat(1024);
+    let publishes = (0..171)
+        .map(|i| update("/big", &format!("big{i}"), &large))
+        .chain((0..2048).map(|i| update("/small", &format!("small{i}"), &small)))
+        .map(|u| hub.publish(u));
+    for position in futures_util::future::join_all(publishes).await {
+        position.unwrap();
+    }
+
+    // Each subscriber's stream is polled once, as a connection whose socket is full would: the
+    // frame it yields is what it holds until its client reads.
+    let held = |selector: &'static str| {
+        let hub = hub.clone();
+        async move {
+            let mut frames = Vec::new();
+            let mut streams = Vec::new();
+            for _ in 0..SUBSCRIBERS {
+                let mut sub = hub
+                    .subscribe(request(&[selector], Some(EARLIEST)))
+                    .await
+                    .unwrap();
+                let frame = tokio::time::timeout(WAIT, sub.stream.next())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                frames.push(frame);
+                streams.push(sub.stream);
+            }
+            frames
+        }
+    };
+    let distinct = |frames: &[bytes::Bytes]| {
+        let mut seen = std::collections::HashSet::new();
+        frames
+            .iter()
+            .filter(|f| seen.insert(f.as_ptr()))
+            .map(|f| f.len())
+            .sum::<usize>()
+    };
+
+    let big = held("/big").await;
+    let big_total = distinct(&big);
+    eprintln!(
+        "large updates: {SUBSCRIBERS} non-reading subscribers hold {big_total} distinct bytes \
+         ({} per subscriber)",
+        big_total / SUBSCRIBERS
+    );
+    for frame in &big {
+        assert!(
+            frame.len() <= large.len() + 128,
+            "a frame holds one large update, not {} bytes",
+            frame.len()
+        );
+    }
+    assert!(
+        big_total <= 2 * (large.len() + 128),
+        "the subscribers share the encoded update: {big_total} bytes held"
+    );
+
+    let small_frames = held("/small").await;
+    let small_total = distinct(&small_frames);
+    eprintln!(
+        "small updates: {SUBSCRIBERS} non-reading subscribers hold {small_total} distinct bytes \
+         ({} per subscriber)",
+        small_total / SUBSCRIBERS
+    );
+    for frame in &small_frames {
+        assert!(
+            frame.len() <= FRAME,
+            "a frame is capped in bytes: {} bytes",
+            frame.len()
+        );
+    }
+}
+
+/// Row 7, live: events queued for a subscriber that does not read are handed over as they
+/// were fanned out (shared), and a frame coalescing small ones is capped in bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_live_subscriber_that_never_reads_holds_shared_bytes_and_capped_frames() {
+    const FRAME: usize = 80 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(&dir, HubConfig::default());
+    let mut one = hub.subscribe(request(&["/t"], None)).await.unwrap();
+    let mut two = hub.subscribe(request(&["/t"], None)).await.unwrap();
+    let large = "x".repeat(48 * 1024);
+    for i in 0..64 {
+        hub.publish(update("/t", &format!("a{i}"), &large))
+            .await
+            .unwrap();
+    }
+    let first = one.stream.next().await.unwrap();
+    let second = two.stream.next().await.unwrap();
+    assert!(
+        first.len() <= large.len() + 128,
+        "one large event per frame, not {} bytes",
+        first.len()
+    );
+    assert_eq!(
+        first.as_ptr(),
+        second.as_ptr(),
+        "the fanned-out bytes are shared"
+    );
+    let small = "y".repeat(4 * 1024);
+    let mut three = hub.subscribe(request(&["/s"], None)).await.unwrap();
+    for i in 0..64 {
+        hub.publish(update("/s", &format!("b{i}"), &small))
+            .await
+            .unwrap();
+    }
+    let frame = three.stream.next().await.unwrap();
+    assert!(frame.len() <= FRAME, "frames are capped: {}", frame.len());
+}
+
 /// Row 8 of issue 20: resuming from a live-only event's id does not depend on a table anyone
 /// can flush. Far more subscription events than the old table held (65,536) are announced
 /// after a client's last live event; it still resumes exactly. A tampered id gets the gap

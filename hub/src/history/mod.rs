@@ -71,6 +71,16 @@ pub trait History: Send + Sync + 'static {
     fn position_of(&self, id: &str) -> Result<Option<u64>>;
     /// Up to `limit` updates with `after < position <= until`, in order.
     fn read(&self, after: u64, until: u64, limit: usize) -> Result<Vec<Stored>>;
+    /// As [`History::read`], stopping before an update that would take what was read past
+    /// `max_bytes` (counting data and ids); the first is read whatever its size. What a replay
+    /// reads at once: never more than a frame.
+    fn read_capped(
+        &self,
+        after: u64,
+        until: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Stored>>;
     /// Up to `limit` updates with `position < before`, newest first.
     fn read_back(&self, before: u64, limit: usize) -> Result<Vec<Stored>>;
     /// The newest retained update, and the newest public one: where new subscribers start.

@@ -89,6 +89,7 @@ pub struct RedisHistory {
     drop_volatile: Script,
     drop_through: Script,
     count_floor: Script,
+    read_capped: Script,
     send_live: Script,
     alive: Script,
     counts: Script,
@@ -180,6 +181,31 @@ end
 return {#entries, redis.call('XLEN', KEYS[1])}
 ";
 
+/// KEYS: stream, meta. ARGV: from, to, count, max bytes. The entries of `XRANGE from to COUNT
+/// count`, stopping before one whose `data` and `id` would take the total past max bytes (the
+/// first is returned whatever its size), and the meta hash: so what is not returned never
+/// leaves the server.
+const READ_CAPPED_LUA: &str = "
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', ARGV[3])
+local budget = tonumber(ARGV[4])
+local read = {}
+for _, entry in ipairs(entries) do
+  local size = 0
+  local fields = entry[2]
+  for i = 1, #fields - 1, 2 do
+    if fields[i] == 'data' or fields[i] == 'id' then
+      size = size + #fields[i + 1]
+    end
+  end
+  if #read > 0 and size > budget then
+    break
+  end
+  read[#read + 1] = entry
+  budget = budget - size
+end
+return {read, redis.call('HGETALL', KEYS[2])}
+";
+
 /// Entries one pruning script drops at most.
 const DROP_CHUNK: u64 = 1000;
 
@@ -262,6 +288,7 @@ impl RedisHistory {
             drop_volatile: Script::new(&format!("{MEMBER_LUA}{DROP_VOLATILE_LUA}")),
             drop_through: Script::new(&format!("{MEMBER_LUA}{DROP_THROUGH_LUA}")),
             count_floor: Script::new(COUNT_FLOOR_LUA),
+            read_capped: Script::new(READ_CAPPED_LUA),
             send_live: Script::new(SEND_LIVE_LUA),
             alive: Script::new(ALIVE_LUA),
             counts: Script::new(COUNTS_LUA),
@@ -699,6 +726,34 @@ impl History for RedisHistory {
                 .cmd("HGETALL")
                 .arg(&self.meta)
                 .query(con)
+        })?;
+        self.note_meta(meta);
+        entries.iter().map(stored).collect()
+    }
+
+    /// One script: the entries past the cap never leave the server. Reads the horizon in the
+    /// same round trip, after the entries, like [`History::read`].
+    fn read_capped(
+        &self,
+        after: u64,
+        until: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Stored>> {
+        if after >= until || limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Lua's numbers are exact to 2^53.
+        let max_bytes = max_bytes.min(1 << 53);
+        let (entries, meta): (Vec<Entry>, Vec<(String, String)>) = self.with(|con| {
+            self.read_capped
+                .key(&self.stream)
+                .key(&self.meta)
+                .arg(after + 1)
+                .arg(until)
+                .arg(limit)
+                .arg(max_bytes)
+                .invoke(con)
         })?;
         self.note_meta(meta);
         entries.iter().map(stored).collect()

@@ -144,16 +144,21 @@ impl SqliteHistory {
 }
 
 fn stored_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
-    let topics: String = row.get(2)?;
+    stored_from_row_at(row, 0)
+}
+
+/// An update from [`COLUMNS`], starting at column `at`.
+fn stored_from_row_at(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Stored> {
+    let topics: String = row.get(at + 2)?;
     Ok(Stored {
-        position: row.get::<_, i64>(0)? as u64,
+        position: row.get::<_, i64>(at)? as u64,
         update: Arc::new(Update::restore(
-            row.get(1)?,
+            row.get(at + 1)?,
             topics.split('\n').map(str::to_owned).collect(),
-            row.get(3)?,
-            row.get(4)?,
-            row.get(5)?,
-            row.get::<_, Option<i64>>(6)?.map(|r| r as u64),
+            row.get(at + 3)?,
+            row.get(at + 4)?,
+            row.get(at + 5)?,
+            row.get::<_, Option<i64>>(at + 6)?.map(|r| r as u64),
         )),
     })
 }
@@ -290,6 +295,37 @@ impl History for SqliteHistory {
             ),
             params![after as i64, until as i64, limit as i64],
         )
+    }
+
+    /// Each row's size is read before its data: the row that would go past `max_bytes` is
+    /// never loaded.
+    fn read_capped(
+        &self,
+        after: u64,
+        until: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Stored>> {
+        let until = until.min(i64::MAX as u64);
+        let limit = limit.min(i64::MAX as usize);
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT length(CAST(data AS BLOB)) + length(CAST(id AS BLOB)), {COLUMNS}
+                 FROM updates WHERE position > ?1 AND position <= ?2 ORDER BY position LIMIT ?3"
+            ))?;
+            let mut rows = stmt.query(params![after as i64, until as i64, limit as i64])?;
+            let mut read = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(row) = rows.next()? {
+                let size = row.get::<_, i64>(0)?.max(0) as usize;
+                if !read.is_empty() && bytes.saturating_add(size) > max_bytes {
+                    break;
+                }
+                bytes = bytes.saturating_add(size);
+                read.push(stored_from_row_at(row, 1)?);
+            }
+            Ok(read)
+        })
     }
 
     fn read_back(&self, before: u64, limit: usize) -> Result<Vec<Stored>> {
