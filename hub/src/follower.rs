@@ -161,8 +161,9 @@ fn end_streams_behind_the_horizon(shared: &Shared, delivered: u64) {
 
 /// The store lost its history (Redis restarted empty, or fell back to an older state): what
 /// this node delivered from it cannot be resumed from, and positions will be handed out again.
-/// Every local stream ends (its client resumes, and gets the gap event for an id that is gone),
-/// the head and the live ids start from the store as it is, and so does following.
+/// Every local stream ends (its client resumes, and gets the gap event for an id that is gone,
+/// a live one included: the store made a new key for those), the head starts from the store as
+/// it is, and so does following.
 fn start_over(shared: &Shared, store: &dyn SharedHistory) -> Result<Cursor, HistoryError> {
     let fresh = store.cursor()?;
     let head = Head::new(shared.history.heads()?, fresh.position);
@@ -172,7 +173,6 @@ fn start_over(shared: &Shared, store: &dyn SharedHistory) -> Result<Cursor, Hist
         registry.head = head;
         registry.remove_where(|_| true)
     };
-    shared.live_ids.lock().clear();
     shared.delivered_live.store(fresh.live, Ordering::Relaxed);
     tracing::error!(
         "the shared history lost updates (Redis restarted empty or older); following it afresh \

@@ -16,7 +16,7 @@ use crate::{
     stats::{Counters, Stats, load},
     stream::{StreamState, SubscriptionStream},
     update::Update,
-    writer::{self, Job, LiveIds},
+    writer::{self, Job},
 };
 use parking_lot::{Mutex, RwLock};
 use std::{
@@ -47,8 +47,6 @@ pub struct HubConfig {
     pub publish_queue: usize,
     /// Publish subscription events on `/.well-known/mercure/subscriptions/{topic}/{subscriber}`.
     pub subscription_events: bool,
-    /// Ids of live-only events remembered for resuming (see [`LiveIds`]).
-    pub live_ids: usize,
     /// Distinct templates the hub holds at most, across every subscription: what bounds the
     /// template tests one update can cost, whatever the subscribers send.
     pub max_templates: usize,
@@ -78,7 +76,6 @@ impl Default for HubConfig {
             volatile_topics: Vec::new(),
             publish_queue: 16_384,
             subscription_events: true,
-            live_ids: 65_536,
             max_templates: 10_000,
         }
     }
@@ -178,7 +175,8 @@ pub(crate) struct Shared {
     pub history: Arc<dyn History>,
     pub registry: RwLock<Registry>,
     pub counters: Counters,
-    pub live_ids: Mutex<LiveIds>,
+    /// The encoded bytes of large stored updates, shared by the fan-out and the replays.
+    pub encodings: crate::encodings::Encodings,
     /// One compiled copy of each template in use, shared by subscriptions and token claims.
     pub interner: Interner,
     /// The last write's outcome and when it was known.
@@ -288,19 +286,20 @@ impl Hub {
         // newest ones were pruned: the next one read is then no hole.
         let head = Head::new(history.heads()?, cursor.map_or(0, |c| c.position));
         let (writer, jobs) = mpsc::channel(config.publish_queue.max(1));
+        let live_seq_start = history.live_seq_start();
         let shared = Arc::new(Shared {
-            live_ids: Mutex::new(LiveIds::new(config.live_ids)),
             interner: Interner::new(),
             config,
             history,
             registry: RwLock::new(Registry::new(head)),
             counters: Counters::default(),
+            encodings: Default::default(),
             health: Mutex::new((Instant::now() - HEALTH_TTL * 2, Ok(()))),
             probing: tokio::sync::Mutex::new(()),
             closing: CancellationToken::new(),
             stopping: AtomicBool::new(false),
             round: AtomicU64::new(0),
-            live_seq: AtomicU64::new(0),
+            live_seq: AtomicU64::new(live_seq_start),
             delivered_live: AtomicU64::new(0),
             following: Mutex::new(None),
             // Start time first: sorted by name, the nodes are in the order they started, and
@@ -367,7 +366,9 @@ impl Hub {
 
     /// Sends an update to the subscribers connected now, in order with published ones, without
     /// storing it: for state that the next such update replaces (presence counts), which must
-    /// never push a published update out of the history. Returns once it is queued.
+    /// never push a published update out of the history. Returns once it is queued. Its id is
+    /// replaced by one the hub makes, which carries the event's place in the order, so a client
+    /// whose last event it was resumes exactly.
     pub async fn publish_live(&self, update: Update) -> Result<(), PublishError> {
         self.writer
             .send(Job::Live(Arc::new(update)))
@@ -397,36 +398,22 @@ impl Hub {
         let requested = match last_event_id {
             None => Resume::Live,
             Some(id) if id == EARLIEST => Resume::Earliest,
-            Some(id) => {
-                let history = self.shared.history.clone();
-                let lookup = id.clone();
-                let found = tokio::task::spawn_blocking(move || {
-                    history.position_of(&lookup).map(|p| (p, history.horizon()))
-                })
-                .await
-                .map_err(|_| SubscribeError::ShuttingDown)?;
-                match found {
-                    Ok((Some(position), horizon)) => {
-                        if horizon.hides_after(position, info.prefixes()) {
-                            Resume::Gap
-                        } else {
-                            Resume::After(Mark::stored(position), id)
-                        }
-                    }
-                    Ok((None, _)) => match self.live_mark(&id).await {
-                        Some(mark) => Resume::After(mark, id),
-                        None => Resume::Gap,
-                    },
-                    Err(error) if error.is_unavailable() => {
-                        tracing::warn!("cannot look up a Last-Event-ID now: {error}");
-                        return Err(SubscribeError::Unavailable);
-                    }
-                    Err(error) => {
-                        tracing::error!("looking up a Last-Event-ID failed: {error}");
+            // A live-only event's id says where it was delivered; checked, it needs no lookup.
+            Some(id) => match crate::live_id::parse(&self.shared.history.live_id_key(), &id) {
+                Some(mark) => {
+                    if self
+                        .shared
+                        .history
+                        .horizon()
+                        .hides_after(mark.position, info.prefixes())
+                    {
                         Resume::Gap
+                    } else {
+                        Resume::After(mark, id)
                     }
                 }
-            }
+                None => self.stored_resume(&info, id).await?,
+            },
         };
 
         let (queue, receiver) = crate::queue::bounded(self.shared.config.subscriber_buffer);
@@ -597,25 +584,37 @@ impl Hub {
         self.shared.leader.lock().as_deref() == Some(self.shared.node.as_str())
     }
 
-    /// Where a live-only event with this id was delivered. On a cluster, a client may come from
-    /// a node further ahead: when this one has not yet delivered every live event sent so far,
-    /// it waits for its follower (a second at most) before calling the id unknown.
-    async fn live_mark(&self, id: &str) -> Option<Mark> {
-        if let Some(mark) = self.shared.live_ids.lock().mark_of(id) {
-            return Some(mark);
-        }
+    /// Where a client whose last event was the stored update `id` resumes.
+    async fn stored_resume(
+        &self,
+        info: &SubscriberInfo,
+        id: String,
+    ) -> Result<Resume, SubscribeError> {
         let history = self.shared.history.clone();
-        let sent = tokio::task::spawn_blocking(move || history.shared().map(|s| s.cursor()))
-            .await
-            .ok()??
-            .ok()?
-            .live;
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while self.shared.delivered_live.load(Ordering::Relaxed) < sent && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        self.shared.live_ids.lock().mark_of(id)
+        let lookup = id.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            history.position_of(&lookup).map(|p| (p, history.horizon()))
+        })
+        .await
+        .map_err(|_| SubscribeError::ShuttingDown)?;
+        Ok(match found {
+            Ok((Some(position), horizon)) => {
+                if horizon.hides_after(position, info.prefixes()) {
+                    Resume::Gap
+                } else {
+                    Resume::After(Mark::stored(position), id)
+                }
+            }
+            Ok((None, _)) => Resume::Gap,
+            Err(error) if error.is_unavailable() => {
+                tracing::warn!("cannot look up a Last-Event-ID now: {error}");
+                return Err(SubscribeError::Unavailable);
+            }
+            Err(error) => {
+                tracing::error!("looking up a Last-Event-ID failed: {error}");
+                Resume::Gap
+            }
+        })
     }
 
     /// Runs a read of what the other nodes published, off the executor.

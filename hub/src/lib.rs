@@ -9,21 +9,25 @@
 //! - `selector`: which topics a subscription or a token claim covers (exact, `*`, URI templates).
 //! - `update`: an update, parsed once at the edge from a [`NewUpdate`].
 //! - `history`: the storage boundary ([`History`]), and its SQLite and Redis implementations.
+//! - `encodings`: the encoded bytes of large stored updates, shared by whoever holds them.
 //! - `queue`: a subscriber's queue of events not yet written.
 //! - `index` and `registry`: the subscribers, indexed by selector, and the head of the stream.
 //! - `writer`: the one thread that commits and fans out, in order.
 //! - `follower`: for a history several nodes share, the thread that fans out what the store
 //!   holds, in its order.
+//! - `live_id`: the ids of live-only events, which carry their own place.
 //! - `stream`: a subscription's stream, from history to live.
 //! - `events`: subscription events.
 //! - `roster`: on a cluster, what each node tells the others about its subscribers.
 //! - `hub`: the [`Hub`] handle that ties them together.
 
+mod encodings;
 mod events;
 mod follower;
 mod history;
 mod hub;
 mod index;
+mod live_id;
 mod queue;
 mod registry;
 mod roster;
@@ -43,6 +47,7 @@ pub use hub::{
     Hub, HubConfig, PublishError, SelectorRefused, Snapshot, SubscribeError, SubscribeRequest,
     Subscription, Subscriptions, Unhealthy,
 };
+pub use live_id::LiveIdKey;
 pub use registry::{ActiveSubscription, EARLIEST, SubscriberInfo};
 pub use selector::{Interner, MAX_SELECTOR_LEN, Selector, SelectorError};
 pub use sse::{Event, comment};

@@ -102,8 +102,13 @@ impl Receiver {
 
     /// The next event if one is queued.
     pub(crate) fn try_recv(&mut self) -> Option<Queued> {
+        self.try_recv_if(|_| true)
+    }
+
+    /// The next event if one is queued and `take` accepts it; else it stays first.
+    pub(crate) fn try_recv_if(&mut self, take: impl FnOnce(&Queued) -> bool) -> Option<Queued> {
         let mut items = self.0.items.lock();
-        let item = items.pop_front();
+        let item = items.pop_front_if(|item| take(item));
         if items.is_empty() && items.capacity() > KEEP {
             items.shrink_to(KEEP);
         }

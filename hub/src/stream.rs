@@ -39,10 +39,17 @@ use std::{
 /// `addEventListener("tidings-history-gap", …)`.
 pub const HISTORY_GAP_EVENT: &str = "tidings-history-gap";
 
-const REPLAY_CHUNK: usize = 512;
+/// Updates a replay reads at once, at most.
+const REPLAY_ROWS: usize = 512;
+/// What one frame (the bytes handed to the connection at once) holds at most, counting the
+/// data and ids of the updates in it; one larger update is a frame of its own, in the encoded
+/// bytes every subscriber holding it shares. A subscriber that does not read holds one frame
+/// (the connection waits to write it) and its queue, whose events the fan-out shares.
+pub(crate) const FRAME_BYTES: usize = 64 * 1024;
 /// How long a replay waits before asking an unreachable history again.
 const REPLAY_RETRY: Duration = Duration::from_secs(1);
-/// Queued events written together at most, so one write stays a reasonable size.
+/// Queued events written together at most, so one write stays a reasonable size (and within
+/// [`FRAME_BYTES`]).
 const MAX_COALESCE: usize = 64;
 
 /// The events of one subscription, as chunks of SSE bytes ready to write.
@@ -107,7 +114,7 @@ impl StreamState {
             let read = tokio::select! {
                 () = self.hub.closing.cancelled() => return None,
                 read = tokio::task::spawn_blocking(move || {
-                    let read = history.read(after, until, REPLAY_CHUNK);
+                    let read = history.read_capped(after, until, REPLAY_ROWS, FRAME_BYTES);
                     (read, history.horizon())
                 }) => read,
             };
@@ -135,20 +142,25 @@ impl StreamState {
                 }
                 Err(_) => return None,
             };
+            // Read short (capped in bytes), or up to `until`: read on until it gives nothing.
             self.replay = match stored.last() {
-                Some(last) if stored.len() == REPLAY_CHUNK && last.position < until => {
-                    Some((last.position, until))
-                }
+                Some(last) if last.position < until => Some((last.position, until)),
                 _ => None,
             };
-            let mut chunk = BytesMut::new();
-            for item in stored {
-                if self.info.wants(&item.update) && self.info.may_receive(&item.update) {
-                    chunk.extend_from_slice(&item.update.encode());
+            let wanted: Vec<_> = stored
+                .iter()
+                .filter(|s| self.info.wants(&s.update) && self.info.may_receive(&s.update))
+                .collect();
+            match wanted.as_slice() {
+                [] => {}
+                [one] => return Some(self.hub.encodings.get(one.position, &one.update)),
+                many => {
+                    let mut chunk = BytesMut::new();
+                    for item in many {
+                        item.update.encode_into(&mut chunk);
+                    }
+                    return Some(chunk.freeze());
                 }
-            }
-            if !chunk.is_empty() {
-                return Some(chunk.freeze());
             }
         }
         self.next_live().await
@@ -180,11 +192,21 @@ impl StreamState {
             let first = item?;
             let mut chunk: Option<BytesMut> = None;
             let mut single = self.is_new(&first).then_some(first.bytes);
+            let mut size = single.as_ref().map_or(0, Bytes::len);
             for _ in 0..MAX_COALESCE {
-                let Some(more) = self.receiver.try_recv() else {
+                // Not past a frame's worth: a large event waits for a frame of its own.
+                let Some(more) = self
+                    .receiver
+                    .try_recv_if(|next| size == 0 || size + next.bytes.len() <= FRAME_BYTES)
+                else {
                     break;
                 };
                 if !self.is_new(&more) {
+                    continue;
+                }
+                size += more.bytes.len();
+                if size == more.bytes.len() {
+                    single = Some(more.bytes);
                     continue;
                 }
                 let buf = chunk.get_or_insert_with(|| {

@@ -151,8 +151,24 @@ impl Update {
 
     /// The SSE bytes of this update: encoded once, then shared by every subscriber.
     pub fn encode(&self) -> Bytes {
+        self.encode_with_id(&self.id)
+    }
+
+    /// Appends the SSE bytes of this update to `buf`.
+    pub(crate) fn encode_into(&self, buf: &mut bytes::BytesMut) {
         Event {
             id: Some(&self.id),
+            event: self.event_type.as_deref(),
+            retry: self.retry,
+            data: &self.data,
+        }
+        .encode_into(buf);
+    }
+
+    /// The SSE bytes of this update under another id (one the hub made, valid like any).
+    pub(crate) fn encode_with_id(&self, id: &str) -> Bytes {
+        Event {
+            id: Some(id),
             event: self.event_type.as_deref(),
             retry: self.retry,
             data: &self.data,

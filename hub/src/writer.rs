@@ -17,7 +17,6 @@ use crate::{
 };
 use bytes::Bytes;
 use std::{
-    collections::{HashMap, VecDeque},
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
@@ -39,50 +38,6 @@ pub(crate) enum Job {
 }
 
 const MAX_BATCH: usize = 1024;
-
-/// The ids of recent live-only events, each with the history position it followed, so that a
-/// client whose last event was one of them resumes exactly. Bounded: an id that has fallen out
-/// is unknown, and its client gets the gap event — never a silent loss, and never at the
-/// expense of a stored update.
-pub(crate) struct LiveIds {
-    capacity: usize,
-    order: VecDeque<Arc<str>>,
-    positions: HashMap<Arc<str>, Mark>,
-}
-
-impl LiveIds {
-    pub(crate) fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            order: VecDeque::new(),
-            positions: HashMap::new(),
-        }
-    }
-
-    fn record(&mut self, id: &str, mark: Mark) {
-        if self.capacity == 0 {
-            return;
-        }
-        if self.order.len() == self.capacity
-            && let Some(old) = self.order.pop_front()
-        {
-            self.positions.remove(&old);
-        }
-        let id: Arc<str> = id.into();
-        if self.positions.insert(id.clone(), mark).is_none() {
-            self.order.push_back(id);
-        }
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.order.clear();
-        self.positions.clear();
-    }
-
-    pub(crate) fn mark_of(&self, id: &str) -> Option<Mark> {
-        self.positions.get(id).copied()
-    }
-}
 
 pub(crate) fn run(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -253,17 +208,18 @@ fn store_shared(shared: &Shared, store: &dyn SharedHistory, batch: &mut Vec<Job>
 /// the history-to-live handoff needs. The lock is taken per update, not per batch: a
 /// subscriber waits for one fan-out at most, never for a thousand.
 pub(crate) fn deliver_stored(shared: &Shared, position: u64, update: &Arc<Update>) {
-    let bytes = update.encode();
+    let bytes = shared.encodings.get(position, update);
     let mut registry = shared.registry.write();
     registry.head.advance(position, update);
     let registry = parking_lot::RwLockWriteGuard::downgrade_to_upgradable(registry);
     fan_out(shared, registry, Mark::stored(position), update, &bytes);
 }
 
-/// Fans a live-only event out at `mark`, and remembers its id for clients resuming from it.
+/// Fans a live-only event out at `mark`, under an id that says so (see [`crate::live_id`]):
+/// a client resuming from it resumes exactly there.
 pub(crate) fn deliver_live(shared: &Shared, mark: Mark, update: &Arc<Update>) {
-    let bytes = update.encode();
-    shared.live_ids.lock().record(update.id(), mark);
+    let id = crate::live_id::make(&shared.history.live_id_key(), mark);
+    let bytes = update.encode_with_id(&id);
     let registry = shared.registry.upgradable_read();
     fan_out(shared, registry, mark, update, &bytes);
 }

@@ -318,6 +318,50 @@ fn the_probe_writes(store: &dyn Store) {
     store.open().probe().unwrap();
 }
 
+/// A capped read stops before the update that would take it past the cap (data and ids
+/// counted), but always reads one; within the rows limit and the range, as `read`.
+fn a_capped_read_stops_at_its_size(store: &dyn Store) {
+    let history = store.open();
+    let sized = |id: &str, len: usize| {
+        Arc::new(
+            NewUpdate {
+                id: Some(id.into()),
+                ..NewUpdate::new("/t", "x".repeat(len))
+            }
+            .parse()
+            .unwrap(),
+        )
+    };
+    let positions = history
+        .append(&[
+            sized("a", 999),
+            sized("b", 999),
+            sized("c", 4999),
+            sized("d", 9),
+        ])
+        .unwrap();
+    let ids = |after: u64, limit: usize, max_bytes: usize| -> Vec<String> {
+        history
+            .read_capped(after, u64::MAX, limit, max_bytes)
+            .unwrap()
+            .iter()
+            .map(|s| s.update.id().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(0, 10, 2000), ["a", "b"]);
+    assert_eq!(ids(0, 10, 1999), ["a"]);
+    assert_eq!(ids(0, 10, 0), ["a"], "the first whatever its size");
+    assert_eq!(ids(positions[1], 10, 100), ["c"]);
+    assert_eq!(ids(positions[1], 10, 5010), ["c", "d"]);
+    assert_eq!(ids(0, 3, usize::MAX), ["a", "b", "c"]);
+    assert_eq!(ids(positions[3], 10, usize::MAX), Vec::<String>::new());
+    let until = history
+        .read_capped(0, positions[1], 10, usize::MAX)
+        .unwrap();
+    assert_eq!(until.len(), 2);
+    assert_eq!(until[1].position, positions[1]);
+}
+
 /// Each behaviour, once per store.
 macro_rules! suite {
     ($($test:ident),* $(,)?) => {
@@ -347,6 +391,7 @@ suite!(
     volatile_topics_expire_sooner_and_alone,
     the_horizon_moves_before_anything_is_deleted,
     the_probe_writes,
+    a_capped_read_stops_at_its_size,
 );
 
 #[test]

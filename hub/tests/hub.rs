@@ -502,7 +502,13 @@ async fn live_updates_keep_their_place_in_the_order_without_being_stored() {
     hub.publish(update("/t", "a", "")).await.unwrap();
     hub.publish_live(update("/t", "live", "")).await.unwrap();
     hub.publish(update("/t", "b", "")).await.unwrap();
-    assert_eq!(events.ids(3).await, ["a", "live", "b"]);
+    let ids = events.ids(3).await;
+    assert_eq!((ids[0].as_str(), ids[2].as_str()), ("a", "b"));
+    assert!(
+        ids[1].starts_with("urn:tidings:live:"),
+        "a live event's id is the hub's, carrying its place: {}",
+        ids[1]
+    );
     assert_eq!(hub.stats().history_updates, 2);
     let replay = hub
         .subscribe(request(&["/t"], Some(EARLIEST)))
@@ -768,14 +774,18 @@ async fn a_burst_of_live_events_keeps_its_place_before_later_updates() {
     let mut on_two = Events::new(two.subscribe(request(&["/t"], None)).await.unwrap().stream);
     tokio::time::sleep(Duration::from_millis(200)).await;
     for i in 0..800 {
-        one.publish_live(update("/t", &format!("live{i}"), ""))
+        one.publish_live(update("/t", "live", &format!("live{i}")))
             .await
             .unwrap();
     }
-    one.publish(update("/t", "stored", "")).await.unwrap();
+    one.publish(update("/t", "stored", "stored")).await.unwrap();
     let mut expected: Vec<String> = (0..800).map(|i| format!("live{i}")).collect();
     expected.push("stored".into());
-    assert_eq!(on_two.ids(801).await, expected);
+    let mut got = Vec::new();
+    for _ in 0..801 {
+        got.push(on_two.next().await.expect("stream open").2);
+    }
+    assert_eq!(got, expected);
 }
 
 /// An entry the hub cannot read (another version wrote it, say) is skipped with a log line;
@@ -793,4 +803,227 @@ async fn an_unreadable_entry_in_redis_is_skipped() {
     let _: String = redis.command(&["XADD", "t:stream", "2-0", "what", "ever"]);
     hub.publish(update("/t", "after", "")).await.unwrap();
     assert_eq!(events.ids(1).await, ["after"]);
+}
+
+/// Row 7 of issue 20: a subscriber that asks for the whole history and then never reads holds
+/// one frame of it (what the stream handed to the socket), and that frame is small: replay
+/// chunks are capped in bytes, and an update too large for a chunk is handed over as the
+/// encoded bytes every replaying subscriber shares, never as a private copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replaying_subscriber_that_never_reads_holds_little() {
+    const SUBSCRIBERS: usize = 30;
+    /// What one frame of small updates may hold.
+    const FRAME: usize = 80 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(&dir, HubConfig::default());
+    // 8 MiB of history in 48 KiB updates, then 2 MiB of 1 KiB ones.
+    let large = "x".repeat(48 * 1024);
+    let small = "y".repeat(1024);
+    let publishes = (0..171)
+        .map(|i| update("/big", &format!("big{i}"), &large))
+        .chain((0..2048).map(|i| update("/small", &format!("small{i}"), &small)))
+        .map(|u| hub.publish(u));
+    for position in futures_util::future::join_all(publishes).await {
+        position.unwrap();
+    }
+
+    // Each subscriber's stream is polled once, as a connection whose socket is full would: the
+    // frame it yields is what it holds until its client reads.
+    let held = |selector: &'static str| {
+        let hub = hub.clone();
+        async move {
+            let mut frames = Vec::new();
+            let mut streams = Vec::new();
+            for _ in 0..SUBSCRIBERS {
+                let mut sub = hub
+                    .subscribe(request(&[selector], Some(EARLIEST)))
+                    .await
+                    .unwrap();
+                let frame = tokio::time::timeout(WAIT, sub.stream.next())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                frames.push(frame);
+                streams.push(sub.stream);
+            }
+            frames
+        }
+    };
+    let distinct = |frames: &[bytes::Bytes]| {
+        let mut seen = std::collections::HashSet::new();
+        frames
+            .iter()
+            .filter(|f| seen.insert(f.as_ptr()))
+            .map(|f| f.len())
+            .sum::<usize>()
+    };
+
+    let big = held("/big").await;
+    let big_total = distinct(&big);
+    eprintln!(
+        "large updates: {SUBSCRIBERS} non-reading subscribers hold {big_total} distinct bytes \
+         ({} per subscriber)",
+        big_total / SUBSCRIBERS
+    );
+    for frame in &big {
+        assert!(
+            frame.len() <= large.len() + 128,
+            "a frame holds one large update, not {} bytes",
+            frame.len()
+        );
+    }
+    assert!(
+        big_total <= 2 * (large.len() + 128),
+        "the subscribers share the encoded update: {big_total} bytes held"
+    );
+
+    let small_frames = held("/small").await;
+    let small_total = distinct(&small_frames);
+    eprintln!(
+        "small updates: {SUBSCRIBERS} non-reading subscribers hold {small_total} distinct bytes \
+         ({} per subscriber)",
+        small_total / SUBSCRIBERS
+    );
+    for frame in &small_frames {
+        assert!(
+            frame.len() <= FRAME,
+            "a frame is capped in bytes: {} bytes",
+            frame.len()
+        );
+    }
+}
+
+/// Row 7, live: events queued for a subscriber that does not read are handed over as they
+/// were fanned out (shared), and a frame coalescing small ones is capped in bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_live_subscriber_that_never_reads_holds_shared_bytes_and_capped_frames() {
+    const FRAME: usize = 80 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(&dir, HubConfig::default());
+    let mut one = hub.subscribe(request(&["/t"], None)).await.unwrap();
+    let mut two = hub.subscribe(request(&["/t"], None)).await.unwrap();
+    let large = "x".repeat(48 * 1024);
+    for i in 0..64 {
+        hub.publish(update("/t", &format!("a{i}"), &large))
+            .await
+            .unwrap();
+    }
+    let first = one.stream.next().await.unwrap();
+    let second = two.stream.next().await.unwrap();
+    assert!(
+        first.len() <= large.len() + 128,
+        "one large event per frame, not {} bytes",
+        first.len()
+    );
+    assert_eq!(
+        first.as_ptr(),
+        second.as_ptr(),
+        "the fanned-out bytes are shared"
+    );
+    let small = "y".repeat(4 * 1024);
+    let mut three = hub.subscribe(request(&["/s"], None)).await.unwrap();
+    for i in 0..64 {
+        hub.publish(update("/s", &format!("b{i}"), &small))
+            .await
+            .unwrap();
+    }
+    let frame = three.stream.next().await.unwrap();
+    assert!(frame.len() <= FRAME, "frames are capped: {}", frame.len());
+}
+
+/// Row 8 of issue 20: resuming from a live-only event's id does not depend on a table anyone
+/// can flush. Far more subscription events than the old table held (65,536) are announced
+/// after a client's last live event; it still resumes exactly. A tampered id gets the gap
+/// event. And the ids survive a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_live_id_resumes_exactly_however_many_announcements_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = Arc::new(SqliteHistory::open(dir.path()).unwrap());
+    let hub = Hub::start(history, HubConfig::default()).unwrap();
+    let watcher = |last: Option<&str>| SubscribeRequest {
+        scope: Some(Arc::from([Selector::Any])),
+        ..request(
+            &[
+                "/.well-known/mercure/subscriptions{/topic}{/subscriber}",
+                "/t",
+            ],
+            last,
+        )
+    };
+    let (early, data) = {
+        let mut events = Events::new(hub.subscribe(watcher(None)).await.unwrap().stream);
+        let (_, id, data) = events.next().await.unwrap();
+        (id.unwrap(), data)
+    };
+    assert!(data.contains("\"active\":true"), "{data}");
+
+    // One client opening and closing subscriptions of 100 topics: 200 announcements a time,
+    // 80,000 in all, with a stored update after every 2,000.
+    let topics: Vec<String> = (0..100).map(|i| format!("/churn/{i}")).collect();
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let mut stored = Vec::new();
+    for round in 0..400 {
+        drop(hub.subscribe(request(&topics, None)).await.unwrap());
+        if round % 10 == 9 {
+            let id = format!("s{round}");
+            hub.publish(update("/t", &id, "")).await.unwrap();
+            stored.push(id);
+        }
+    }
+
+    let resumed = hub.subscribe(request(&["/t"], Some(&early))).await.unwrap();
+    assert!(
+        !resumed.history_gap,
+        "80,000 announcements later, the early live id still resumes"
+    );
+    assert_eq!(resumed.last_event_id, early);
+    assert_eq!(Events::new(resumed.stream).ids(stored.len()).await, stored);
+
+    // Tampered with (its last character changed) or garbled: the gap event, never a panic.
+    let mut tampered = early.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    for bad in [
+        tampered.as_str(),
+        "urn:tidings:live:",
+        "urn:tidings:live:99999999999999999999999-1-AAAA",
+        "urn:tidings:live:1-2-!!!!",
+        "urn:tidings:live:\u{e9}-\u{e9}-\u{e9}",
+    ] {
+        let sub = hub.subscribe(request(&["/t"], Some(bad))).await.unwrap();
+        assert!(sub.history_gap, "{bad} is not a live id the hub made");
+        let (ty, _, _) = Events::new(sub.stream).next().await.unwrap();
+        assert_eq!(ty.as_deref(), Some(HISTORY_GAP_EVENT));
+    }
+
+    // The last live event before a restart: its id resumes on the restarted hub, and a live
+    // event sent after the restart (at the same history position) is not taken for one the
+    // client has.
+    let mut live = Events::new(hub.subscribe(request(&["/t"], None)).await.unwrap().stream);
+    hub.publish_live(update("/t", "before-restart", "before"))
+        .await
+        .unwrap();
+    let (_, last_live, data) = live.next().await.unwrap();
+    assert_eq!(data, "before");
+    drop(live);
+    hub.shutdown().await;
+    drop(hub);
+    let history = Arc::new(SqliteHistory::open(dir.path()).unwrap());
+    let hub = Hub::start(history, HubConfig::default()).unwrap();
+    let resumed = hub
+        .subscribe(request(&["/t"], last_live.as_deref()))
+        .await
+        .unwrap();
+    assert!(!resumed.history_gap, "live ids survive a restart");
+    let mut resumed = Events::new(resumed.stream);
+    hub.publish_live(update("/t", "after-restart", "after"))
+        .await
+        .unwrap();
+    assert_eq!(resumed.next().await.unwrap().2, "after");
+    let early_again = hub.subscribe(request(&["/t"], Some(&early))).await.unwrap();
+    assert!(!early_again.history_gap);
+    assert_eq!(
+        Events::new(early_again.stream).ids(stored.len()).await,
+        stored
+    );
 }

@@ -16,7 +16,10 @@ mod sqlite;
 pub use self::redis::RedisHistory;
 pub use sqlite::SqliteHistory;
 
-use crate::update::{Stored, Update};
+use crate::{
+    live_id::LiveIdKey,
+    update::{Stored, Update},
+};
 use std::{sync::Arc, time::Duration};
 
 /// A storage failure. Its text is for the operator's log, never for a client: it can carry
@@ -68,6 +71,16 @@ pub trait History: Send + Sync + 'static {
     fn position_of(&self, id: &str) -> Result<Option<u64>>;
     /// Up to `limit` updates with `after < position <= until`, in order.
     fn read(&self, after: u64, until: u64, limit: usize) -> Result<Vec<Stored>>;
+    /// As [`History::read`], stopping before an update that would take what was read past
+    /// `max_bytes` (counting data and ids); the first is read whatever its size. What a replay
+    /// reads at once: never more than a frame.
+    fn read_capped(
+        &self,
+        after: u64,
+        until: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Stored>>;
     /// Up to `limit` updates with `position < before`, newest first.
     fn read_back(&self, before: u64, limit: usize) -> Result<Vec<Stored>>;
     /// The newest retained update, and the newest public one: where new subscribers start.
@@ -82,6 +95,16 @@ pub trait History: Send + Sync + 'static {
     /// A small durable write: fails when the store can no longer be written (disk full,
     /// read-only, corrupt), which is what a health check must know.
     fn probe(&self) -> Result<()>;
+    /// The secret the ids of live-only events are authenticated with (see
+    /// [`crate::live_id`]): random, made once per history and kept with it, so the ids survive a
+    /// restart and, for a shared history, every node verifies every other's.
+    fn live_id_key(&self) -> LiveIdKey;
+    /// Where this process numbers live-only events from, when it is the history's only writer:
+    /// above every number an earlier process gave, so an event sent after a restart is never
+    /// taken for one a resuming client already has.
+    fn live_seq_start(&self) -> u64 {
+        0
+    }
 
     fn is_empty(&self) -> bool {
         self.len() == 0

@@ -6,7 +6,9 @@
 //!   position is a plain increasing `u64`, as in SQLite, and a stream range is a position range.
 //! - `<prefix>meta`: a hash: `seq` (the last position handed out: positions are never reused,
 //!   even when pruning empties the stream), `clock` (the newest `created_ms`, which keeps it
-//!   non-decreasing along the stream), the horizon (`through`, `volatile:<prefix>`) and `probe`.
+//!   non-decreasing along the stream), the horizon (`through`, `volatile:<prefix>`), `probe`,
+//!   `epoch` (a random name: another one means Redis lost the history) and `liveidkey` (the
+//!   key every node authenticates live-only events' ids with).
 //! - `<prefix>ids`: a sorted set with every member at score 0, `<id>\0<position, 20 digits>`:
 //!   the lexicographic order puts an id's earliest position first, so [`History::position_of`]
 //!   is one `ZRANGEBYLEX`, and pruning removes exactly the members of what it drops. (`\0`
@@ -30,7 +32,10 @@ use super::{
     Cursor, Followed, Heads, History, HistoryError, Horizon, LiveEvent, NodeState, Refreshed,
     Result, Retention, SharedHistory,
 };
-use crate::update::{Stored, Update};
+use crate::{
+    live_id::{self, LiveIdKey},
+    update::{Stored, Update},
+};
 use parking_lot::{Mutex, RwLock};
 use redis::{Client, Connection, RedisError, Script};
 use std::{
@@ -84,12 +89,16 @@ pub struct RedisHistory {
     drop_volatile: Script,
     drop_through: Script,
     count_floor: Script,
+    read_capped: Script,
     send_live: Script,
     alive: Script,
     counts: Script,
     /// The meta hash's `epoch`, a random name given when the history was created: another
     /// value (or none) means Redis lost the history, and positions may be handed out again.
     epoch: Mutex<String>,
+    /// The meta hash's `liveidkey`: the live ids' key, set with the epoch (`HSETNX`, so every
+    /// node of a cluster has the same).
+    live_key: Mutex<LiveIdKey>,
 }
 
 /// Shared by the scripts: the index member of an id at a position (the position as Lua's
@@ -170,6 +179,31 @@ for _, entry in ipairs(entries) do
   redis.call('XDEL', KEYS[1], entry[1])
 end
 return {#entries, redis.call('XLEN', KEYS[1])}
+";
+
+/// KEYS: stream, meta. ARGV: from, to, count, max bytes. The entries of `XRANGE from to COUNT
+/// count`, stopping before one whose `data` and `id` would take the total past max bytes (the
+/// first is returned whatever its size), and the meta hash: so what is not returned never
+/// leaves the server.
+const READ_CAPPED_LUA: &str = "
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', ARGV[3])
+local budget = tonumber(ARGV[4])
+local read = {}
+for _, entry in ipairs(entries) do
+  local size = 0
+  local fields = entry[2]
+  for i = 1, #fields - 1, 2 do
+    if fields[i] == 'data' or fields[i] == 'id' then
+      size = size + #fields[i + 1]
+    end
+  end
+  if #read > 0 and size > budget then
+    break
+  end
+  read[#read + 1] = entry
+  budget = budget - size
+end
+return {read, redis.call('HGETALL', KEYS[2])}
 ";
 
 /// Entries one pruning script drops at most.
@@ -254,14 +288,16 @@ impl RedisHistory {
             drop_volatile: Script::new(&format!("{MEMBER_LUA}{DROP_VOLATILE_LUA}")),
             drop_through: Script::new(&format!("{MEMBER_LUA}{DROP_THROUGH_LUA}")),
             count_floor: Script::new(COUNT_FLOOR_LUA),
+            read_capped: Script::new(READ_CAPPED_LUA),
             send_live: Script::new(SEND_LIVE_LUA),
             alive: Script::new(ALIVE_LUA),
             counts: Script::new(COUNTS_LUA),
             epoch: Mutex::new(String::new()),
+            live_key: Mutex::new([0; 32]),
         };
         history.with(|con| redis::cmd("PING").query::<String>(con))?;
         history.warn_unless_durable();
-        *history.epoch.lock() = history.claim_epoch()?;
+        history.claim_epoch()?;
         let rows: u64 = history.with(|con| redis::cmd("XLEN").arg(&history.stream).query(con))?;
         history.rows.store(rows, Ordering::Relaxed);
         *history.horizon.write() = history.load_horizon()?;
@@ -376,23 +412,34 @@ impl RedisHistory {
         }
     }
 
-    /// The history's epoch, given now if it has none.
-    fn claim_epoch(&self) -> Result<String> {
+    /// The history's epoch and live ids' key, given now if it has none, noted here.
+    fn claim_epoch(&self) -> Result<()> {
         let mine = crate::update::new_id();
-        let (_, epoch): ((), String) = self.with(|con| {
+        let key = live_id::key_to_hex(&live_id::new_key());
+        let (epoch, key): (String, String) = self.with(|con| {
             redis::pipe()
                 .cmd("HSETNX")
                 .arg(&self.meta)
                 .arg("epoch")
                 .arg(&mine)
                 .ignore()
+                .cmd("HSETNX")
+                .arg(&self.meta)
+                .arg("liveidkey")
+                .arg(&key)
+                .ignore()
                 .cmd("HGET")
                 .arg(&self.meta)
                 .arg("epoch")
+                .cmd("HGET")
+                .arg(&self.meta)
+                .arg("liveidkey")
                 .query(con)
-                .map(|(epoch,): (String,)| ((), epoch))
         })?;
-        Ok(epoch)
+        *self.live_key.lock() = live_id::key_from_hex(&key)
+            .ok_or_else(|| HistoryError::new(format!("{}'s liveidkey is malformed", self.meta)))?;
+        *self.epoch.lock() = epoch;
+        Ok(())
     }
 
     /// The horizon as the last prune left it; for a history without one yet, everything below
@@ -684,6 +731,34 @@ impl History for RedisHistory {
         entries.iter().map(stored).collect()
     }
 
+    /// One script: the entries past the cap never leave the server. Reads the horizon in the
+    /// same round trip, after the entries, like [`History::read`].
+    fn read_capped(
+        &self,
+        after: u64,
+        until: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Stored>> {
+        if after >= until || limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Lua's numbers are exact to 2^53.
+        let max_bytes = max_bytes.min(1 << 53);
+        let (entries, meta): (Vec<Entry>, Vec<(String, String)>) = self.with(|con| {
+            self.read_capped
+                .key(&self.stream)
+                .key(&self.meta)
+                .arg(after + 1)
+                .arg(until)
+                .arg(limit)
+                .arg(max_bytes)
+                .invoke(con)
+        })?;
+        self.note_meta(meta);
+        entries.iter().map(stored).collect()
+    }
+
     fn read_back(&self, before: u64, limit: usize) -> Result<Vec<Stored>> {
         if before == 0 {
             return Ok(Vec::new());
@@ -834,6 +909,10 @@ impl History for RedisHistory {
             }
         }
         Ok(dropped)
+    }
+
+    fn live_id_key(&self) -> LiveIdKey {
+        *self.live_key.lock()
     }
 
     fn probe(&self) -> Result<()> {
@@ -1002,7 +1081,7 @@ impl SharedHistory for RedisHistory {
         let reset = epoch.as_deref() != Some(self.epoch.lock().as_str());
         if reset {
             *self.horizon.write() = self.load_horizon()?;
-            *self.epoch.lock() = self.claim_epoch()?;
+            self.claim_epoch()?;
         } else {
             self.note_meta(meta);
         }

@@ -1,7 +1,10 @@
 //! History in one SQLite file (WAL mode), `history.sqlite3` in the data folder.
 
 use super::{Heads, History, HistoryError, Horizon, Result, Retention};
-use crate::update::{Stored, Update};
+use crate::{
+    live_id::{self, LiveIdKey},
+    update::{Stored, Update},
+};
 use parking_lot::{Mutex, RwLock};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::{
@@ -26,7 +29,13 @@ pub struct SqliteHistory {
     readers: Mutex<Vec<Connection>>,
     rows: AtomicU64,
     horizon: RwLock<Horizon>,
+    live_key: LiveIdKey,
+    live_seq_start: u64,
 }
+
+/// Each process numbers live-only events from its start count shifted this far: 2^40 events a
+/// run, 2^24 runs.
+const LIVE_SEQ_SHIFT: u32 = 40;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS updates (
@@ -85,12 +94,15 @@ impl SqliteHistory {
         writer.execute_batch(SCHEMA).map_err(unusable)?;
         let rows: i64 = writer.query_row("SELECT count(*) FROM updates", [], |row| row.get(0))?;
         let horizon = load_horizon(&writer)?;
+        let (live_key, starts) = load_live_ids(&writer)?;
         Ok(Self {
             path,
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
             rows: AtomicU64::new(rows as u64),
             horizon: RwLock::new(horizon),
+            live_key,
+            live_seq_start: starts.min(u64::MAX >> LIVE_SEQ_SHIFT) << LIVE_SEQ_SHIFT,
         })
     }
 
@@ -132,16 +144,21 @@ impl SqliteHistory {
 }
 
 fn stored_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
-    let topics: String = row.get(2)?;
+    stored_from_row_at(row, 0)
+}
+
+/// An update from [`COLUMNS`], starting at column `at`.
+fn stored_from_row_at(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Stored> {
+    let topics: String = row.get(at + 2)?;
     Ok(Stored {
-        position: row.get::<_, i64>(0)? as u64,
+        position: row.get::<_, i64>(at)? as u64,
         update: Arc::new(Update::restore(
-            row.get(1)?,
+            row.get(at + 1)?,
             topics.split('\n').map(str::to_owned).collect(),
-            row.get(3)?,
-            row.get(4)?,
-            row.get(5)?,
-            row.get::<_, Option<i64>>(6)?.map(|r| r as u64),
+            row.get(at + 3)?,
+            row.get(at + 4)?,
+            row.get(at + 5)?,
+            row.get::<_, Option<i64>>(at + 6)?.map(|r| r as u64),
         )),
     })
 }
@@ -188,6 +205,40 @@ fn load_horizon(conn: &Connection) -> Result<Horizon> {
         )?;
     }
     Ok(horizon)
+}
+
+/// The live ids' key (made on first use) and how many times the history was opened, this time
+/// included, both kept in `meta`.
+fn load_live_ids(conn: &Connection) -> Result<(LiveIdKey, u64)> {
+    let read = |key: &str| -> Result<Option<String>> {
+        Ok(conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+                row.get(0)
+            })
+            .optional()?)
+    };
+    let key = match read("live-id-key")? {
+        Some(text) => live_id::key_from_hex(&text)
+            .ok_or_else(|| HistoryError::new("the history's live-id-key is malformed"))?,
+        None => {
+            let key = live_id::new_key();
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('live-id-key', ?1)",
+                [live_id::key_to_hex(&key)],
+            )?;
+            key
+        }
+    };
+    let starts = read("starts")?
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0)
+        + 1;
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('starts', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [starts.to_string()],
+    )?;
+    Ok((key, starts))
 }
 
 fn now_ms() -> i64 {
@@ -244,6 +295,37 @@ impl History for SqliteHistory {
             ),
             params![after as i64, until as i64, limit as i64],
         )
+    }
+
+    /// Each row's size is read before its data: the row that would go past `max_bytes` is
+    /// never loaded.
+    fn read_capped(
+        &self,
+        after: u64,
+        until: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Stored>> {
+        let until = until.min(i64::MAX as u64);
+        let limit = limit.min(i64::MAX as usize);
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT length(CAST(data AS BLOB)) + length(CAST(id AS BLOB)), {COLUMNS}
+                 FROM updates WHERE position > ?1 AND position <= ?2 ORDER BY position LIMIT ?3"
+            ))?;
+            let mut rows = stmt.query(params![after as i64, until as i64, limit as i64])?;
+            let mut read = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(row) = rows.next()? {
+                let size = row.get::<_, i64>(0)?.max(0) as usize;
+                if !read.is_empty() && bytes.saturating_add(size) > max_bytes {
+                    break;
+                }
+                bytes = bytes.saturating_add(size);
+                read.push(stored_from_row_at(row, 1)?);
+            }
+            Ok(read)
+        })
     }
 
     fn read_back(&self, before: u64, limit: usize) -> Result<Vec<Stored>> {
@@ -359,6 +441,14 @@ impl History for SqliteHistory {
             dropped += count;
         }
         Ok(dropped as u64)
+    }
+
+    fn live_id_key(&self) -> LiveIdKey {
+        self.live_key
+    }
+
+    fn live_seq_start(&self) -> u64 {
+        self.live_seq_start
     }
 
     fn probe(&self) -> Result<()> {
