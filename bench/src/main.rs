@@ -242,6 +242,9 @@ fn main() {
             if let Err(error) = server::memory(&mut table, open_files.0).await {
                 table.row("server figures", format!("not measured: {error}"));
             }
+            if let Err(error) = server::connection_cap(&mut table).await {
+                table.row("connection cap figures", format!("not measured: {error}"));
+            }
         }
         if runs("cluster") {
             table.section(format!(

@@ -104,8 +104,6 @@ impl Child {
                 "100000",
                 "--max-subscribers-per-address",
                 "100000",
-                "--max-connections-per-address",
-                "100000",
                 "--subscribe-rate",
                 "100000",
                 "--subscribe-burst",
@@ -121,6 +119,9 @@ impl Child {
             ])
             .args(extra)
             .env("TIDINGS_PUBLISHER_JWT_KEY", key)
+            // High for the benchmarks' many connections from few addresses; a flag in `extra`
+            // wins over it.
+            .env("TIDINGS_MAX_CONNECTIONS_PER_ADDRESS", "100000")
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -345,6 +346,94 @@ async fn close(child: &Child, opened: Opened) -> io::Result<Duration> {
     let noticed = wait_for_metric(child.addr, "tidings_subscribers", 0, CLOSE_TIMEOUT).await?;
     tokio::time::sleep(SETTLE).await;
     Ok(noticed)
+}
+
+/// Connections one address opens and holds in [`connection_cap`]: four times the cap.
+const HOLDERS: usize = 1024;
+/// The default cap per address, which that row runs with.
+const CAP_PER_ADDRESS: &str = "256";
+
+/// One address holding its connection cap (each connection asked `/healthz` once and stays
+/// kept alive): what the server holds for them (RSS, descriptors), and how long a subscriber
+/// from another address then waits for its answer.
+pub async fn connection_cap(table: &mut Table) -> io::Result<()> {
+    let binary = binary()?;
+    let data = tempfile::tempdir()?;
+    let extra = [
+        "--max-connections-per-address",
+        CAP_PER_ADDRESS,
+        "--idle-timeout",
+        "10m",
+    ]
+    .map(str::to_owned);
+    let child = Child::spawn_with(&binary, data.path(), &random_key()?, &extra, None)?;
+    let server = child.addr;
+    wait_for_metric(server, "tidings_subscribers", 0, Duration::from_secs(10)).await?;
+    tokio::time::sleep(SETTLE).await;
+    let (rss_before, fds_before) = (child.rss_kib()?, descriptors(child.pid())?);
+    let mut held = Vec::new();
+    let (mut served, mut refused) = (0usize, 0usize);
+    for _ in 0..HOLDERS {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::from((Ipv4Addr::new(127, 0, 0, 2), 0)))?;
+        let mut stream = socket.connect(server).await?;
+        let _ = stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        let mut status = [0u8; 12];
+        let answered =
+            tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut status))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no answer at the cap"))?;
+        match (answered, &status) {
+            (Ok(_), b"HTTP/1.1 200") => served += 1,
+            _ => refused += 1,
+        }
+        held.push(stream);
+    }
+    tokio::time::sleep(SETTLE).await;
+    let (rss, fds) = (child.rss_kib()?, descriptors(child.pid())?);
+    let started = Instant::now();
+    let mut fresh = TcpStream::connect(server).await?;
+    fresh
+        .write_all(b"GET /.well-known/mercure?topic=/fresh HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await?;
+    let mut status = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(10), fresh.read_exact(&mut status))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the fresh client waited 10 s"))??;
+    let waited = started.elapsed();
+    table.row(
+        format!(
+            "one address opens {HOLDERS} connections (cap {CAP_PER_ADDRESS}): served / refused"
+        ),
+        format!("{served} / {refused}"),
+    );
+    table.row(
+        "  held by the server for them: RSS, descriptors",
+        format!(
+            "{} ({:.1} KiB per connection held); {} descriptors (+{})",
+            delta_mib(rss, rss_before),
+            rss.saturating_sub(rss_before) as f64 / served.max(1) as f64,
+            fds,
+            fds.saturating_sub(fds_before)
+        ),
+    );
+    table.row(
+        "  a subscriber from another address meanwhile: answered in",
+        format!(
+            "{:.2} ms ({})",
+            waited.as_secs_f64() * 1000.0,
+            String::from_utf8_lossy(&status)
+        ),
+    );
+    drop(held);
+    Ok(())
+}
+
+/// The descriptors a process has open.
+fn descriptors(pid: u32) -> io::Result<u64> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64)
 }
 
 /// The server's memory under connection churn and with 30,000 templates; `open_files` is this

@@ -74,7 +74,7 @@ impl NewUpdate {
             Some(id) if !id.is_empty() => id,
             _ => new_id(),
         };
-        if id.starts_with('#') || id.contains(['\r', '\n', '\0']) {
+        if !resumable(&id) {
             return Err(UpdateError::BadId);
         }
         let event_type = self.event_type.filter(|t| !t.is_empty());
@@ -202,10 +202,24 @@ pub enum UpdateError {
     BadTopic,
     #[error("topic {0:?} is inside {RESERVED_PATH}, which is reserved for the hub")]
     ReservedTopic(String),
-    #[error("id must not start with '#' or contain CR, LF or NUL")]
+    #[error(
+        "id must not start with '#', start or end with a space or tab, or contain control \
+         characters (a tab inside is fine)"
+    )]
     BadId,
     #[error("type must not contain CR, LF or NUL")]
     BadType,
+}
+
+/// Whether an id can come back as a browser sends it, in `Last-Event-ID` (RFC 9110 §5.5: a
+/// field value has no leading or trailing whitespace, and no control character but HTAB), and
+/// is not a fragment (Mercure reserves `#` ids).
+fn resumable(id: &str) -> bool {
+    let blank = |c: char| c == ' ' || c == '\t';
+    !id.starts_with('#')
+        && !id.starts_with(blank)
+        && !id.ends_with(blank)
+        && !id.chars().any(|c| c.is_control() && c != '\t')
 }
 
 /// A fresh update id: `urn:uuid:` and a UUIDv7, so ids also sort by creation time.
@@ -315,10 +329,18 @@ mod tests {
             Err(UpdateError::BadTopic)
         );
         assert_eq!(with(&|u| u.id = Some("#x".into())), Err(UpdateError::BadId));
-        assert_eq!(
-            with(&|u| u.id = Some("a\rb".into())),
-            Err(UpdateError::BadId)
-        );
+        for bad in [
+            "a\rb", "x ", " x", "\tx", "x\t", "a\u{1}b", "a\u{7f}", "a\u{85}",
+        ] {
+            assert_eq!(
+                with(&|u| u.id = Some(bad.into())),
+                Err(UpdateError::BadId),
+                "{bad:?}"
+            );
+        }
+        for good in ["é-1", "a\tb", "a b", "urn:x"] {
+            assert!(with(&|u| u.id = Some(good.into())).is_ok(), "{good:?}");
+        }
         assert_eq!(
             with(&|u| u.event_type = Some("a\nb".into())),
             Err(UpdateError::BadType)

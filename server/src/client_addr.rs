@@ -42,11 +42,12 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     if !is_trusted(&client) {
         return client;
     }
-    // Several headers form one list, in order (RFC 9110 §5.3).
-    let hops: Vec<&str> = headers
+    // Several headers form one list, in order (RFC 9110 §5.3). Split as bytes: what a client
+    // wrote on the left, even bytes that are not text, must not hide what proxies appended.
+    let hops: Vec<&[u8]> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .flat_map(|value| value.to_str().unwrap_or("?").split(','))
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
         .collect();
     for hop in hops.into_iter().rev() {
         // What a trusted proxy wrote does not parse: keep the last address known.
@@ -60,8 +61,8 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
 }
 
 /// One `X-Forwarded-For` entry: an address, possibly with a port.
-fn parse_hop(hop: &str) -> Option<IpAddr> {
-    let hop = hop.trim();
+fn parse_hop(hop: &[u8]) -> Option<IpAddr> {
+    let hop = std::str::from_utf8(hop).ok()?.trim();
     let ip = hop
         .parse::<IpAddr>()
         .or_else(|_| hop.parse::<SocketAddr>().map(|s| s.ip()))
@@ -120,9 +121,20 @@ mod tests {
     use super::*;
 
     fn client(peer: &str, forwarded: &[&str], trusted: &[&str]) -> String {
+        client_of_bytes(
+            peer,
+            &forwarded.iter().map(|f| f.as_bytes()).collect::<Vec<_>>(),
+            trusted,
+        )
+    }
+
+    fn client_of_bytes(peer: &str, forwarded: &[&[u8]], trusted: &[&str]) -> String {
         let mut headers = HeaderMap::new();
         for value in forwarded {
-            headers.append("x-forwarded-for", value.parse().unwrap());
+            headers.append(
+                "x-forwarded-for",
+                axum::http::HeaderValue::from_bytes(value).unwrap(),
+            );
         }
         let trusted: Vec<IpNet> = trusted.iter().map(|t| parse_network(t).unwrap()).collect();
         client_ip(peer.parse().unwrap(), &headers, &trusted).to_string()
@@ -168,6 +180,28 @@ mod tests {
         assert_eq!(
             client("10.0.0.2", &["198.51.100.1:5000"], &trusted),
             "198.51.100.1"
+        );
+    }
+
+    #[test]
+    fn what_a_client_wrote_on_the_left_never_hides_the_proxys_entry() {
+        let trusted = ["10.0.0.0/8"];
+        for written in [&b"\xff\xfe"[..], b"caf\xe9", b"\x80, 1.2.3.4"] {
+            let mut value = written.to_vec();
+            value.extend_from_slice(b", 198.51.100.7");
+            assert_eq!(
+                client_of_bytes("10.0.0.2", &[&value], &trusted),
+                "198.51.100.7"
+            );
+            assert_eq!(
+                client_of_bytes("10.0.0.2", &[written, b"198.51.100.8"], &trusted),
+                "198.51.100.8"
+            );
+        }
+        // Bytes that are not text from a trusted hop stop the walk like any garbage.
+        assert_eq!(
+            client_of_bytes("10.0.0.2", &[b"198.51.100.9, \xff, 10.1.1.1"], &trusted),
+            "10.1.1.1"
         );
     }
 

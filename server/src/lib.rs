@@ -10,7 +10,8 @@
 //! - [`mercure`]: the Mercure hub at `/.well-known/mercure`.
 //! - [`metrics`]: `/metrics` and `/healthz`.
 //! - [`chat`], [`market`], [`monitor`]: what the live pages need from the server: posting to
-//!   chat rooms (and their presence counts), the simulated market, the health samples.
+//!   chat rooms (and their presence counts), the simulated market, the health samples; their
+//!   background tasks run under [`supervise`].
 //! - this file: the shared state, the router, and [`Server`], which binds, serves and shuts down.
 //!
 //! Shutdown is explicit because streams never end by themselves: axum's graceful shutdown waits
@@ -32,6 +33,7 @@ pub mod market;
 pub mod mercure;
 pub mod metrics;
 pub mod monitor;
+pub mod supervise;
 
 pub use config::Config;
 pub use metrics::Metrics;
@@ -282,20 +284,35 @@ fn connection_budget(config: &Config) -> edge::budget::ConnectionBudget {
 /// The event streams a fresh connection may open without hyper (see [`edge`]).
 const STREAM_PATHS: &[&str] = &[mercure::PATH, tidings_app::counter::STREAM_PATH];
 
-/// The server's own publishers; each ends on shutdown.
+/// The server's own background tasks; each ends on shutdown, and is started again if it ends
+/// before.
 fn spawn_tasks(state: &AppState) {
+    use supervise::supervise;
     let config = &state.config;
-    tokio::spawn(chat::presence_task(state.clone()));
-    tokio::spawn(client_addr::forget_idle_addresses(state.clone()));
+    let shutdown = state.shutdown.clone();
+    let s = state.clone();
+    supervise("chat presence", shutdown.clone(), move || {
+        chat::presence_task(s.clone())
+    });
+    let s = state.clone();
+    supervise("address sweep", shutdown.clone(), move || {
+        client_addr::forget_idle_addresses(s.clone())
+    });
     if config.market_interval_ms > 0 {
         let seed = config.market_seed.unwrap_or_else(rand::random);
         tracing::info!("simulated market on, seed {seed}");
         let interval = std::time::Duration::from_millis(config.market_interval_ms);
-        tokio::spawn(market::run(state.clone(), interval, seed));
+        let s = state.clone();
+        supervise("market", shutdown.clone(), move || {
+            market::run(s.clone(), interval, seed)
+        });
     }
     if config.monitor_interval_ms > 0 {
         let interval = std::time::Duration::from_millis(config.monitor_interval_ms);
-        tokio::spawn(monitor::run(state.clone(), interval));
+        let s = state.clone();
+        supervise("monitor", shutdown, move || {
+            monitor::run(s.clone(), interval)
+        });
     }
 }
 

@@ -107,7 +107,7 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let hub = state.hub.stats();
     let mut out = String::with_capacity(2048);
-    let figures: [(&str, &str, &str, u64); 12] = [
+    let figures: [(&str, &str, &str, u64); 13] = [
         (
             "tidings_subscribers",
             "gauge",
@@ -143,6 +143,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             "gauge",
             "Open /web/StreamChat streams.",
             state.metrics.counter_streams_open() as u64,
+        ),
+        (
+            "tidings_connections",
+            "gauge",
+            "Open connections, of every kind.",
+            state.connections.open() as u64,
         ),
         (
             "tidings_history_updates",

@@ -34,7 +34,7 @@ pub enum SubscribeError {
     BadSelector(String, SelectorRefused),
     #[error(transparent)]
     Limit(#[from] LimitError),
-    #[error("Last-Event-ID must be text without control characters")]
+    #[error("Last-Event-ID must be UTF-8 text without control characters")]
     BadLastEventId,
     #[error("this hub needs a subscriber token")]
     AnonymousRefused,
@@ -130,11 +130,11 @@ pub async fn subscribe(
         })
         .collect::<Result<Vec<_>, _>>()?;
 
-    // The header (what a reconnecting browser sends) wins over the query parameter.
+    // The header (what a reconnecting browser sends) wins over the query parameter. Browsers
+    // send the id as UTF-8 (HTAB and non-ASCII are legal in a field value).
     let last_event_id = match headers.get("last-event-id") {
         Some(value) => Some(
-            value
-                .to_str()
+            std::str::from_utf8(value.as_bytes())
                 .map_err(|_| SubscribeError::BadLastEventId)?
                 .to_owned(),
         ),
@@ -142,7 +142,7 @@ pub async fn subscribe(
     };
     if last_event_id
         .as_deref()
-        .is_some_and(|id| id.chars().any(char::is_control))
+        .is_some_and(|id| id.chars().any(|c| c.is_control() && c != '\t'))
     {
         return Err(SubscribeError::BadLastEventId);
     }
@@ -157,7 +157,7 @@ pub async fn subscribe(
             expires_at,
         })
         .await?;
-    let header_value = HeaderValue::from_str(&subscription.last_event_id)
+    let header_value = HeaderValue::from_bytes(subscription.last_event_id.as_bytes())
         .unwrap_or_else(|_| HeaderValue::from_static("earliest"));
     // The slot is held by the body: the subscription counts until its stream is dropped.
     let body = Body::from_stream(subscription.stream.map(move |chunk| {

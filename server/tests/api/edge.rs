@@ -299,3 +299,35 @@ async fn counter_streams_share_the_subscription_budget() {
     assert_eq!(other.status(), reqwest::StatusCode::OK);
     drop(open);
 }
+
+#[tokio::test]
+async fn behind_a_proxy_each_client_keeps_its_own_allowance_whatever_it_writes() {
+    // The proxy is 127.0.0.1 and appends the address it saw; before it, each client wrote
+    // bytes that are not text. Chat allows a burst of 5 posts per client.
+    let (server, _data) = server(&["--trusted-proxy", "127.0.0.1"]).await;
+    let proxy = reqwest::Client::new();
+    let post = |forwarded: &'static [u8]| {
+        let request = proxy
+            .post(server.url("/api/chat/lobby"))
+            .json(&serde_json::json!({ "name": "ann", "text": "hi" }))
+            .header(
+                "x-forwarded-for",
+                reqwest::header::HeaderValue::from_bytes(forwarded).unwrap(),
+            );
+        async move { request.send().await.unwrap().status() }
+    };
+    for _ in 0..5 {
+        assert_eq!(
+            post(b"\xff\xfe, 198.51.100.1").await,
+            reqwest::StatusCode::OK
+        );
+    }
+    assert_eq!(
+        post(b"\xff\xfe, 198.51.100.1").await,
+        reqwest::StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        post(b"caf\xe9, 198.51.100.2").await,
+        reqwest::StatusCode::OK
+    );
+}

@@ -200,3 +200,52 @@ async fn idle_streams_get_heartbeat_comments() {
         .unwrap();
     assert!(chunk.starts_with(b":"), "a comment line: {chunk:?}");
 }
+
+#[tokio::test]
+async fn every_accepted_id_comes_back_as_a_browser_sends_it() {
+    let server = TestServer::start_default().await;
+    let token = crate::helpers::publisher_token(&["*"]);
+    // Ids a browser's EventSource keeps and sends back intact: non-ASCII (as UTF-8 bytes) and
+    // a tab inside.
+    for (i, id) in ["é-ünïcode-✓", "tab\tinside", "a space"]
+        .into_iter()
+        .enumerate()
+    {
+        server.publish(&[("topic", "/ids"), ("id", id)]).await;
+        let next = format!("after-{i}");
+        server.publish(&[("topic", "/ids"), ("id", &next)]).await;
+        let response = server
+            .subscribe_request(&[("topic", "/ids")])
+            .header(
+                "last-event-id",
+                header::HeaderValue::from_bytes(id.as_bytes()).unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{id:?}");
+        assert_eq!(
+            response.headers()["last-event-id"].as_bytes(),
+            id.as_bytes()
+        );
+        let first = SseReader::new(response).expect_next().await;
+        assert_eq!(
+            (first.id.as_str(), first.event.as_str()),
+            (next.as_str(), "message")
+        );
+    }
+    // Ids that could not come back are refused at publish, with a reason.
+    for id in [
+        "trailing ",
+        " leading",
+        "\tleading-tab",
+        "bell\u{7}",
+        "del\u{7f}",
+    ] {
+        let response = server
+            .post_form(Some(&token), &[("topic", "/ids"), ("id", id)])
+            .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{id:?}");
+        assert!(response.text().await.unwrap().contains("id must not"));
+    }
+}
