@@ -126,6 +126,9 @@ impl AsyncWrite for Conn {
 pub struct Clock {
     state: Mutex<State>,
     changed: Notify,
+    /// HTTP/2 frames (pings, window updates) arrive between requests and begin no head: such a
+    /// connection has only the idle deadline.
+    http2: bool,
 }
 
 struct State {
@@ -144,8 +147,9 @@ pub enum Expired {
 }
 
 impl Clock {
-    pub fn new() -> Arc<Self> {
+    pub fn new(http2: bool) -> Arc<Self> {
         Arc::new(Self {
+            http2,
             state: Mutex::new(State {
                 in_flight: 0,
                 idle_since: Instant::now(),
@@ -157,6 +161,9 @@ impl Clock {
 
     /// Bytes arrived: with no request in progress, they begin a head.
     fn bytes_read(&self) {
+        if self.http2 {
+            return;
+        }
         let mut state = self.state.lock();
         if state.in_flight == 0 && state.head_from.is_none() {
             state.head_from = Some(Instant::now());

@@ -59,7 +59,7 @@ impl Refusal {
 }
 
 /// The start of the HTTP/2 connection preface.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
 /// Sorts what has arrived: `Ok(None)` while the head is incomplete.
 pub fn parse(buf: &[u8], streams: &[&str]) -> Result<Option<Head>, Refusal> {

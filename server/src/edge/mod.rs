@@ -158,7 +158,7 @@ impl Edge {
     /// Serves the connection with hyper, `buf` first.
     async fn hyper(self, tcp: TcpStream, buf: Vec<u8>, peer: SocketAddr) {
         let tcp = Arc::new(tcp);
-        let clock = Clock::new();
+        let clock = Clock::new(buf.starts_with(head::H2_PREFACE));
         let limits = self.limits.clone();
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder
