@@ -57,6 +57,10 @@ pub const LIVE_MAX: usize = 10_000;
 
 /// History in a Redis stream (see the module documentation for the layout).
 ///
+/// How long a node's witness outlives its last renewal (every follow round, twice a second at
+/// least): a node cut off from Redis for longer follows it afresh when it is back.
+const WITNESS_TTL: Duration = Duration::from_secs(24 * 3600);
+
 /// The row count and the horizon are cached in memory like [`super::SqliteHistory`]'s, since
 /// the trait reads them without a fallible call; each write refreshes the count from `XLEN`.
 pub struct RedisHistory {
@@ -90,6 +94,48 @@ pub struct RedisHistory {
     /// The meta hash's `epoch`, a random name given when the history was created: another
     /// value (or none) means Redis lost the history, and positions may be handed out again.
     epoch: Mutex<String>,
+    /// `<prefix>witness:<random>`: this instance's witness key (see [`Witness`]).
+    witness_key: String,
+    witness: Mutex<Witness>,
+}
+
+/// What notices Redis going back to an older state, whatever was written since.
+///
+/// The epoch notices a history that is gone, and positions going back a history that is
+/// shorter; neither notices Redis restored from a snapshot that was taken after the epoch was
+/// given and then written past its old positions again (`DEBUG RELOAD`, a restart from an
+/// older RDB or append-only file, a replica without the newest writes taking over). Redis's
+/// run id and replication id do not tell either: a reload keeps both, and a restart that lost
+/// nothing changes the run id. So each follower keeps a witness in Redis: a counter of its
+/// own, written in the same pipeline as every read, right after it (`SET … GET`, which
+/// returns the value it replaces). The write comes after the read, so a state that holds what
+/// was read and not lost later holds the write too; a state restored from before that write
+/// holds an older value, or none. Seeing anything but its last value, the follower knows that
+/// Redis went back past a write it acknowledged, before it uses what it read.
+#[derive(Debug, Default)]
+struct Witness {
+    /// The value Redis confirmed last (`None` before the first read).
+    confirmed: Option<u64>,
+    /// The newest value sent since without a reply (the read failed): Redis may hold it, or
+    /// any value sent since `confirmed`.
+    attempted: Option<u64>,
+}
+
+impl Witness {
+    fn next(&self) -> u64 {
+        self.attempted.or(self.confirmed).unwrap_or(0) + 1
+    }
+
+    /// Whether `found` (what Redis held when `next` was written) says that nothing was lost.
+    fn kept(&self, found: Option<u64>) -> bool {
+        match (self.confirmed, found) {
+            (None, _) => true,
+            (Some(confirmed), Some(found)) => {
+                (confirmed..=self.attempted.unwrap_or(confirmed)).contains(&found)
+            }
+            (Some(_), None) => false,
+        }
+    }
 }
 
 /// Shared by the scripts: the index member of an id at a position (the position as Lua's
@@ -258,6 +304,8 @@ impl RedisHistory {
             alive: Script::new(ALIVE_LUA),
             counts: Script::new(COUNTS_LUA),
             epoch: Mutex::new(String::new()),
+            witness_key: format!("{prefix}witness:{}", crate::update::new_id()),
+            witness: Mutex::new(Witness::default()),
         };
         history.with(|con| redis::cmd("PING").query::<String>(con))?;
         history.warn_unless_durable();
@@ -887,15 +935,21 @@ impl SharedHistory for RedisHistory {
     }
 
     /// One `XREAD` of both streams, so the stored part is complete relative to the live part
-    /// whenever it came back shorter than `limit`. The connection is dropped after a failure
-    /// (a timed-out reply could arrive later, out of step) and made again on the next call.
+    /// whenever it came back shorter than `limit`; then, in the same pipeline, the witness
+    /// (see [`Witness`]): what was read is used only if Redis did not go back meanwhile. The
+    /// connection is dropped after a failure (a timed-out reply could arrive later, out of
+    /// step) and made again on the next call.
     fn follow(&self, cursor: Cursor, limit: usize, wait: Duration) -> Result<Followed> {
         let mut following = self.following.lock();
         let con = match following.as_mut() {
             Some(con) => con,
             None => following.insert(self.connect()?),
         };
-        let reply: redis::RedisResult<ReadReply> = redis::cmd("XREAD")
+        let mut witness = self.witness.lock();
+        let next = witness.next();
+        // Redis runs a pipelined command only once the blocked one before it has answered.
+        let reply: redis::RedisResult<(ReadReply, Option<u64>)> = redis::pipe()
+            .cmd("XREAD")
             .arg("COUNT")
             .arg(limit)
             .arg("BLOCK")
@@ -905,20 +959,43 @@ impl SharedHistory for RedisHistory {
             .arg(&self.live)
             .arg(format!("{}-0", cursor.position))
             .arg(format!("{}-0", cursor.live))
+            .cmd("SET")
+            .arg(&self.witness_key)
+            .arg(next)
+            .arg("PX")
+            .arg(WITNESS_TTL.as_millis() as u64)
+            .arg("GET")
             .query(con);
-        let reply = match reply {
-            Ok(reply) => reply.unwrap_or_default(),
+        let (reply, found) = match reply {
+            Ok((reply, found)) => (reply.unwrap_or_default(), found),
             Err(e) => {
                 *following = None;
+                witness.attempted = Some(next);
                 return Err(self.error(e));
             }
         };
         drop(following);
+        let kept = witness.kept(found);
+        let expected = witness.confirmed;
+        *witness = Witness {
+            confirmed: Some(next),
+            attempted: None,
+        };
+        drop(witness);
         let mut followed = Followed {
             complete: true,
             read_to: cursor,
             ..Followed::default()
         };
+        if !kept {
+            tracing::error!(
+                "Redis at {} went back to an older state: this node's witness reads \
+                 {found:?}, its last write was {expected:?}",
+                self.address,
+            );
+            followed.lost = true;
+            return Ok(followed);
+        }
         let mut stored_entries = Vec::new();
         let mut live_full = false;
         for (key, entries) in reply {
