@@ -222,6 +222,7 @@ async fn pruning_an_idle_history_costs_redis_what_is_due_not_the_history() {
     let before = sent();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle = sent() - before;
+    eprintln!("Redis sent {idle} bytes in 3 idle seconds");
     assert!(
         idle < 200_000,
         "an idle node made Redis send {idle} bytes in 3 s (the history is 2 MB)"

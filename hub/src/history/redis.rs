@@ -88,6 +88,7 @@ pub struct RedisHistory {
     drop_volatile: Script,
     drop_through: Script,
     count_floor: Script,
+    due: Script,
     send_live: Script,
     alive: Script,
     counts: Script,
@@ -176,25 +177,67 @@ redis.call('HSET', KEYS[2], 'clock', created)
 return {first, redis.call('XLEN', KEYS[1])}
 ";
 
-/// KEYS: stream, meta, ids. ARGV: k, k pairs (volatile prefix, floor), then pairs (position,
-/// id). Raises each prefix's horizon, then drops the entries. Returns dropped and length.
+/// KEYS: stream, meta, ids. ARGV: a volatile prefix, its floor (empty: none), how far its
+/// rule has looked, then pairs (position, id). Raises the prefix's horizon to the floor and
+/// its `scanned:` mark, then drops the entries. Returns dropped and length.
 const DROP_VOLATILE_LUA: &str = "
-local k = tonumber(ARGV[1])
-for i = 0, k - 1 do
-  local field = 'volatile:' .. ARGV[2 + 2 * i]
-  local floor = ARGV[3 + 2 * i]
+local function raise(field, value)
   local known = redis.call('HGET', KEYS[2], field)
-  if not known or tonumber(floor) > tonumber(known) then
-    redis.call('HSET', KEYS[2], field, floor)
+  if not known or tonumber(value) > tonumber(known) then
+    redis.call('HSET', KEYS[2], field, value)
   end
 end
+if ARGV[2] ~= '' then raise('volatile:' .. ARGV[1], ARGV[2]) end
+raise('scanned:' .. ARGV[1], ARGV[3])
 local dropped = 0
-for j = 2 + 2 * k, #ARGV, 2 do
+for j = 4, #ARGV, 2 do
   dropped = dropped + redis.call('XDEL', KEYS[1], ARGV[j] .. '-0')
   redis.call('ZREM', KEYS[3], member(ARGV[j + 1], ARGV[j]))
 end
 return {dropped, redis.call('XLEN', KEYS[1])}
 ";
+
+/// KEYS: stream. ARGV: after (a position), cutoff (ms), prefix, limit, want (`1`: list the
+/// matches). Looks at up to `limit` entries after `after`, in order, stopping at the first one
+/// created at or after `cutoff` (`created_ms` never decreases along the stream). Returns the
+/// last position looked at (`after` if none), `1` if it stopped at a young entry or the end
+/// (else `0`: call again from there), then, if wanted, the position and id of each entry
+/// looked at whose topics start with `prefix`. Inside Redis, so that only what is due crosses
+/// the network, and a young history is not read at all.
+const DUE_LUA: &str = "
+local after = ARGV[1]
+local cutoff = tonumber(ARGV[2])
+local prefix = ARGV[3]
+local limit = tonumber(ARGV[4])
+local want = ARGV[5] == '1'
+local out = {after, '0'}
+local looked = 0
+while looked < limit do
+  local chunk = redis.call('XRANGE', KEYS[1], '(' .. after .. '-0', '+', 'COUNT', math.min(100, limit - looked))
+  if #chunk == 0 then out[2] = '1' return out end
+  for _, entry in ipairs(chunk) do
+    local created, topics, id = 0, '', ''
+    local fields = entry[2]
+    for f = 1, #fields, 2 do
+      if fields[f] == 'created_ms' then created = tonumber(fields[f + 1]) or 0
+      elseif fields[f] == 'topics' then topics = fields[f + 1]
+      elseif fields[f] == 'id' then id = fields[f + 1] end
+    end
+    if created >= cutoff then out[2] = '1' return out end
+    after = string.match(entry[1], '^%d+')
+    out[1] = after
+    looked = looked + 1
+    if want and string.sub(topics, 1, #prefix) == prefix then
+      out[#out + 1] = after
+      out[#out + 1] = id
+    end
+  end
+end
+return out
+";
+
+/// Entries one [`DUE_LUA`] call looks at, at most: none holds Redis long.
+const DUE_CHUNK: usize = 1000;
 
 /// KEYS: stream, meta, ids. ARGV: through, limit. Raises the horizon, then drops up to
 /// `limit` of the oldest entries at or below it, with their index members. Returns dropped and
@@ -300,6 +343,7 @@ impl RedisHistory {
             drop_volatile: Script::new(&format!("{MEMBER_LUA}{DROP_VOLATILE_LUA}")),
             drop_through: Script::new(&format!("{MEMBER_LUA}{DROP_THROUGH_LUA}")),
             count_floor: Script::new(COUNT_FLOOR_LUA),
+            due: Script::new(DUE_LUA),
             send_live: Script::new(SEND_LIVE_LUA),
             alive: Script::new(ALIVE_LUA),
             counts: Script::new(COUNTS_LUA),
@@ -546,6 +590,36 @@ impl RedisHistory {
         self.with(|con| pipe.query(con))
     }
 
+    /// [`DUE_LUA`]: the last position looked at after `after`, whether it stopped at a young
+    /// entry or the end, and (if `want`) the entries looked at that `prefix` starts.
+    fn due(
+        &self,
+        after: u64,
+        cutoff: i64,
+        prefix: &str,
+        want: bool,
+    ) -> Result<(u64, bool, Vec<(u64, String)>)> {
+        let reply: Vec<String> = self.with(|con| {
+            self.due
+                .key(&self.stream)
+                .arg(after)
+                .arg(cutoff)
+                .arg(prefix)
+                .arg(DUE_CHUNK)
+                .arg(if want { "1" } else { "0" })
+                .invoke(con)
+        })?;
+        let bad = || HistoryError::new("unexpected reply from a Tidings script");
+        let [last, done, matches @ ..] = &reply[..] else {
+            return Err(bad());
+        };
+        let matches = matches
+            .chunks_exact(2)
+            .map(|pair| Ok((pair[0].parse().map_err(|_| bad())?, pair[1].clone())))
+            .collect::<Result<_>>()?;
+        Ok((last.parse().map_err(|_| bad())?, done == "1", matches))
+    }
+
     fn server_ms(&self) -> Result<i64> {
         let (secs, micros): (i64, i64) = self.with(|con| redis::cmd("TIME").query(con))?;
         Ok(secs * 1000 + micros / 1000)
@@ -595,10 +669,6 @@ fn field<'a>(fields: &'a [String], name: &str) -> Option<&'a str> {
         .chunks_exact(2)
         .find(|pair| pair[0] == name)
         .map(|pair| pair[1].as_str())
-}
-
-fn created_ms(entry: &Entry) -> i64 {
-    field(&entry.1, "created_ms").map_or(0, |v| v.parse().unwrap_or(0))
 }
 
 fn stored(entry: &Entry) -> Result<Stored> {
@@ -768,90 +838,78 @@ impl History for RedisHistory {
     }
 
     /// Volatile rules first, so that what they drop never counts against `max_events`; then
-    /// count and age, as in SQLite. The old entries are found by one scan from the oldest, which
-    /// stops at the first entry younger than every cutoff (`created_ms` never decreases along
-    /// the stream). Each step raises the cached horizon, then runs a script that raises the
-    /// stored one and deletes, atomically.
+    /// count and age, as in SQLite. Each step raises the cached horizon, then runs a script
+    /// that raises the stored one and deletes, atomically.
+    ///
+    /// What each rule looks at costs Redis what became due since it last looked, never the
+    /// whole history: `created_ms` never decreases along the stream, so the age rule looks
+    /// from the horizon (everything at or below it is gone) to the first young entry, and each
+    /// volatile rule from its own mark (`scanned:<prefix>` in the meta hash, stored by the
+    /// script that drops what it found, so a node that takes over the pruning goes on from
+    /// there) to the first entry younger than its cutoff. The looking is done inside Redis
+    /// ([`DUE_LUA`]): only the positions and ids of what goes cross the network. (It used to
+    /// read the history from its oldest entry every second: an idle node with a 16 MiB
+    /// history made Redis send 16 MB/s.)
     fn prune(&self, retention: &Retention) -> Result<u64> {
         let now = self.server_ms()?;
         let cutoff = |age: &Duration| now - age.as_millis() as i64;
-        let age_cutoff = retention.max_age.as_ref().map(cutoff);
-        let volatile_cutoffs: Vec<(&str, i64)> = retention
-            .volatile
-            .iter()
-            .map(|(prefix, age)| (prefix.as_str(), cutoff(age)))
-            .collect();
-        let oldest_kept = volatile_cutoffs
-            .iter()
-            .map(|(_, c)| *c)
-            .chain(age_cutoff)
-            .max();
-
-        // Each volatile rule's floor (the newest old entry it matches, as SQLite computes it),
-        // what they drop, and the newest old entry no rule drops.
-        let mut floors: Vec<Option<u64>> = vec![None; volatile_cutoffs.len()];
-        let mut doomed: Vec<(u64, String)> = Vec::new();
-        let mut age_floor = 0;
-        if let Some(oldest_kept) = oldest_kept {
-            let mut from = "-".to_owned();
-            'scan: loop {
-                let chunk = self.entries("XRANGE", &from, "+", CHUNK)?;
-                for entry in &chunk {
-                    let created = created_ms(entry);
-                    if created >= oldest_kept {
-                        break 'scan;
-                    }
-                    let at = position(&entry.0)?;
-                    let topics = field(&entry.1, "topics").unwrap_or("");
-                    let mut volatile = false;
-                    for ((prefix, c), floor) in volatile_cutoffs.iter().zip(&mut floors) {
-                        if created < *c && topics.starts_with(prefix) {
-                            *floor = Some(at);
-                            volatile = true;
-                        }
-                    }
-                    if volatile {
-                        doomed.push((at, field(&entry.1, "id").unwrap_or("").to_owned()));
-                    } else if age_cutoff.is_some_and(|c| created < c) {
-                        age_floor = at;
-                    }
-                }
-                match chunk.last() {
-                    Some(last) if chunk.len() == CHUNK => from = format!("({}", last.0),
-                    _ => break,
-                }
-            }
-        }
+        let meta: Vec<(String, String)> =
+            self.with(|con| redis::cmd("HGETALL").arg(&self.meta).query(con))?;
+        let number = |name: &str| {
+            meta.iter()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let gone = self.horizon.read().through.max(number("through"));
 
         let mut dropped = 0;
-        let floors: Vec<(String, u64)> = volatile_cutoffs
-            .iter()
-            .zip(floors)
-            .filter_map(|((prefix, _), floor)| floor.map(|f| ((*prefix).to_owned(), f)))
-            .collect();
-        if !floors.is_empty() {
-            self.raise_horizon(0, &floors);
-            // The first call stores the floors; later ones (big prunes) only delete.
-            for (i, part) in doomed.chunks(1000).enumerate() {
-                let mut script = self.drop_volatile.prepare_invoke();
-                script.key(&self.stream).key(&self.meta).key(&self.ids);
-                if i == 0 {
-                    script.arg(floors.len());
-                    for (prefix, floor) in &floors {
-                        script.arg(prefix).arg(floor);
-                    }
-                } else {
-                    script.arg(0);
+        for (prefix, age) in &retention.volatile {
+            let cutoff = cutoff(age);
+            let mut after = gone.max(number(&format!("scanned:{prefix}")));
+            loop {
+                let (last, done, matches) = self.due(after, cutoff, prefix, true)?;
+                if last == after {
+                    break;
                 }
-                for (position, id) in part {
+                let floor = matches.last().map(|(position, _)| *position);
+                if let Some(floor) = floor {
+                    self.raise_horizon(0, &[(prefix.clone(), floor)]);
+                }
+                let mut script = self.drop_volatile.prepare_invoke();
+                script
+                    .key(&self.stream)
+                    .key(&self.meta)
+                    .key(&self.ids)
+                    .arg(prefix)
+                    .arg(floor.map(|f| f.to_string()).unwrap_or_default())
+                    .arg(last);
+                for (position, id) in &matches {
                     script.arg(position).arg(id);
                 }
                 let (count, rows) = pair(self.with(|con| script.invoke(con))?)?;
                 dropped += count;
                 self.rows.store(rows, Ordering::Relaxed);
+                after = last;
+                if done {
+                    break;
+                }
             }
         }
 
+        let mut age_floor = 0;
+        if let Some(age) = &retention.max_age {
+            let cutoff = cutoff(age);
+            let mut after = gone;
+            loop {
+                let (last, done, _) = self.due(after, cutoff, "", false)?;
+                age_floor = last;
+                if done || last == after {
+                    break;
+                }
+                after = last;
+            }
+        }
         let rows: u64 = self.with(|con| redis::cmd("XLEN").arg(&self.stream).query(con))?;
         self.rows.store(rows, Ordering::Relaxed);
         let before = self.horizon.read().through;
