@@ -237,3 +237,38 @@ async fn pruning_an_idle_history_costs_redis_what_is_due_not_the_history() {
     .await;
     hub.shutdown().await;
 }
+
+/// What the other nodes count, read by prefix: the topics under it, with their counts as
+/// subscribers come and go, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn counts_are_read_across_nodes_by_prefix() {
+    let redis = RedisServer::start();
+    let open = || Arc::new(RedisHistory::open(&redis.url(), "t:").unwrap());
+    let one = Hub::start(open(), config()).unwrap();
+    let two = Hub::start(open(), config()).unwrap();
+    let a = two
+        .subscribe(request(&["/chat/a", "/other"], None))
+        .await
+        .unwrap();
+    let counts = || async {
+        let mut counts = one.subscriber_counts("/chat/", |_| true).await.unwrap();
+        counts.sort();
+        counts
+    };
+    let expect = |n: usize| vec![("/chat/a".to_owned(), n)];
+    let deadline = Instant::now() + WAIT;
+    while counts().await != expect(1) {
+        assert!(Instant::now() < deadline, "{:?}", counts().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = two.subscribe(request(&["/chat/a"], None)).await.unwrap();
+    while counts().await != expect(2) {
+        assert!(Instant::now() < deadline, "{:?}", counts().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop((a, b));
+    while !counts().await.is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", counts().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

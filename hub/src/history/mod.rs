@@ -122,8 +122,10 @@ pub trait SharedHistory: Send + Sync {
     /// The subscriptions the alive nodes other than `node` hold: per subscriber, a JSON array
     /// of its subscriptions' documents.
     fn other_subscriptions(&self, node: &str) -> Result<Vec<String>>;
-    /// Subscribers per exact topic on the alive nodes other than `node`.
-    fn other_counts(&self, node: &str) -> Result<Vec<(String, usize)>>;
+    /// Subscribers per exact topic that `prefix` starts, on the alive nodes other than
+    /// `node`. Costs what it returns, not every topic the other nodes count: presence asks
+    /// four times a second for the chat rooms alone, whatever else is subscribed to.
+    fn other_counts(&self, node: &str, prefix: &str) -> Result<Vec<(String, usize)>>;
 }
 
 /// What a node tells the others about itself: its subscribers (each a JSON array of its

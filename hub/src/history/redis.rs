@@ -291,12 +291,20 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
 ";
 
-/// KEYS: a node's topic counts. ARGV: pairs (topic, change). Applies the changes, removing
-/// a topic whose count reaches 0, so the hash holds only topics with subscribers.
+/// KEYS: a node's topic counts (see [`SharedHistory::other_counts`]). ARGV: pairs (topic,
+/// change). Applies the changes, removing a topic whose count reaches 0, so the set holds
+/// only topics with subscribers.
 const COUNTS_LUA: &str = "
 for i = 1, #ARGV, 2 do
-  if redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) <= 0 then
-    redis.call('HDEL', KEYS[1], ARGV[i])
+  local topic = ARGV[i]
+  local count = tonumber(ARGV[i + 1])
+  local found = redis.call('ZRANGEBYLEX', KEYS[1], '[' .. topic .. '\\0', '(' .. topic .. '\\1', 'LIMIT', 0, 1)
+  if #found > 0 then
+    redis.call('ZREM', KEYS[1], found[1])
+    count = count + tonumber(string.sub(found[1], #topic + 2))
+  end
+  if count > 0 then
+    redis.call('ZADD', KEYS[1], 0, topic .. '\\0' .. string.format('%d', count))
   end
 end
 return 0
@@ -569,13 +577,13 @@ impl RedisHistory {
         format!("{}node:{node}:{what}", self.prefix)
     }
 
-    /// `command` (a read of a hash) on what each alive node other than `node` published
-    /// under `what`.
+    /// `read` (one command, added to a pipeline) of what each alive node other than `node`
+    /// published under `what`.
     fn read_others<T: redis::FromRedisValue>(
         &self,
         node: &str,
-        command: &str,
         what: &str,
+        read: impl Fn(&mut redis::Pipeline, String),
     ) -> Result<Vec<T>> {
         let mut others: Vec<String> =
             self.with(|con| self.alive.key(&self.nodes).arg("").arg(0).invoke(con))?;
@@ -585,7 +593,7 @@ impl RedisHistory {
         }
         let mut pipe = redis::pipe();
         for other in &others {
-            pipe.cmd(command).arg(self.node_key(other, what));
+            read(&mut pipe, self.node_key(other, what));
         }
         self.with(|con| pipe.query(con))
     }
@@ -1147,7 +1155,7 @@ impl SharedHistory for RedisHistory {
     /// One pipeline: the changes, the keys' expiry, then the liveness script.
     fn publish_node(&self, node: &str, state: &NodeState, ttl: Duration) -> Result<Vec<String>> {
         let subs = self.node_key(node, "subs");
-        let topics = self.node_key(node, "topics");
+        let topics = self.node_key(node, "counts");
         let ttl_ms = ttl.as_millis() as u64;
         let mut pipe = redis::pipe();
         // All at once: other nodes never read a half-replaced state.
@@ -1167,9 +1175,9 @@ impl SharedHistory for RedisHistory {
         }
         if state.full {
             for chunk in state.counts.chunks(512) {
-                pipe.cmd("HSET").arg(&topics);
-                for (topic, count) in chunk {
-                    pipe.arg(topic).arg(count);
+                pipe.cmd("ZADD").arg(&topics);
+                for (topic, count) in chunk.iter().filter(|(_, count)| *count > 0) {
+                    pipe.arg(0).arg(format!("{topic}\0{count}"));
                 }
                 pipe.ignore();
             }
@@ -1207,24 +1215,36 @@ impl SharedHistory for RedisHistory {
                 .ignore()
                 .cmd("DEL")
                 .arg(self.node_key(node, "subs"))
-                .arg(self.node_key(node, "topics"))
+                .arg(self.node_key(node, "counts"))
                 .ignore()
                 .query(con)
         })
     }
 
     fn other_subscriptions(&self, node: &str) -> Result<Vec<String>> {
-        let found: Vec<Vec<String>> = self.read_others(node, "HVALS", "subs")?;
+        let found: Vec<Vec<String>> = self.read_others(node, "subs", |pipe, key| {
+            pipe.cmd("HVALS").arg(key);
+        })?;
         Ok(found.into_iter().flatten().collect())
     }
 
-    fn other_counts(&self, node: &str) -> Result<Vec<(String, usize)>> {
-        let found: Vec<Vec<(String, i64)>> = self.read_others(node, "HGETALL", "topics")?;
+    /// One `ZRANGEBYLEX` per other node: the members from `prefix` up to (not including)
+    /// `prefix` followed by the byte 0xff, which no UTF-8 text holds, are exactly the topics
+    /// that `prefix` starts.
+    fn other_counts(&self, node: &str, prefix: &str) -> Result<Vec<(String, usize)>> {
+        let from = [b"[", prefix.as_bytes()].concat();
+        let to = [b"(", prefix.as_bytes(), b"\xff"].concat();
+        let found: Vec<Vec<String>> = self.read_others(node, "counts", |pipe, key| {
+            pipe.cmd("ZRANGEBYLEX").arg(key).arg(&from).arg(&to);
+        })?;
         Ok(found
             .into_iter()
             .flatten()
+            .filter_map(|member| {
+                let (topic, n) = member.rsplit_once('\0')?;
+                Some((topic.to_owned(), n.parse().ok()?))
+            })
             .filter(|(_, n)| *n > 0)
-            .map(|(topic, n)| (topic, n as usize))
             .collect())
     }
 }
