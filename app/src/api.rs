@@ -54,7 +54,7 @@ mod hub {
 #[cfg(feature = "ssr")]
 pub async fn room_presence(hub: &tidings_hub::Hub, room: &str) -> usize {
     let topic = chat_topic(room);
-    hub.subscriber_counts(move |t| t == topic)
+    hub.subscriber_counts(&topic.clone(), move |t| t == topic)
         .await
         .ok()
         .and_then(|counts| counts.first().map(|(_, n)| *n))

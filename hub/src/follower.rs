@@ -12,11 +12,18 @@
 //! follower continues from the last position it delivered: nothing is missed. Should the store
 //! have pruned past that position meanwhile, the subscribers that could have wanted what was
 //! pruned are disconnected so that they resume, each learning exactly what it missed or that
-//! history is gone. Should the store have lost its history (restarted empty), every local
-//! stream ends the same way and following starts afresh.
+//! history is gone. Should the store have lost its history (restarted empty), or gone back to
+//! an older state (a rollback: restored from an older snapshot, written past its old positions
+//! again or not), every local stream ends the same way and following starts afresh.
+//!
+//! A rollback must be noticed before anything read after it is delivered: a client that got
+//! an update of the new timeline would resume after it, past the updates at the positions it
+//! never had. So the store checks, with every read, that nothing it acknowledged to this node
+//! is gone (see `Witness` in the Redis store) and says so ([`Followed::lost`]) instead of
+//! returning what it read; the reload every second also compares the epoch and the positions.
 
 use crate::{
-    history::{Cursor, HistoryError, LiveEvent, SharedHistory},
+    history::{Cursor, Followed, HistoryError, LiveEvent, SharedHistory},
     hub::{Shared, Unhealthy},
     registry::{Head, Mark},
     writer::{deliver_live, deliver_stored},
@@ -45,8 +52,28 @@ pub(crate) fn run(shared: &Shared, mut cursor: Cursor) {
     let mut failures = 0u32;
     let mut down_since = Instant::now();
     let mut refreshed = Instant::now();
+    // The store lost what this node delivered: nothing more is delivered until following
+    // starts afresh.
+    let mut lost = false;
     while !shared.stopping.load(Ordering::Relaxed) {
+        if lost {
+            match start_over(shared, store) {
+                Ok(fresh) => {
+                    cursor = fresh;
+                    waiting.clear();
+                    lost = false;
+                }
+                Err(error) => {
+                    tracing::error!("cannot follow the history afresh: {error}");
+                    std::thread::sleep(MAX_BACKOFF);
+                    continue;
+                }
+            }
+        }
         let round = store.follow(cursor, BATCH, WAIT).and_then(|followed| {
+            if followed.lost {
+                return Ok(followed);
+            }
             // Positions missing from what was read: pruned before this node got to them, or
             // never there. The horizon, read after this read, tells which.
             let mut expected = cursor.position + 1;
@@ -92,19 +119,30 @@ pub(crate) fn run(shared: &Shared, mut cursor: Cursor) {
             failures = 0;
         }
         *shared.following.lock() = None;
+        if followed.lost {
+            lost = true;
+            continue;
+        }
+        let Followed {
+            stored,
+            live,
+            read_to,
+            complete,
+            ..
+        } = followed;
 
-        waiting.extend(followed.live);
-        for stored in followed.stored {
+        waiting.extend(live);
+        for stored in stored {
             while let Some(live) = waiting.pop_front_if(|live| live.after < stored.position) {
                 deliver(shared, &live);
             }
             deliver_stored(shared, stored.position, &stored.update);
         }
-        cursor = followed.read_to;
+        cursor = read_to;
         // Placed after an update already delivered, or (when the read held every stored update
         // there was) after one that is gone: its turn has come.
         while let Some(live) =
-            waiting.pop_front_if(|live| live.after <= cursor.position || followed.complete)
+            waiting.pop_front_if(|live| live.after <= cursor.position || complete)
         {
             deliver(shared, &live);
         }
@@ -117,13 +155,7 @@ pub(crate) fn run(shared: &Shared, mut cursor: Cursor) {
                         || now.store.position < cursor.position
                         || now.store.live < cursor.live =>
                 {
-                    match start_over(shared, store) {
-                        Ok(fresh) => {
-                            cursor = fresh;
-                            waiting.clear();
-                        }
-                        Err(error) => tracing::error!("cannot follow the history afresh: {error}"),
-                    }
+                    lost = true;
                 }
                 Ok(_) => {}
                 Err(error) => tracing::warn!("reloading the history's figures failed: {error}"),
@@ -159,7 +191,7 @@ fn end_streams_behind_the_horizon(shared: &Shared, delivered: u64) {
     }
 }
 
-/// The store lost its history (Redis restarted empty, or fell back to an older state): what
+/// The store lost its history (Redis restarted empty, or went back to an older state): what
 /// this node delivered from it cannot be resumed from, and positions will be handed out again.
 /// Every local stream ends (its client resumes, and gets the gap event for an id that is gone,
 /// a live one included: the store made a new key for those), the head starts from the store as
@@ -175,7 +207,8 @@ fn start_over(shared: &Shared, store: &dyn SharedHistory) -> Result<Cursor, Hist
     };
     shared.delivered_live.store(fresh.live, Ordering::Relaxed);
     tracing::error!(
-        "the shared history lost updates (Redis restarted empty or older); following it afresh \
+        "the shared history lost updates (Redis restarted empty, or went back to an older \
+         state); following it afresh \
          from position {position}, {ended} subscribers disconnected to resume"
     );
     Ok(Cursor {

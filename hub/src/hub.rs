@@ -546,24 +546,27 @@ impl Hub {
         })
     }
 
-    /// Subscribers per exact-topic selector, for the topics `filter` accepts, on every node of
-    /// a cluster. Costs one pass over the distinct exact selectors, not over subscribers (and on
-    /// a cluster one read of what the other nodes published, at most half a second old).
+    /// Subscribers per exact-topic selector, for the topics that `prefix` starts and `filter`
+    /// accepts, on every node of a cluster. Costs one pass over the distinct exact selectors,
+    /// not over subscribers (and on a cluster one read of what the other nodes published about
+    /// the topics under `prefix`, at most half a second old).
     pub async fn subscriber_counts(
         &self,
+        prefix: &str,
         filter: impl Fn(&str) -> bool + Send + 'static,
     ) -> Result<Vec<(String, usize)>, SubscribeError> {
         let mut counts: HashMap<String, usize> = self
             .shared
             .registry
             .read()
-            .exact_counts(&filter)
+            .exact_counts(|topic| topic.starts_with(prefix) && filter(topic))
             .into_iter()
             .collect();
         if self.shared.history.shared().is_some() {
             let shared = self.shared.clone();
+            let prefix = prefix.to_owned();
             let others = self
-                .on_other_nodes(move |store| store.other_counts(&shared.node))
+                .on_other_nodes(move |store| store.other_counts(&shared.node, &prefix))
                 .await?;
             for (topic, n) in others {
                 if filter(&topic) {

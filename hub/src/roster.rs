@@ -6,6 +6,11 @@
 //! published expires with it: a node killed with `kill -9` drops out of every count within
 //! [`TTL`]. After a failure (or an overflowing log) the node publishes everything again, since
 //! what it had published may have expired meanwhile.
+//!
+//! The topic counts are kept in Redis so that a read of the topics under one prefix (presence
+//! reads the chat rooms') costs what it returns, not every topic a node counts (see
+//! [`SharedHistory::other_counts`]); the subscriptions themselves are read only when the
+//! subscriptions API asks.
 
 use crate::{
     events::subscription_json,

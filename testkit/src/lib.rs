@@ -74,6 +74,16 @@ impl RedisServer {
         self.command(&["INFO", section])
     }
 
+    /// A figure of `INFO`, such as `total_net_output_bytes` (section `stats`): what Redis
+    /// itself counted, for tests that bound what a client costs it.
+    pub fn info_number(&self, section: &str, name: &str) -> u64 {
+        let info = self.info(section);
+        info.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("INFO {section} has no number {name}"))
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -130,6 +140,8 @@ impl RedisServer {
             .arg("--dir")
             .arg(self.dir.path())
             .args(["--save", "", "--appendonly", "yes"])
+            // `DEBUG RELOAD`, from this host only: how a test rolls Redis back to a snapshot.
+            .args(["--enable-debug-command", "local"])
             .args(["--appendfsync", self.fsync])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -128,7 +128,8 @@ pub trait SharedHistory: Send + Sync {
     /// Sends live-only events to every node, in order, without storing them durably.
     fn send_live(&self, batch: &[Arc<Update>]) -> Result<()>;
     /// What comes after `cursor`, waiting up to `wait` when nothing does. One caller at a time
-    /// (the hub's follower thread).
+    /// (the hub's follower thread). Says instead when the store went back to an older state
+    /// since the previous call ([`Followed::lost`]), before anything read after it is used.
     fn follow(&self, cursor: Cursor, limit: usize, wait: Duration) -> Result<Followed>;
     /// Reloads what the store caches about itself (row count, pruning horizon): other
     /// processes prune too. Says where the store stands, and whether it lost its history
@@ -144,8 +145,10 @@ pub trait SharedHistory: Send + Sync {
     /// The subscriptions the alive nodes other than `node` hold: per subscriber, a JSON array
     /// of its subscriptions' documents.
     fn other_subscriptions(&self, node: &str) -> Result<Vec<String>>;
-    /// Subscribers per exact topic on the alive nodes other than `node`.
-    fn other_counts(&self, node: &str) -> Result<Vec<(String, usize)>>;
+    /// Subscribers per exact topic that `prefix` starts, on the alive nodes other than
+    /// `node`. Costs what it returns, not every topic the other nodes count: presence asks
+    /// four times a second for the chat rooms alone, whatever else is subscribed to.
+    fn other_counts(&self, node: &str, prefix: &str) -> Result<Vec<(String, usize)>>;
 }
 
 /// What a node tells the others about itself: its subscribers (each a JSON array of its
@@ -192,6 +195,11 @@ pub struct Followed {
     /// were read (it was not cut short by the limit): a live event placed after a position
     /// not among them was placed after updates that are gone, and can be delivered now.
     pub complete: bool,
+    /// The store went back to an older state since the previous read (restored from an older
+    /// snapshot, a replica that lacked the newest writes took over): what this node delivered
+    /// may be gone and its positions handed out again. Nothing was read; the caller must end
+    /// what it built on the lost state and follow the store afresh ([`SharedHistory::cursor`]).
+    pub lost: bool,
 }
 
 /// A live-only event from a shared history.

@@ -62,6 +62,10 @@ pub const LIVE_MAX: usize = 10_000;
 
 /// History in a Redis stream (see the module documentation for the layout).
 ///
+/// How long a node's witness outlives its last renewal (every follow round, twice a second at
+/// least): a node cut off from Redis for longer follows it afresh when it is back.
+const WITNESS_TTL: Duration = Duration::from_secs(24 * 3600);
+
 /// The row count and the horizon are cached in memory like [`super::SqliteHistory`]'s, since
 /// the trait reads them without a fallible call; each write refreshes the count from `XLEN`.
 pub struct RedisHistory {
@@ -90,6 +94,7 @@ pub struct RedisHistory {
     drop_through: Script,
     count_floor: Script,
     read_capped: Script,
+    due: Script,
     send_live: Script,
     alive: Script,
     counts: Script,
@@ -99,6 +104,48 @@ pub struct RedisHistory {
     /// The meta hash's `liveidkey`: the live ids' key, set with the epoch (`HSETNX`, so every
     /// node of a cluster has the same).
     live_key: Mutex<LiveIdKey>,
+    /// `<prefix>witness:<random>`: this instance's witness key (see [`Witness`]).
+    witness_key: String,
+    witness: Mutex<Witness>,
+}
+
+/// What notices Redis going back to an older state, whatever was written since.
+///
+/// The epoch notices a history that is gone, and positions going back a history that is
+/// shorter; neither notices Redis restored from a snapshot that was taken after the epoch was
+/// given and then written past its old positions again (`DEBUG RELOAD`, a restart from an
+/// older RDB or append-only file, a replica without the newest writes taking over). Redis's
+/// run id and replication id do not tell either: a reload keeps both, and a restart that lost
+/// nothing changes the run id. So each follower keeps a witness in Redis: a counter of its
+/// own, written in the same pipeline as every read, right after it (`SET … GET`, which
+/// returns the value it replaces). The write comes after the read, so a state that holds what
+/// was read and not lost later holds the write too; a state restored from before that write
+/// holds an older value, or none. Seeing anything but its last value, the follower knows that
+/// Redis went back past a write it acknowledged, before it uses what it read.
+#[derive(Debug, Default)]
+struct Witness {
+    /// The value Redis confirmed last (`None` before the first read).
+    confirmed: Option<u64>,
+    /// The newest value sent since without a reply (the read failed): Redis may hold it, or
+    /// any value sent since `confirmed`.
+    attempted: Option<u64>,
+}
+
+impl Witness {
+    fn next(&self) -> u64 {
+        self.attempted.or(self.confirmed).unwrap_or(0) + 1
+    }
+
+    /// Whether `found` (what Redis held when `next` was written) says that nothing was lost.
+    fn kept(&self, found: Option<u64>) -> bool {
+        match (self.confirmed, found) {
+            (None, _) => true,
+            (Some(confirmed), Some(found)) => {
+                (confirmed..=self.attempted.unwrap_or(confirmed)).contains(&found)
+            }
+            (Some(_), None) => false,
+        }
+    }
 }
 
 /// Shared by the scripts: the index member of an id at a position (the position as Lua's
@@ -139,25 +186,67 @@ redis.call('HSET', KEYS[2], 'clock', created)
 return {first, redis.call('XLEN', KEYS[1])}
 ";
 
-/// KEYS: stream, meta, ids. ARGV: k, k pairs (volatile prefix, floor), then pairs (position,
-/// id). Raises each prefix's horizon, then drops the entries. Returns dropped and length.
+/// KEYS: stream, meta, ids. ARGV: a volatile prefix, its floor (empty: none), how far its
+/// rule has looked, then pairs (position, id). Raises the prefix's horizon to the floor and
+/// its `scanned:` mark, then drops the entries. Returns dropped and length.
 const DROP_VOLATILE_LUA: &str = "
-local k = tonumber(ARGV[1])
-for i = 0, k - 1 do
-  local field = 'volatile:' .. ARGV[2 + 2 * i]
-  local floor = ARGV[3 + 2 * i]
+local function raise(field, value)
   local known = redis.call('HGET', KEYS[2], field)
-  if not known or tonumber(floor) > tonumber(known) then
-    redis.call('HSET', KEYS[2], field, floor)
+  if not known or tonumber(value) > tonumber(known) then
+    redis.call('HSET', KEYS[2], field, value)
   end
 end
+if ARGV[2] ~= '' then raise('volatile:' .. ARGV[1], ARGV[2]) end
+raise('scanned:' .. ARGV[1], ARGV[3])
 local dropped = 0
-for j = 2 + 2 * k, #ARGV, 2 do
+for j = 4, #ARGV, 2 do
   dropped = dropped + redis.call('XDEL', KEYS[1], ARGV[j] .. '-0')
   redis.call('ZREM', KEYS[3], member(ARGV[j + 1], ARGV[j]))
 end
 return {dropped, redis.call('XLEN', KEYS[1])}
 ";
+
+/// KEYS: stream. ARGV: after (a position), cutoff (ms), prefix, limit, want (`1`: list the
+/// matches). Looks at up to `limit` entries after `after`, in order, stopping at the first one
+/// created at or after `cutoff` (`created_ms` never decreases along the stream). Returns the
+/// last position looked at (`after` if none), `1` if it stopped at a young entry or the end
+/// (else `0`: call again from there), then, if wanted, the position and id of each entry
+/// looked at whose topics start with `prefix`. Inside Redis, so that only what is due crosses
+/// the network, and a young history is not read at all.
+const DUE_LUA: &str = "
+local after = ARGV[1]
+local cutoff = tonumber(ARGV[2])
+local prefix = ARGV[3]
+local limit = tonumber(ARGV[4])
+local want = ARGV[5] == '1'
+local out = {after, '0'}
+local looked = 0
+while looked < limit do
+  local chunk = redis.call('XRANGE', KEYS[1], '(' .. after .. '-0', '+', 'COUNT', math.min(100, limit - looked))
+  if #chunk == 0 then out[2] = '1' return out end
+  for _, entry in ipairs(chunk) do
+    local created, topics, id = 0, '', ''
+    local fields = entry[2]
+    for f = 1, #fields, 2 do
+      if fields[f] == 'created_ms' then created = tonumber(fields[f + 1]) or 0
+      elseif fields[f] == 'topics' then topics = fields[f + 1]
+      elseif fields[f] == 'id' then id = fields[f + 1] end
+    end
+    if created >= cutoff then out[2] = '1' return out end
+    after = string.match(entry[1], '^%d+')
+    out[1] = after
+    looked = looked + 1
+    if want and string.sub(topics, 1, #prefix) == prefix then
+      out[#out + 1] = after
+      out[#out + 1] = id
+    end
+  end
+end
+return out
+";
+
+/// Entries one [`DUE_LUA`] call looks at, at most: none holds Redis long.
+const DUE_CHUNK: usize = 1000;
 
 /// KEYS: stream, meta, ids. ARGV: through, limit. Raises the horizon, then drops up to
 /// `limit` of the oldest entries at or below it, with their index members. Returns dropped and
@@ -236,12 +325,20 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
 ";
 
-/// KEYS: a node's topic counts. ARGV: pairs (topic, change). Applies the changes, removing
-/// a topic whose count reaches 0, so the hash holds only topics with subscribers.
+/// KEYS: a node's topic counts (see [`SharedHistory::other_counts`]). ARGV: pairs (topic,
+/// change). Applies the changes, removing a topic whose count reaches 0, so the set holds
+/// only topics with subscribers.
 const COUNTS_LUA: &str = "
 for i = 1, #ARGV, 2 do
-  if redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) <= 0 then
-    redis.call('HDEL', KEYS[1], ARGV[i])
+  local topic = ARGV[i]
+  local count = tonumber(ARGV[i + 1])
+  local found = redis.call('ZRANGEBYLEX', KEYS[1], '[' .. topic .. '\\0', '(' .. topic .. '\\1', 'LIMIT', 0, 1)
+  if #found > 0 then
+    redis.call('ZREM', KEYS[1], found[1])
+    count = count + tonumber(string.sub(found[1], #topic + 2))
+  end
+  if count > 0 then
+    redis.call('ZADD', KEYS[1], 0, topic .. '\\0' .. string.format('%d', count))
   end
 end
 return 0
@@ -289,11 +386,14 @@ impl RedisHistory {
             drop_through: Script::new(&format!("{MEMBER_LUA}{DROP_THROUGH_LUA}")),
             count_floor: Script::new(COUNT_FLOOR_LUA),
             read_capped: Script::new(READ_CAPPED_LUA),
+            due: Script::new(DUE_LUA),
             send_live: Script::new(SEND_LIVE_LUA),
             alive: Script::new(ALIVE_LUA),
             counts: Script::new(COUNTS_LUA),
             epoch: Mutex::new(String::new()),
             live_key: Mutex::new([0; 32]),
+            witness_key: format!("{prefix}witness:{}", crate::update::new_id()),
+            witness: Mutex::new(Witness::default()),
         };
         history.with(|con| redis::cmd("PING").query::<String>(con))?;
         history.warn_unless_durable();
@@ -524,13 +624,13 @@ impl RedisHistory {
         format!("{}node:{node}:{what}", self.prefix)
     }
 
-    /// `command` (a read of a hash) on what each alive node other than `node` published
-    /// under `what`.
+    /// `read` (one command, added to a pipeline) of what each alive node other than `node`
+    /// published under `what`.
     fn read_others<T: redis::FromRedisValue>(
         &self,
         node: &str,
-        command: &str,
         what: &str,
+        read: impl Fn(&mut redis::Pipeline, String),
     ) -> Result<Vec<T>> {
         let mut others: Vec<String> =
             self.with(|con| self.alive.key(&self.nodes).arg("").arg(0).invoke(con))?;
@@ -540,9 +640,39 @@ impl RedisHistory {
         }
         let mut pipe = redis::pipe();
         for other in &others {
-            pipe.cmd(command).arg(self.node_key(other, what));
+            read(&mut pipe, self.node_key(other, what));
         }
         self.with(|con| pipe.query(con))
+    }
+
+    /// [`DUE_LUA`]: the last position looked at after `after`, whether it stopped at a young
+    /// entry or the end, and (if `want`) the entries looked at that `prefix` starts.
+    fn due(
+        &self,
+        after: u64,
+        cutoff: i64,
+        prefix: &str,
+        want: bool,
+    ) -> Result<(u64, bool, DueEntries)> {
+        let reply: Vec<String> = self.with(|con| {
+            self.due
+                .key(&self.stream)
+                .arg(after)
+                .arg(cutoff)
+                .arg(prefix)
+                .arg(DUE_CHUNK)
+                .arg(if want { "1" } else { "0" })
+                .invoke(con)
+        })?;
+        let bad = || HistoryError::new("unexpected reply from a Tidings script");
+        let [last, done, matches @ ..] = &reply[..] else {
+            return Err(bad());
+        };
+        let matches = matches
+            .chunks_exact(2)
+            .map(|pair| Ok((pair[0].parse().map_err(|_| bad())?, pair[1].clone())))
+            .collect::<Result<_>>()?;
+        Ok((last.parse().map_err(|_| bad())?, done == "1", matches))
     }
 
     fn server_ms(&self) -> Result<i64> {
@@ -550,6 +680,9 @@ impl RedisHistory {
         Ok(secs * 1000 + micros / 1000)
     }
 }
+
+/// Entries a prune looked at: each one's position and id.
+type DueEntries = Vec<(u64, String)>;
 
 /// The horizon in the meta hash's fields, and whether it has been set.
 fn horizon_of(meta: Vec<(String, String)>) -> (Horizon, bool) {
@@ -594,10 +727,6 @@ fn field<'a>(fields: &'a [String], name: &str) -> Option<&'a str> {
         .chunks_exact(2)
         .find(|pair| pair[0] == name)
         .map(|pair| pair[1].as_str())
-}
-
-fn created_ms(entry: &Entry) -> i64 {
-    field(&entry.1, "created_ms").map_or(0, |v| v.parse().unwrap_or(0))
 }
 
 fn stored(entry: &Entry) -> Result<Stored> {
@@ -795,90 +924,78 @@ impl History for RedisHistory {
     }
 
     /// Volatile rules first, so that what they drop never counts against `max_events`; then
-    /// count and age, as in SQLite. The old entries are found by one scan from the oldest, which
-    /// stops at the first entry younger than every cutoff (`created_ms` never decreases along
-    /// the stream). Each step raises the cached horizon, then runs a script that raises the
-    /// stored one and deletes, atomically.
+    /// count and age, as in SQLite. Each step raises the cached horizon, then runs a script
+    /// that raises the stored one and deletes, atomically.
+    ///
+    /// What each rule looks at costs Redis what became due since it last looked, never the
+    /// whole history: `created_ms` never decreases along the stream, so the age rule looks
+    /// from the horizon (everything at or below it is gone) to the first young entry, and each
+    /// volatile rule from its own mark (`scanned:<prefix>` in the meta hash, stored by the
+    /// script that drops what it found, so a node that takes over the pruning goes on from
+    /// there) to the first entry younger than its cutoff. The looking is done inside Redis
+    /// ([`DUE_LUA`]): only the positions and ids of what goes cross the network. (It used to
+    /// read the history from its oldest entry every second: an idle node with a 16 MiB
+    /// history made Redis send 16 MB/s.)
     fn prune(&self, retention: &Retention) -> Result<u64> {
         let now = self.server_ms()?;
         let cutoff = |age: &Duration| now - age.as_millis() as i64;
-        let age_cutoff = retention.max_age.as_ref().map(cutoff);
-        let volatile_cutoffs: Vec<(&str, i64)> = retention
-            .volatile
-            .iter()
-            .map(|(prefix, age)| (prefix.as_str(), cutoff(age)))
-            .collect();
-        let oldest_kept = volatile_cutoffs
-            .iter()
-            .map(|(_, c)| *c)
-            .chain(age_cutoff)
-            .max();
-
-        // Each volatile rule's floor (the newest old entry it matches, as SQLite computes it),
-        // what they drop, and the newest old entry no rule drops.
-        let mut floors: Vec<Option<u64>> = vec![None; volatile_cutoffs.len()];
-        let mut doomed: Vec<(u64, String)> = Vec::new();
-        let mut age_floor = 0;
-        if let Some(oldest_kept) = oldest_kept {
-            let mut from = "-".to_owned();
-            'scan: loop {
-                let chunk = self.entries("XRANGE", &from, "+", CHUNK)?;
-                for entry in &chunk {
-                    let created = created_ms(entry);
-                    if created >= oldest_kept {
-                        break 'scan;
-                    }
-                    let at = position(&entry.0)?;
-                    let topics = field(&entry.1, "topics").unwrap_or("");
-                    let mut volatile = false;
-                    for ((prefix, c), floor) in volatile_cutoffs.iter().zip(&mut floors) {
-                        if created < *c && topics.starts_with(prefix) {
-                            *floor = Some(at);
-                            volatile = true;
-                        }
-                    }
-                    if volatile {
-                        doomed.push((at, field(&entry.1, "id").unwrap_or("").to_owned()));
-                    } else if age_cutoff.is_some_and(|c| created < c) {
-                        age_floor = at;
-                    }
-                }
-                match chunk.last() {
-                    Some(last) if chunk.len() == CHUNK => from = format!("({}", last.0),
-                    _ => break,
-                }
-            }
-        }
+        let meta: Vec<(String, String)> =
+            self.with(|con| redis::cmd("HGETALL").arg(&self.meta).query(con))?;
+        let number = |name: &str| {
+            meta.iter()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let gone = self.horizon.read().through.max(number("through"));
 
         let mut dropped = 0;
-        let floors: Vec<(String, u64)> = volatile_cutoffs
-            .iter()
-            .zip(floors)
-            .filter_map(|((prefix, _), floor)| floor.map(|f| ((*prefix).to_owned(), f)))
-            .collect();
-        if !floors.is_empty() {
-            self.raise_horizon(0, &floors);
-            // The first call stores the floors; later ones (big prunes) only delete.
-            for (i, part) in doomed.chunks(1000).enumerate() {
-                let mut script = self.drop_volatile.prepare_invoke();
-                script.key(&self.stream).key(&self.meta).key(&self.ids);
-                if i == 0 {
-                    script.arg(floors.len());
-                    for (prefix, floor) in &floors {
-                        script.arg(prefix).arg(floor);
-                    }
-                } else {
-                    script.arg(0);
+        for (prefix, age) in &retention.volatile {
+            let cutoff = cutoff(age);
+            let mut after = gone.max(number(&format!("scanned:{prefix}")));
+            loop {
+                let (last, done, matches) = self.due(after, cutoff, prefix, true)?;
+                if last == after {
+                    break;
                 }
-                for (position, id) in part {
+                let floor = matches.last().map(|(position, _)| *position);
+                if let Some(floor) = floor {
+                    self.raise_horizon(0, &[(prefix.clone(), floor)]);
+                }
+                let mut script = self.drop_volatile.prepare_invoke();
+                script
+                    .key(&self.stream)
+                    .key(&self.meta)
+                    .key(&self.ids)
+                    .arg(prefix)
+                    .arg(floor.map(|f| f.to_string()).unwrap_or_default())
+                    .arg(last);
+                for (position, id) in &matches {
                     script.arg(position).arg(id);
                 }
                 let (count, rows) = pair(self.with(|con| script.invoke(con))?)?;
                 dropped += count;
                 self.rows.store(rows, Ordering::Relaxed);
+                after = last;
+                if done {
+                    break;
+                }
             }
         }
 
+        let mut age_floor = 0;
+        if let Some(age) = &retention.max_age {
+            let cutoff = cutoff(age);
+            let mut after = gone;
+            loop {
+                let (last, done, _) = self.due(after, cutoff, "", false)?;
+                age_floor = last;
+                if done || last == after {
+                    break;
+                }
+                after = last;
+            }
+        }
         let rows: u64 = self.with(|con| redis::cmd("XLEN").arg(&self.stream).query(con))?;
         self.rows.store(rows, Ordering::Relaxed);
         let before = self.horizon.read().through;
@@ -966,15 +1083,21 @@ impl SharedHistory for RedisHistory {
     }
 
     /// One `XREAD` of both streams, so the stored part is complete relative to the live part
-    /// whenever it came back shorter than `limit`. The connection is dropped after a failure
-    /// (a timed-out reply could arrive later, out of step) and made again on the next call.
+    /// whenever it came back shorter than `limit`; then, in the same pipeline, the witness
+    /// (see [`Witness`]): what was read is used only if Redis did not go back meanwhile. The
+    /// connection is dropped after a failure (a timed-out reply could arrive later, out of
+    /// step) and made again on the next call.
     fn follow(&self, cursor: Cursor, limit: usize, wait: Duration) -> Result<Followed> {
         let mut following = self.following.lock();
         let con = match following.as_mut() {
             Some(con) => con,
             None => following.insert(self.connect()?),
         };
-        let reply: redis::RedisResult<ReadReply> = redis::cmd("XREAD")
+        let mut witness = self.witness.lock();
+        let next = witness.next();
+        // Redis runs a pipelined command only once the blocked one before it has answered.
+        let reply: redis::RedisResult<(ReadReply, Option<u64>)> = redis::pipe()
+            .cmd("XREAD")
             .arg("COUNT")
             .arg(limit)
             .arg("BLOCK")
@@ -984,20 +1107,43 @@ impl SharedHistory for RedisHistory {
             .arg(&self.live)
             .arg(format!("{}-0", cursor.position))
             .arg(format!("{}-0", cursor.live))
+            .cmd("SET")
+            .arg(&self.witness_key)
+            .arg(next)
+            .arg("PX")
+            .arg(WITNESS_TTL.as_millis() as u64)
+            .arg("GET")
             .query(con);
-        let reply = match reply {
-            Ok(reply) => reply.unwrap_or_default(),
+        let (reply, found) = match reply {
+            Ok((reply, found)) => (reply.unwrap_or_default(), found),
             Err(e) => {
                 *following = None;
+                witness.attempted = Some(next);
                 return Err(self.error(e));
             }
         };
         drop(following);
+        let kept = witness.kept(found);
+        let expected = witness.confirmed;
+        *witness = Witness {
+            confirmed: Some(next),
+            attempted: None,
+        };
+        drop(witness);
         let mut followed = Followed {
             complete: true,
             read_to: cursor,
             ..Followed::default()
         };
+        if !kept {
+            tracing::error!(
+                "Redis at {} went back to an older state: this node's witness reads \
+                 {found:?}, its last write was {expected:?}",
+                self.address,
+            );
+            followed.lost = true;
+            return Ok(followed);
+        }
         let mut stored_entries = Vec::new();
         let mut live_full = false;
         for (key, entries) in reply {
@@ -1091,7 +1237,7 @@ impl SharedHistory for RedisHistory {
     /// One pipeline: the changes, the keys' expiry, then the liveness script.
     fn publish_node(&self, node: &str, state: &NodeState, ttl: Duration) -> Result<Vec<String>> {
         let subs = self.node_key(node, "subs");
-        let topics = self.node_key(node, "topics");
+        let topics = self.node_key(node, "counts");
         let ttl_ms = ttl.as_millis() as u64;
         let mut pipe = redis::pipe();
         // All at once: other nodes never read a half-replaced state.
@@ -1111,9 +1257,9 @@ impl SharedHistory for RedisHistory {
         }
         if state.full {
             for chunk in state.counts.chunks(512) {
-                pipe.cmd("HSET").arg(&topics);
-                for (topic, count) in chunk {
-                    pipe.arg(topic).arg(count);
+                pipe.cmd("ZADD").arg(&topics);
+                for (topic, count) in chunk.iter().filter(|(_, count)| *count > 0) {
+                    pipe.arg(0).arg(format!("{topic}\0{count}"));
                 }
                 pipe.ignore();
             }
@@ -1151,24 +1297,36 @@ impl SharedHistory for RedisHistory {
                 .ignore()
                 .cmd("DEL")
                 .arg(self.node_key(node, "subs"))
-                .arg(self.node_key(node, "topics"))
+                .arg(self.node_key(node, "counts"))
                 .ignore()
                 .query(con)
         })
     }
 
     fn other_subscriptions(&self, node: &str) -> Result<Vec<String>> {
-        let found: Vec<Vec<String>> = self.read_others(node, "HVALS", "subs")?;
+        let found: Vec<Vec<String>> = self.read_others(node, "subs", |pipe, key| {
+            pipe.cmd("HVALS").arg(key);
+        })?;
         Ok(found.into_iter().flatten().collect())
     }
 
-    fn other_counts(&self, node: &str) -> Result<Vec<(String, usize)>> {
-        let found: Vec<Vec<(String, i64)>> = self.read_others(node, "HGETALL", "topics")?;
+    /// One `ZRANGEBYLEX` per other node: the members from `prefix` up to (not including)
+    /// `prefix` followed by the byte 0xff, which no UTF-8 text holds, are exactly the topics
+    /// that `prefix` starts.
+    fn other_counts(&self, node: &str, prefix: &str) -> Result<Vec<(String, usize)>> {
+        let from = [b"[", prefix.as_bytes()].concat();
+        let to = [b"(", prefix.as_bytes(), b"\xff"].concat();
+        let found: Vec<Vec<String>> = self.read_others(node, "counts", |pipe, key| {
+            pipe.cmd("ZRANGEBYLEX").arg(key).arg(&from).arg(&to);
+        })?;
         Ok(found
             .into_iter()
             .flatten()
+            .filter_map(|member| {
+                let (topic, n) = member.rsplit_once('\0')?;
+                Some((topic.to_owned(), n.parse().ok()?))
+            })
             .filter(|(_, n)| *n > 0)
-            .map(|(topic, n)| (topic, n as usize))
             .collect())
     }
 }

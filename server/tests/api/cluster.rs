@@ -18,14 +18,21 @@ use tidings_testkit::RedisServer;
 struct Cluster {
     redis: RedisServer,
     nodes: Vec<ChildServer>,
+    /// More arguments for every node.
+    extra: Vec<&'static str>,
 }
 
 impl Cluster {
     async fn start(nodes: usize) -> Self {
+        Self::start_with(nodes, &[]).await
+    }
+
+    async fn start_with(nodes: usize, extra: &[&'static str]) -> Self {
         let redis = RedisServer::start();
         let mut cluster = Cluster {
             redis,
             nodes: Vec::new(),
+            extra: extra.to_vec(),
         };
         for _ in 0..nodes {
             cluster.nodes.push(cluster.spawn_node().await);
@@ -34,17 +41,19 @@ impl Cluster {
     }
 
     async fn spawn_node(&self) -> ChildServer {
-        ChildServer::spawn(&[
+        let url = self.redis.url();
+        let mut args = vec![
             "--redis-url",
-            &self.redis.url(),
+            &url,
             "--market-interval-ms",
             "0",
             "--monitor-interval-ms",
             "0",
             "--heartbeat-secs",
             "1",
-        ])
-        .await
+        ];
+        args.extend(&self.extra);
+        ChildServer::spawn(&args).await
     }
 
     fn node(&self, i: usize) -> &ChildServer {
@@ -477,6 +486,65 @@ async fn the_subscriptions_api_and_presence_cover_every_node() {
     .await;
     assert!(listed.is_empty(), "{listed:?}");
     while next_presence(&mut watcher).await != 0 {}
+}
+
+/// Row 15 of issue 20. Presence needs the chat rooms' counts, on the node that publishes it:
+/// 100 idle anonymous subscriptions of 100 topics each on one node must not make the other
+/// nodes read that node's 10,000 topic counts four times a second. Measured by Redis's own
+/// count of the bytes it sent over an idle window (a full read each time is about 1 MB/s).
+#[tokio::test]
+async fn presence_reads_only_the_rooms_counts_on_the_node_that_publishes_it() {
+    // 103 subscriptions from one address, at once.
+    let cluster = Cluster::start_with(
+        2,
+        &[
+            "--max-subscribers-per-address",
+            "1000",
+            "--subscribe-burst",
+            "1000",
+        ],
+    )
+    .await;
+    let mut watcher = subscribe(cluster.node(0), "/chat/lobby/presence", None).await;
+    let _in_the_room = subscribe(cluster.node(0), "/chat/lobby", None).await;
+    while next_presence(&mut watcher).await != 1 {}
+
+    let mut idle = Vec::new();
+    for i in 0..100 {
+        let topics: Vec<(&str, String)> = (0..100)
+            .map(|j| ("topic", format!("/idle/{i}/{j}")))
+            .collect();
+        let response = Client::new()
+            .get(cluster.node(1).url(HUB))
+            .query(&topics)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        idle.push(SseReader::new(response));
+    }
+    // Every node knows of them (the roster published them).
+    let listed = eventually(
+        || listed_subscribers(cluster.node(0), "/idle/99/99"),
+        |ids| ids.len() == 1,
+    )
+    .await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let sent = || cluster.redis.info_number("stats", "total_net_output_bytes");
+    let before = sent();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let spent = sent() - before;
+    eprintln!("Redis sent {spent} bytes in 2 idle seconds");
+    assert!(
+        spent < 200_000,
+        "idle nodes made Redis send {spent} bytes in 2 s"
+    );
+
+    // Presence still counts every node.
+    let _also = subscribe(cluster.node(1), "/chat/lobby", None).await;
+    while next_presence(&mut watcher).await != 2 {}
 }
 
 #[tokio::test]
