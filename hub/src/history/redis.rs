@@ -1,14 +1,16 @@
 //! History in a Redis stream, so that several nodes can share one.
 //!
-//! Three keys under a configurable prefix (`tidings:` by default):
+//! Keys under a configurable prefix (`tidings:` by default):
 //!
 //! - `<prefix>stream`: the updates, one entry each, with the explicit id `<position>-0`, so a
 //!   position is a plain increasing `u64`, as in SQLite, and a stream range is a position range.
 //! - `<prefix>meta`: a hash: `seq` (the last position handed out: positions are never reused,
 //!   even when pruning empties the stream), `clock` (the newest `created_ms`, which keeps it
-//!   non-decreasing along the stream), the horizon (`through`, `volatile:<prefix>`), `probe`,
-//!   `epoch` (a random name: another one means Redis lost the history) and `liveidkey` (the
-//!   key every node authenticates live-only events' ids with).
+//!   non-decreasing along the stream), the horizon (`through`, `volatile:<prefix>`), how far
+//!   each volatile rule has looked (`scanned:<prefix>`, so pruning reads only what became due
+//!   since), `epoch` (a random name given when the history was created: another one means
+//!   Redis lost the history), `probe`, and `liveidkey` (the key every node authenticates
+//!   live-only events' ids with).
 //! - `<prefix>ids`: a sorted set with every member at score 0, `<id>\0<position, 20 digits>`:
 //!   the lexicographic order puts an id's earliest position first, so [`History::position_of`]
 //!   is one `ZRANGEBYLEX`, and pruning removes exactly the members of what it drops. (`\0`
@@ -17,6 +19,13 @@
 //! - `<prefix>live`: live-only events (subscription events, presence), capped at
 //!   [`LIVE_MAX`] entries: ids `<seq>-0` from the meta field `liveseq`, each with the field
 //!   `after`, the stored position current when it was sent.
+//! - `<prefix>witness:<random>`: one per node (per opened history), a counter the node writes
+//!   right after each read of the streams, which tells it whether Redis went back to an older
+//!   state since (see [`Witness`]).
+//! - The roster: `<prefix>nodes` (the alive nodes, scored by when each expires) and per node
+//!   `<prefix>node:<id>:subs` (a hash: subscriber id, its subscriptions' documents) and
+//!   `…:counts` (a sorted set with every member at score 0, `<topic>\0<subscribers>`, so that
+//!   the topics under a prefix, with their counts, are one `ZRANGEBYLEX`).
 //!
 //! Every node follows both streams with one `XREAD BLOCK` ([`SharedHistory::follow`]) and fans
 //! out what it reads, its own publishes included, so every node delivers Redis's order.
@@ -244,6 +253,16 @@ while looked < limit do
 end
 return out
 ";
+
+/// What one [`DUE_LUA`] call found.
+struct Due {
+    /// The last position looked at.
+    last: u64,
+    /// It stopped at a young entry or the end: nothing more is due.
+    done: bool,
+    /// Position and id of each entry looked at that the prefix starts, if wanted.
+    matches: Vec<(u64, String)>,
+}
 
 /// Entries one [`DUE_LUA`] call looks at, at most: none holds Redis long.
 const DUE_CHUNK: usize = 1000;
@@ -647,13 +666,7 @@ impl RedisHistory {
 
     /// [`DUE_LUA`]: the last position looked at after `after`, whether it stopped at a young
     /// entry or the end, and (if `want`) the entries looked at that `prefix` starts.
-    fn due(
-        &self,
-        after: u64,
-        cutoff: i64,
-        prefix: &str,
-        want: bool,
-    ) -> Result<(u64, bool, DueEntries)> {
+    fn due(&self, after: u64, cutoff: i64, prefix: &str, want: bool) -> Result<Due> {
         let reply: Vec<String> = self.with(|con| {
             self.due
                 .key(&self.stream)
@@ -672,7 +685,11 @@ impl RedisHistory {
             .chunks_exact(2)
             .map(|pair| Ok((pair[0].parse().map_err(|_| bad())?, pair[1].clone())))
             .collect::<Result<_>>()?;
-        Ok((last.parse().map_err(|_| bad())?, done == "1", matches))
+        Ok(Due {
+            last: last.parse().map_err(|_| bad())?,
+            done: done == "1",
+            matches,
+        })
     }
 
     fn server_ms(&self) -> Result<i64> {
@@ -680,9 +697,6 @@ impl RedisHistory {
         Ok(secs * 1000 + micros / 1000)
     }
 }
-
-/// Entries a prune looked at: each one's position and id.
-type DueEntries = Vec<(u64, String)>;
 
 /// The horizon in the meta hash's fields, and whether it has been set.
 fn horizon_of(meta: Vec<(String, String)>) -> (Horizon, bool) {
@@ -954,7 +968,11 @@ impl History for RedisHistory {
             let cutoff = cutoff(age);
             let mut after = gone.max(number(&format!("scanned:{prefix}")));
             loop {
-                let (last, done, matches) = self.due(after, cutoff, prefix, true)?;
+                let Due {
+                    last,
+                    done,
+                    matches,
+                } = self.due(after, cutoff, prefix, true)?;
                 if last == after {
                     break;
                 }
@@ -988,7 +1006,7 @@ impl History for RedisHistory {
             let cutoff = cutoff(age);
             let mut after = gone;
             loop {
-                let (last, done, _) = self.due(after, cutoff, "", false)?;
+                let Due { last, done, .. } = self.due(after, cutoff, "", false)?;
                 age_floor = last;
                 if done || last == after {
                     break;
@@ -1256,10 +1274,16 @@ impl SharedHistory for RedisHistory {
             pipe.cmd("HDEL").arg(&subs).arg(chunk).ignore();
         }
         if state.full {
-            for chunk in state.counts.chunks(512) {
+            let members: Vec<String> = state
+                .counts
+                .iter()
+                .filter(|(_, count)| *count > 0)
+                .map(|(topic, count)| format!("{topic}\0{count}"))
+                .collect();
+            for chunk in members.chunks(512) {
                 pipe.cmd("ZADD").arg(&topics);
-                for (topic, count) in chunk.iter().filter(|(_, count)| *count > 0) {
-                    pipe.arg(0).arg(format!("{topic}\0{count}"));
+                for member in chunk {
+                    pipe.arg(0).arg(member);
                 }
                 pipe.ignore();
             }
