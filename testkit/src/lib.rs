@@ -18,6 +18,8 @@ pub struct RedisServer {
     fsync: &'static str,
     /// The primary's port, for a replica.
     replica_of: Option<u16>,
+    /// Whether it keeps (and starts from) its append-only file.
+    appendonly: &'static str,
 }
 
 impl RedisServer {
@@ -34,6 +36,7 @@ impl RedisServer {
             dir: tempfile::tempdir().expect("a temporary folder"),
             fsync,
             replica_of: None,
+            appendonly: "yes",
         };
         server.restart();
         server
@@ -47,6 +50,7 @@ impl RedisServer {
             dir: tempfile::tempdir().expect("a temporary folder"),
             fsync: primary.fsync,
             replica_of: Some(primary.port),
+            appendonly: "yes",
         };
         server.restart();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -104,6 +108,15 @@ impl RedisServer {
         }
     }
 
+    /// Kills it (SIGKILL) and starts it again from its last snapshot (`SAVE`) instead of its
+    /// append-only file: Redis goes back to an older state, as when a backup is restored. It
+    /// keeps no append-only file from then on.
+    pub fn restart_from_snapshot(&mut self) {
+        self.kill();
+        self.appendonly = "no";
+        self.restart();
+    }
+
     /// Stops it (SIGSTOP) without closing anything: connections stay open and new ones are
     /// accepted by the kernel, but nothing answers — a hung server, which only timeouts notice.
     pub fn pause(&self) {
@@ -139,7 +152,7 @@ impl RedisServer {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(self.dir.path())
-            .args(["--save", "", "--appendonly", "yes"])
+            .args(["--save", "", "--appendonly", self.appendonly])
             // `DEBUG RELOAD`, from this host only: how a test rolls Redis back to a snapshot.
             .args(["--enable-debug-command", "local"])
             .args(["--appendfsync", self.fsync])
