@@ -182,6 +182,12 @@ pub struct Config {
           value_parser = parse_positive_duration)]
     pub idle_timeout: Duration,
 
+    /// Time a write to a client may make no progress (a client that stops reading), such as
+    /// `30s`; then the connection is closed.
+    #[arg(long, env = "TIDINGS_WRITE_TIMEOUT", default_value = "30s",
+          value_parser = parse_positive_duration)]
+    pub write_timeout: Duration,
+
     /// The longest request head (request line and headers), in bytes; longer gets 431.
     #[arg(long, env = "TIDINGS_MAX_HEAD_BYTES", default_value_t = 65_536,
           value_parser = clap::value_parser!(u32).range(1024..))]

@@ -231,6 +231,7 @@ impl Server {
             head_timeout: config.head_timeout,
             idle_timeout: config.idle_timeout,
             max_head_bytes: config.max_head_bytes as usize,
+            write_timeout: config.write_timeout,
         };
         let budget = state.connections.clone();
         let edge = edge::Edge::new(

@@ -1,12 +1,14 @@
 //! A connection as hyper sees it, and the clock that decides when it has been idle too long.
 //!
 //! The socket is shared (`Arc<TcpStream>`, read and written through `&TcpStream`): hyper reads
-//! and writes it through [`Conn`], and an event stream's body keeps reading it while hyper writes
-//! (hyper stops reading during a response, so a stream whose client has gone would otherwise be
-//! noticed only by a failed write; see [`super::service`]).
+//! and writes it through [`Conn`], and an HTTP/1 event stream's body keeps reading it while
+//! hyper writes (hyper notices a close during a response only while its own read buffer is
+//! empty, so not behind pipelined bytes; see `Tracked` in the module above). A write that makes
+//! no progress for the write timeout fails, so a client that stops reading is let go.
 
 use parking_lot::Mutex;
 use std::{
+    future::Future,
     io,
     pin::Pin,
     sync::Arc,
@@ -26,15 +28,56 @@ pub struct Conn {
     prefix: Vec<u8>,
     read: usize,
     clock: Arc<Clock>,
+    write_timeout: Duration,
+    /// Armed while a write waits for room in the socket's buffer; reset by any progress.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Conn {
-    pub fn new(prefix: Vec<u8>, tcp: Arc<TcpStream>, clock: Arc<Clock>) -> Self {
+    pub fn new(
+        prefix: Vec<u8>,
+        tcp: Arc<TcpStream>,
+        clock: Arc<Clock>,
+        write_timeout: Duration,
+    ) -> Self {
         Self {
             tcp,
             prefix,
             read: 0,
             clock,
+            write_timeout,
+            stalled: None,
+        }
+    }
+
+    /// A write is waiting: pending, or timed out once it has waited too long.
+    fn stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let timeout = self.write_timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        ready!(stalled.as_mut().poll(cx));
+        Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
+    }
+
+    fn poll_write_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl Fn(&TcpStream) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            match self.tcp.poll_write_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return self.stall(cx),
+            }
+            match write(&self.tcp) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                written => {
+                    self.stalled = None;
+                    return Poll::Ready(written);
+                }
+            }
         }
     }
 }
@@ -81,13 +124,7 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.tcp.poll_write_ready(cx))?;
-            match self.tcp.try_write(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                written => return Poll::Ready(written),
-            }
-        }
+        self.get_mut().poll_write_with(cx, |tcp| tcp.try_write(buf))
     }
 
     fn poll_write_vectored(
@@ -95,13 +132,8 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.tcp.poll_write_ready(cx))?;
-            match self.tcp.try_write_vectored(bufs) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                written => return Poll::Ready(written),
-            }
-        }
+        self.get_mut()
+            .poll_write_with(cx, |tcp| tcp.try_write_vectored(bufs))
     }
 
     fn is_write_vectored(&self) -> bool {

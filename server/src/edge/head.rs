@@ -123,7 +123,7 @@ pub fn parse(buf: &[u8], streams: &[&str]) -> Result<Option<Head>, Refusal> {
 }
 
 /// A CR not followed by LF (a CR at the very end may still get its LF).
-fn has_bare_cr(bytes: &[u8]) -> bool {
+pub fn has_bare_cr(bytes: &[u8]) -> bool {
     bytes
         .windows(2)
         .any(|pair| pair[0] == b'\r' && pair[1] != b'\n')

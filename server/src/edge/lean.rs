@@ -23,13 +23,17 @@ use tokio::{
 };
 use tower::ServiceExt;
 
-/// How long writing one chunk of events may take: past it the client is gone or stalled.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest non-stream answer (an error) collected to send with its length.
 const MAX_PLAIN_BODY: usize = 64 * 1024;
 
 /// Answers `head` through the router, then writes the answer itself.
-pub async fn serve(app: Router, mut tcp: TcpStream, peer: SocketAddr, head: StreamHead) {
+pub async fn serve(
+    app: Router,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    head: StreamHead,
+    write_timeout: Duration,
+) {
     let mut request = Request::builder()
         .method(Method::GET)
         .uri(&head.path)
@@ -92,25 +96,25 @@ pub async fn serve(app: Router, mut tcp: TcpStream, peer: SocketAddr, head: Stre
         out.extend_from_slice(&plain);
     }
     drop(parts);
-    if write(&mut tcp, &out).await.is_err() {
+    if write(&mut tcp, &out, write_timeout).await.is_err() {
         return;
     }
     drop(out);
     if let Some(body) = body {
-        stream(&mut tcp, body).await;
+        stream(&mut tcp, body, write_timeout).await;
     }
     let _ = tcp.shutdown().await;
 }
 
-async fn write(tcp: &mut TcpStream, bytes: &[u8]) -> io::Result<()> {
-    tokio::time::timeout(WRITE_TIMEOUT, tcp.write_all(bytes))
+async fn write(tcp: &mut TcpStream, bytes: &[u8], timeout: Duration) -> io::Result<()> {
+    tokio::time::timeout(timeout, tcp.write_all(bytes))
         .await
         .map_err(|_| io::ErrorKind::TimedOut)?
 }
 
 /// Writes each chunk of the body as it comes (the hub hands over every queued event in one
 /// chunk: one write per wakeup), until the body ends or the client leaves.
-async fn stream(tcp: &mut TcpStream, mut body: Body) {
+async fn stream(tcp: &mut TcpStream, mut body: Body, timeout: Duration) {
     let (mut reader, mut writer) = tcp.split();
     let mut scratch = [0u8; 64];
     loop {
@@ -127,7 +131,7 @@ async fn stream(tcp: &mut TcpStream, mut body: Body) {
             continue;
         };
         while data.has_remaining() {
-            let written = tokio::time::timeout(WRITE_TIMEOUT, writer.write(data.chunk()))
+            let written = tokio::time::timeout(timeout, writer.write(data.chunk()))
                 .map(|r| r.unwrap_or(Err(io::ErrorKind::TimedOut.into())))
                 .await;
             match written {

@@ -8,14 +8,20 @@
 //! - given one deadline for each request head, from its first byte (`--head-timeout`; then
 //!   `408`, closed), and one for the time it may stay open with no request in progress
 //!   (`--idle-timeout`; then closed): before its first request, and between requests on a
-//!   kept-alive connection ([`conn::Clock`]);
+//!   kept-alive connection ([`conn::Clock`]). A request body that stalls for the idle timeout
+//!   fails, and a write that makes no progress for `--write-timeout` closes the connection,
+//!   so a request in progress is bounded too;
 //! - refused with `400` if its head is not HTTP/1.1 as RFC 9112 has it ([`head`]).
 //!
 //! Then a first request that is an event stream is served lean ([`lean`]); anything else goes to
 //! hyper with the bytes already read put back ([`conn::Conn`]). Hyper answers through the same
-//! router; an event stream it serves is answered with `connection: close`, and its body keeps
-//! reading the socket (dropping what a client pipelines behind a stream), so a client that
+//! router; an HTTP/1 event stream it serves is answered with `connection: close`, and its body
+//! keeps reading the socket (dropping what a client pipelines behind a stream), so a client that
 //! leaves is noticed at once on every path, not at the next failed write.
+//!
+//! An HTTP/2 connection (prior knowledge, the one way to it without TLS) has the idle deadline
+//! (between its streams; hyper's pings find a dead peer), hyper's header-list limit set to
+//! `--max-head-bytes`, and a send buffer per stream of 64 KiB.
 
 pub mod budget;
 mod conn;
@@ -33,6 +39,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::{
     convert::Infallible,
+    future::Future,
     io,
     net::SocketAddr,
     pin::Pin,
@@ -57,6 +64,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// The longest request head.
     pub max_head_bytes: usize,
+    /// How long a write may make no progress.
+    pub write_timeout: Duration,
 }
 
 /// What every connection task needs.
@@ -90,6 +99,7 @@ impl Edge {
     /// Accepts until shutdown; each connection runs in a task of its own, which ends on
     /// shutdown once its current answer is done (streams end then too).
     pub async fn accept(self, listener: TcpListener) {
+        let mut failures = 0u64;
         loop {
             let accepted = tokio::select! {
                 () = self.shutdown.cancelled() => return,
@@ -106,9 +116,15 @@ impl Edge {
                         let _ = tcp.try_write(&refused.response());
                     }
                 },
-                // Out of descriptors, or the like: as hyper's servers do, wait and go on.
+                // Out of descriptors, or the like: as hyper's servers do, wait and go on (logged
+                // at first and then every 100th time).
                 Err(error) if !is_connection_error(&error) => {
-                    tracing::error!("accepting a connection failed: {error}");
+                    if failures.is_multiple_of(100) {
+                        tracing::error!(
+                            "accepting a connection failed ({failures} before): {error}"
+                        );
+                    }
+                    failures += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(_) => {}
@@ -122,7 +138,9 @@ impl Edge {
             head = self.first_head(&mut tcp) => head,
         };
         match head {
-            Ok((Head::Stream(head), _)) => lean::serve(self.app, tcp, peer, head).await,
+            Ok((Head::Stream(head), _)) => {
+                lean::serve(self.app, tcp, peer, head, self.limits.write_timeout).await;
+            }
             Ok((Head::Other, buf)) => self.hyper(tcp, buf, peer).await,
             Err(Some(refusal)) => answer_and_close(&tcp, &refusal.response()).await,
             Err(None) => {}
@@ -130,26 +148,34 @@ impl Edge {
     }
 
     /// Reads the first head: until the idle timeout for its first byte, then until the head
-    /// timeout for the rest. `Err(None)`: closed or idle, nothing to answer.
+    /// timeout for the rest, and never more than the longest head. `Err(None)`: closed or idle,
+    /// nothing to answer.
     async fn first_head(&self, tcp: &mut TcpStream) -> Result<(Head, Vec<u8>), Option<Refusal>> {
+        let max = self.limits.max_head_bytes;
         let mut buf = Vec::with_capacity(1024);
         let mut deadline = Instant::now() + self.limits.idle_timeout;
         loop {
-            let read = tokio::time::timeout_at(deadline, tcp.read_buf(&mut buf)).await;
-            match read {
-                Err(_) if buf.is_empty() => return Err(None),
+            let start = buf.len();
+            let room = (max - start) as u64;
+            let mut limited = (&mut *tcp).take(room);
+            match tokio::time::timeout_at(deadline, limited.read_buf(&mut buf)).await {
+                Err(_) if start == 0 => return Err(None),
                 Err(_) => return Err(Some(Refusal::Timeout)),
                 Ok(Ok(0) | Err(_)) => return Err(None),
-                Ok(Ok(n)) if n == buf.len() => {
+                Ok(Ok(_)) if start == 0 => {
                     deadline = Instant::now() + self.limits.head_timeout;
                 }
                 Ok(Ok(_)) => {}
             }
+            // Parsed again only once a line may have ended (or a CR came alone): a head sent a
+            // byte at a time costs one parse a line, not one a byte.
+            let fresh = &buf[start.saturating_sub(1)..];
+            if buf.len() < max && !fresh.contains(&b'\n') && !head::has_bare_cr(fresh) {
+                continue;
+            }
             match head::parse(&buf, self.streams)? {
                 Some(head) => return Ok((head, buf)),
-                None if buf.len() >= self.limits.max_head_bytes => {
-                    return Err(Some(Refusal::TooLarge));
-                }
+                None if buf.len() >= max => return Err(Some(Refusal::TooLarge)),
                 None => {}
             }
         }
@@ -158,7 +184,8 @@ impl Edge {
     /// Serves the connection with hyper, `buf` first.
     async fn hyper(self, tcp: TcpStream, buf: Vec<u8>, peer: SocketAddr) {
         let tcp = Arc::new(tcp);
-        let clock = Clock::new(buf.starts_with(head::H2_PREFACE));
+        let http2 = buf.starts_with(head::H2_PREFACE);
+        let clock = Clock::new(http2);
         let limits = self.limits.clone();
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder
@@ -167,37 +194,60 @@ impl Edge {
             // A backstop only: the clock's deadlines come first.
             .header_read_timeout(limits.idle_timeout + limits.head_timeout)
             .max_buf_size(limits.max_head_bytes.max(8192));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_head_bytes).unwrap_or(u32::MAX))
+            .max_send_buf_size(H2_SEND_BUFFER)
+            .keep_alive_interval(limits.idle_timeout)
+            .keep_alive_timeout(limits.head_timeout);
         let service = Service {
             app: self.app.clone(),
-            tcp: tcp.clone(),
+            // HTTP/2 streams are not watched (each is closed by a frame of its own), and its
+            // spawned stream tasks must not keep the socket open past the connection.
+            tcp: (!http2).then(|| tcp.clone()),
             clock: clock.clone(),
             peer,
+            body_stall: limits.idle_timeout,
         };
-        let io = TokioIo::new(Conn::new(buf, tcp.clone(), clock.clone()));
+        let io = TokioIo::new(Conn::new(
+            buf,
+            tcp.clone(),
+            clock.clone(),
+            limits.write_timeout,
+        ));
         let serve = hyper::service::service_fn(move |request| service.clone().call(request));
         let connection = builder.serve_connection(io, serve);
         tokio::pin!(connection);
-        let mut closing = false;
+        // Once closing, the connection gets the head timeout to finish what it is doing.
+        let mut closing: Option<Instant> = None;
         loop {
-            tokio::select! {
+            let close = tokio::select! {
                 _ = connection.as_mut() => return,
-                () = self.shutdown.cancelled(), if !closing => {
-                    closing = true;
-                    connection.as_mut().graceful_shutdown();
-                }
-                expired = clock.expired(limits.idle_timeout, limits.head_timeout), if !closing => {
+                () = self.shutdown.cancelled(), if closing.is_none() => true,
+                expired = clock.expired(limits.idle_timeout, limits.head_timeout),
+                    if closing.is_none() =>
+                {
                     if expired == Expired::Head {
                         answer_and_close(&tcp, &Refusal::Timeout.response()).await;
                         return;
                     }
                     // Idle: for HTTP/1.1 this closes at once; HTTP/2 says GOAWAY first.
-                    closing = true;
-                    connection.as_mut().graceful_shutdown();
+                    true
                 }
+                () = tokio::time::sleep_until(closing.unwrap_or_else(Instant::now)),
+                    if closing.is_some() => return,
+            };
+            if close {
+                closing = Some(Instant::now() + limits.head_timeout);
+                connection.as_mut().graceful_shutdown();
             }
         }
     }
 }
+
+/// What an HTTP/2 stream may have waiting to be sent.
+const H2_SEND_BUFFER: usize = 64 * 1024;
 
 /// How long a refused connection is read (and what it sends dropped) after its answer, so that
 /// closing with unread bytes does not reset the connection before the client reads the answer.
@@ -236,9 +286,12 @@ fn is_connection_error(error: &io::Error) -> bool {
 #[derive(Clone)]
 struct Service {
     app: Router,
-    tcp: Arc<TcpStream>,
+    /// The socket, for HTTP/1 streams to watch.
+    tcp: Option<Arc<TcpStream>>,
     clock: Arc<Clock>,
     peer: SocketAddr,
+    /// How long a request body may go without a byte.
+    body_stall: Duration,
 }
 
 impl Service {
@@ -253,7 +306,8 @@ impl Service {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             return Ok(response.map(|body| Body::new(Tracked::new(body, in_flight, None))));
         }
-        let mut request = request.map(Body::new);
+        let stall = self.body_stall;
+        let mut request = request.map(|body| Body::new(Stalling::new(body, stall)));
         request.extensions_mut().insert(ConnectInfo(self.peer));
         let Ok(response) = self.app.oneshot(request).await;
         let (mut parts, body) = response.into_parts();
@@ -266,7 +320,7 @@ impl Service {
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        let watch = stream.then(|| self.tcp.clone());
+        let watch = self.tcp.filter(|_| stream);
         Ok(Response::from_parts(
             parts,
             Body::new(Tracked::new(body, in_flight, watch)),
@@ -296,8 +350,9 @@ impl Tracked {
         let Some(tcp) = &self.watch else {
             return false;
         };
-        let mut scratch = [0u8; 256];
-        loop {
+        let mut scratch = [0u8; 4096];
+        // A client that sends this much on a stream's connection is no client of a stream.
+        for _ in 0..16 {
             match tcp.poll_read_ready(cx) {
                 Poll::Pending => return false,
                 Poll::Ready(Err(_)) => return true,
@@ -309,6 +364,66 @@ impl Tracked {
                 },
             }
         }
+        true
+    }
+}
+
+/// A request body that fails once it goes `every` without a byte (counted from its first
+/// poll): a client that sends a large body slowly, or stops, holds its connection no longer.
+struct Stalling {
+    body: Incoming,
+    every: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Stalling {
+    fn new(body: Incoming, every: Duration) -> Self {
+        Self {
+            body,
+            every,
+            timer: None,
+        }
+    }
+}
+
+/// What a stalled request body fails with.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body stalled")]
+struct Stalled;
+
+impl http_body::Body for Stalling {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.timer = None;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let every = this.every;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(every)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Stalled.into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

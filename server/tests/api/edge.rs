@@ -331,3 +331,76 @@ async fn behind_a_proxy_each_client_keeps_its_own_allowance_whatever_it_writes()
         reqwest::StatusCode::OK
     );
 }
+
+/// `tidings_connections` as the server counts it now.
+async fn connections(client: &reqwest::Client, server: &ChildServer) -> u64 {
+    let text = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("tidings_connections ")?.parse().ok())
+        .unwrap()
+}
+
+/// Waits (within [`WAIT`]) until the server counts `count` connections.
+async fn wait_for_connections(client: &reqwest::Client, server: &ChildServer, count: u64) {
+    for _ in 0..100 {
+        if connections(client, server).await == count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{} connections, not {count}",
+        connections(client, server).await
+    );
+}
+
+#[tokio::test]
+async fn a_request_in_progress_is_bounded_too() {
+    let (server, _data) = server(&["--idle-timeout", "1s", "--write-timeout", "1s"]).await;
+    let client = reqwest::Client::new();
+    let baseline = connections(&client, &server).await;
+
+    // A body that stops coming: answered, and the connection closed.
+    let mut tcp = server.connect_from("127.0.0.1").await;
+    tcp.write_all(
+        b"POST /api/chat/lobby HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n\
+          content-length: 100\r\n\r\n{\"name\"",
+    )
+    .await
+    .unwrap();
+    let answer = String::from_utf8_lossy(&read_to_close(&mut tcp).await).to_lowercase();
+    assert!(answer.starts_with("http/1.1 4"), "{answer}");
+
+    // A stream (hyper's: after another request) whose client never reads while a lot is
+    // published: let go once writing makes no progress.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(server.addr()).await.unwrap();
+    healthz(&mut stalled).await;
+    stalled
+        .write_all(format!("GET {HUB}?topic=/flood HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    read_head(&mut stalled).await;
+    let token = crate::helpers::publisher_token(&["*"]);
+    let data = "x".repeat(60_000);
+    for _ in 0..200 {
+        let response = client
+            .post(server.url(HUB))
+            .bearer_auth(&token)
+            .form(&[("topic", "/flood"), ("data", &data)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+    }
+    wait_for_connections(&client, &server, baseline).await;
+    drop(stalled);
+}
