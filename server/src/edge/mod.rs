@@ -138,10 +138,14 @@ impl Edge {
             head = self.first_head(&mut tcp) => head,
         };
         match head {
-            Ok((Head::Stream(head), _)) => {
-                lean::serve(self.app, tcp, peer, head, self.limits.write_timeout).await;
+            // A stream lives for hours on a small task: the head's bytes are freed first, and
+            // hyper's much larger connection state is boxed, so it is no part of a lean task.
+            Ok((Head::Stream(head), buf)) => {
+                drop(buf);
+                let write_timeout = self.limits.write_timeout;
+                lean::serve(self.app, tcp, peer, head, write_timeout).await;
             }
-            Ok((Head::Other, buf)) => self.hyper(tcp, buf, peer).await,
+            Ok((Head::Other, buf)) => Box::pin(self.hyper(tcp, buf, peer)).await,
             Err(Some(refusal)) => answer_and_close(&tcp, &refusal.response()).await,
             Err(None) => {}
         }
