@@ -7,6 +7,11 @@
 //! between rendering and hydration is lost or shown twice. When the hub says it cannot resume
 //! (the `tidings-history-gap` event), the page reloads, which renders fresh state.
 //!
+//! A stream the browser gives up on (a reconnect answered with anything but 200: a proxy's 502
+//! during a deploy, a 503 while Redis is away) is opened again here, from the last stored id it
+//! showed, after a pause that doubles from 1 s to 30 s with jitter, and at once when the tab
+//! becomes visible or the network comes back. Meanwhile the status says `reconnecting`.
+//!
 //! On the server this does nothing: the signals stay empty and `connecting`.
 
 use leptos::prelude::*;
@@ -159,15 +164,32 @@ mod browser {
         /// Whether the newest event with an id was one of `options.live_only`.
         last_was_live: Cell<bool>,
         stream: RefCell<Option<EventStream>>,
+        /// Reopenings tried since the stream was last open.
+        attempts: Cell<u32>,
+        /// The pending reopening, if the stream was given up on.
+        retry: RefCell<Option<TimeoutHandle>>,
     }
 
+    /// The first pause before reopening a stream the browser gave up on, and the longest.
+    const FIRST_RETRY_MS: f64 = 1_000.0;
+    const LAST_RETRY_MS: f64 = 30_000.0;
+
     /// Closes the connection when dropped.
-    pub struct Connection(Rc<State>);
+    pub struct Connection {
+        state: Rc<State>,
+        wake: Vec<WindowListenerHandle>,
+    }
 
     impl Drop for Connection {
         fn drop(&mut self) {
             // The stream's callbacks hold the state: taking it out breaks that cycle.
-            drop(self.0.stream.borrow_mut().take());
+            drop(self.state.stream.borrow_mut().take());
+            if let Some(retry) = self.state.retry.borrow_mut().take() {
+                retry.clear();
+            }
+            for handle in self.wake.drain(..) {
+                handle.remove();
+            }
         }
     }
 
@@ -179,9 +201,60 @@ mod browser {
             seen: RefCell::default(),
             last_was_live: Cell::new(false),
             stream: RefCell::default(),
+            attempts: Cell::new(0),
+            retry: RefCell::default(),
         });
         open(&state);
-        SendWrapper::new(Connection(state))
+        // A page coming back into view, or the network coming back: reopen a given-up stream
+        // at once rather than at the end of its pause.
+        let wake = |name: &str| {
+            let weak = Rc::downgrade(&state);
+            window_event_listener_untyped(name, move |_| {
+                if let Some(state) = weak.upgrade() {
+                    reopen_now(&state);
+                }
+            })
+        };
+        let wake = vec![wake("online"), wake("visibilitychange")];
+        SendWrapper::new(Connection { state, wake })
+    }
+
+    /// The browser gave up on the stream: reopen it after a pause.
+    fn retry_later(state: &Rc<State>) {
+        if state.retry.borrow().is_some() {
+            return;
+        }
+        let attempt = state.attempts.get();
+        state.attempts.set(attempt.saturating_add(1));
+        let pause = (FIRST_RETRY_MS * 2f64.powi(attempt.min(16) as i32)).min(LAST_RETRY_MS);
+        // Between half and all of it, so that the pages of a deployment do not come back at
+        // the same instant.
+        let pause = pause * (0.5 + js_sys::Math::random() / 2.0);
+        state.live.status.set(LiveStatus::Reconnecting);
+        let weak = Rc::downgrade(state);
+        let handle = set_timeout_with_handle(
+            move || {
+                if let Some(state) = weak.upgrade() {
+                    state.retry.borrow_mut().take();
+                    open(&state);
+                }
+            },
+            std::time::Duration::from_millis(pause as u64),
+        );
+        *state.retry.borrow_mut() = handle.ok();
+    }
+
+    /// Reopens a given-up stream now, if one waits.
+    fn reopen_now(state: &Rc<State>) {
+        let visible = document().visibility_state() == web_sys::VisibilityState::Visible;
+        if !visible {
+            return;
+        }
+        let Some(retry) = state.retry.borrow_mut().take() else {
+            return;
+        };
+        retry.clear();
+        open(state);
     }
 
     /// Opens a connection that resumes after `stored_id`, replacing the current one.
@@ -194,17 +267,26 @@ mod browser {
         named.push(HISTORY_GAP_EVENT);
         let live = state.live;
         let handler = state.clone();
+        let opened = Rc::downgrade(state);
+        let failed = Rc::downgrade(state);
         let stream = EventStream::open_named(
             &hub_url(&options),
             &named,
             move |event_type, id, data| on_event(&handler, event_type, id, data),
-            move || live.status.set(LiveStatus::Open),
-            move |ready| {
-                live.status.set(match ready {
-                    ReadyState::Connecting => LiveStatus::Reconnecting,
-                    ReadyState::Open => LiveStatus::Open,
-                    ReadyState::Closed => LiveStatus::Closed,
-                })
+            move || {
+                if let Some(state) = opened.upgrade() {
+                    state.attempts.set(0);
+                }
+                live.status.set(LiveStatus::Open)
+            },
+            move |ready| match ready {
+                ReadyState::Connecting => live.status.set(LiveStatus::Reconnecting),
+                ReadyState::Open => live.status.set(LiveStatus::Open),
+                ReadyState::Closed => {
+                    if let Some(state) = failed.upgrade() {
+                        retry_later(&state);
+                    }
+                }
             },
         );
         if stream.is_none() {
@@ -221,10 +303,10 @@ mod browser {
     fn on_event(state: &Rc<State>, event_type: &str, id: &str, data: &str) {
         if event_type == HISTORY_GAP_EVENT && !state.options.keep_on_gap {
             // The browser reconnects with the id of the last event it got. When that was a
-            // live-only event (a presence count), the hub knows the id only while it runs:
-            // after a restart it answers with the gap although every stored update can still
-            // be replayed. So resume once more from the last stored id before concluding that
-            // the rendered state is out of reach and reloading.
+            // live-only event (a presence count) the hub cannot place (its history lost the
+            // key such ids are checked with), it answers with the gap although every stored
+            // update can still be replayed. So resume once more from the last stored id before
+            // concluding that the rendered state is out of reach and reloading.
             if state.last_was_live.replace(false) && state.stored_id.borrow().is_some() {
                 open(state);
             } else {

@@ -1,0 +1,92 @@
+// A page whose stream is refused on reconnect (a proxy's 502 during a deploy) comes back by
+// itself, from where it was, with nothing missed or shown twice.
+
+import * as http from 'node:http';
+import * as net from 'node:net';
+import { test, expect, joinRoom, send, log, TidingsServer, FAST } from './server';
+
+/** A reverse proxy of the test's own in front of a server; while failing, it answers every
+ * request 502, as a proxy does while its upstream is being deployed. */
+class FlakyProxy {
+  private failing = false;
+  private sockets = new Set<net.Socket>();
+  private constructor(private server: http.Server, readonly url: string) {}
+
+  static async start(target: string): Promise<FlakyProxy> {
+    const upstream = new URL(target);
+    let proxy: FlakyProxy | undefined;
+    const server = http.createServer((req, res) => {
+      if (proxy!.failing) {
+        res.writeHead(502, { 'content-type': 'text/plain' });
+        res.end('bad gateway');
+        return;
+      }
+      const forward = http.request(
+        { host: upstream.hostname, port: upstream.port, path: req.url, method: req.method, headers: req.headers },
+        (answer) => {
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          answer.pipe(res);
+        },
+      );
+      forward.on('error', () => res.destroy());
+      res.on('close', () => forward.destroy());
+      req.pipe(forward);
+    });
+    server.on('connection', (socket) => {
+      proxy!.sockets.add(socket);
+      socket.on('close', () => proxy!.sockets.delete(socket));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as net.AddressInfo;
+    proxy = new FlakyProxy(server, `http://127.0.0.1:${port}`);
+    return proxy;
+  }
+
+  /** From now on every request gets 502, and open connections drop. */
+  fail(): void {
+    this.failing = true;
+    for (const socket of this.sockets) socket.destroy();
+  }
+
+  pass(): void {
+    this.failing = false;
+  }
+
+  async stop(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    await new Promise((resolve) => this.server.close(resolve));
+  }
+}
+
+test('a page whose reconnect gets 502 comes back by itself without a gap or a duplicate', async ({ browser, request }) => {
+  const server = await TidingsServer.start(FAST);
+  const proxy = await FlakyProxy.start(server.url);
+  try {
+    const room = 'e2e-502';
+    const page = await joinRoom(await browser.newContext(), `${proxy.url}/chat/${room}`, 'ann');
+    await send(page, 'before the outage');
+    await expect(log(page)).toHaveText(['annbefore the outage']);
+    await page.evaluate(() => ((window as any).beforeOutage = true));
+
+    proxy.fail();
+    await expect(page.locator('.live-badge')).toHaveText('reconnecting');
+    // Published straight to the server while the proxy refuses the page.
+    for (const text of ['during one', 'during two']) {
+      const answer = await request.post(`${server.url}/api/chat/${room}`, { data: { name: 'bob', text } });
+      expect(answer.status()).toBe(200);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 5_000));
+    // The browser's own EventSource has given up by now: only the live module brings it back.
+    await expect(page.locator('.live-badge')).toHaveText('reconnecting');
+    proxy.pass();
+
+    await expect(page.locator('.live-badge')).toHaveText('open', { timeout: 40_000 });
+    await expect(log(page)).toHaveText(['annbefore the outage', 'bobduring one', 'bobduring two']);
+    await send(page, 'after');
+    await expect(log(page)).toHaveText(['annbefore the outage', 'bobduring one', 'bobduring two', 'annafter']);
+    expect(await page.evaluate(() => (window as any).beforeOutage)).toBe(true);
+  } finally {
+    await proxy.stop();
+    await server.stop();
+  }
+});
