@@ -29,16 +29,11 @@ impl Refused {
     pub fn response(self) -> Vec<u8> {
         let reason = match self {
             Refused::FromAddress(max) => {
-                format!("too many connections from your address (at most {max})\n")
+                format!("too many connections from your address (at most {max})")
             }
-            Refused::InAll => "the server has too many connections; try again later\n".into(),
+            Refused::InAll => "the server has too many connections; try again later".into(),
         };
-        format!(
-            "HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain; charset=utf-8\r\n\
-             retry-after: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reason}",
-            reason.len()
-        )
-        .into_bytes()
+        super::closing_answer("429 Too Many Requests", "retry-after: 1\r\n", &reason)
     }
 }
 

@@ -48,13 +48,7 @@ impl Refusal {
             Refusal::TooLarge => "431 Request Header Fields Too Large",
             Refusal::Timeout => "408 Request Timeout",
         };
-        let reason = format!("{self}\n");
-        format!(
-            "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\n\
-             content-length: {}\r\nconnection: close\r\n\r\n{reason}",
-            reason.len()
-        )
-        .into_bytes()
+        super::closing_answer(status, "", &self.to_string())
     }
 }
 

@@ -253,6 +253,18 @@ impl Edge {
 /// What an HTTP/2 stream may have waiting to be sent.
 const H2_SEND_BUFFER: usize = 64 * 1024;
 
+/// A whole plain-text answer written past hyper, after which the connection closes: the status
+/// (`"400 Bad Request"`), `extra` header lines (each ending in CRLF), and `reason` as the body's
+/// one line.
+fn closing_answer(status: &str, extra: &str, reason: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\n{extra}\
+         content-length: {}\r\nconnection: close\r\n\r\n{reason}\n",
+        reason.len() + 1
+    )
+    .into_bytes()
+}
+
 /// How long a refused connection is read (and what it sends dropped) after its answer, so that
 /// closing with unread bytes does not reset the connection before the client reads the answer.
 const LINGER: Duration = Duration::from_secs(1);

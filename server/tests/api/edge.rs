@@ -334,17 +334,7 @@ async fn behind_a_proxy_each_client_keeps_its_own_allowance_whatever_it_writes()
 
 /// `tidings_connections` as the server counts it now.
 async fn connections(client: &reqwest::Client, server: &ChildServer) -> u64 {
-    let text = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("tidings_connections ")?.parse().ok())
-        .unwrap()
+    server.metric(client, "tidings_connections").await
 }
 
 /// Waits (within [`WAIT`]) until the server counts `count` connections.

@@ -436,18 +436,31 @@ impl ChildServer {
         socket.connect(self.addr()).await.unwrap()
     }
 
+    /// `/metrics`, asked with `client`.
+    pub async fn metrics(&self, client: &Client) -> String {
+        client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// One figure of `/metrics`, asked with `client` (whose connection the server counts).
+    pub async fn metric(&self, client: &Client, name: &str) -> u64 {
+        let text = self.metrics(client).await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    }
+
     /// Waits (within about 10 s) until `/metrics` has this line.
     pub async fn wait_for_metric(&self, line: &str) {
         let client = Client::new();
         for _ in 0..100 {
-            let text = client
-                .get(self.url("/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let text = self.metrics(&client).await;
             if text.lines().any(|l| l == line) {
                 return;
             }
