@@ -145,6 +145,7 @@ async fn fan_out_cost(subscribers: usize, updates: usize) -> f64 {
                 payload: None,
                 last_event_id: None,
                 expires_at: None,
+                routed: false,
             })
             .await
             .unwrap();
@@ -195,6 +196,7 @@ async fn memory_per_subscriber(n: usize) -> f64 {
                 payload: None,
                 last_event_id: None,
                 expires_at: None,
+                routed: false,
             })
             .await
             .unwrap(),

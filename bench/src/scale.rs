@@ -23,6 +23,7 @@ fn request(selectors: Vec<Selector>, last_event_id: Option<String>) -> Subscribe
         payload: None,
         last_event_id,
         expires_at: None,
+        routed: false,
     }
 }
 

@@ -116,7 +116,7 @@ test('after a server restart mid-conversation both windows go on without a gap o
   for (const p of [a, b]) await p.evaluate(() => ((window as any).beforeRestart = true));
 
   await first.kill();
-  for (const p of [a, b]) await expect(p.locator('.live-badge')).toHaveText('reconnecting');
+  for (const p of [a, b]) await expect(p.locator('.live-badge')).toHaveAttribute('data-status', 'reconnecting');
   const second = await TidingsServer.start(FAST, first.port, first.dataDir);
   try {
     for (const p of [a, b]) await expect(p.locator('.live-badge')).toHaveText('open', { timeout: 20_000 });
@@ -178,7 +178,9 @@ test('monitor numbers move, and count a second page in and out, navigation inclu
   const subscribers = monitor.locator('#metric-subscribers .value');
   await expect(subscribers).toHaveText('1');
 
-  const other = await context.newPage();
+  // Another browser (the tabs of one share a connection: see tabs.spec.ts).
+  const otherContext = await browser.newContext();
+  const other = await otherContext.newPage();
   await other.goto(`${server.url}/ticker`);
   await expect(other.locator('.live-badge')).toHaveText('open');
   await expect(subscribers).toHaveText('2');
@@ -192,6 +194,7 @@ test('monitor numbers move, and count a second page in and out, navigation inclu
   await expect(subscribers).toHaveText('1');
   await screenshot(monitor, 'monitor');
   await context.close();
+  await otherContext.close();
 });
 
 test('a headline published with a token appears at the top', async ({ page, server }) => {

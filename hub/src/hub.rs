@@ -234,6 +234,10 @@ pub struct SubscribeRequest {
     pub last_event_id: Option<String>,
     /// The stream ends at this instant (the token's `exp`).
     pub expires_at: Option<Instant>,
+    /// Precede each update with a [`ROUTE_EVENT`](crate::ROUTE_EVENT) naming which of
+    /// `selectors` it matches, so that one connection can feed several readers (a browser's
+    /// tabs, each wanting some of the selectors).
+    pub routed: bool,
 }
 
 /// A registered subscriber: its id, where its stream starts, and the stream.
@@ -387,12 +391,14 @@ impl Hub {
             payload,
             last_event_id,
             expires_at,
+            routed,
         } = request;
         let info = Arc::new(SubscriberInfo {
             id: crate::update::new_id(),
             selectors,
             scope,
             payload,
+            routed,
         });
         // Where the client is, found before registering (the id was published earlier).
         let requested = match last_event_id {
@@ -446,6 +452,7 @@ impl Hub {
             hub: self.shared.clone(),
             info: info.clone(),
             gap_first: gap,
+            live_marker: info.routed,
             replay: from
                 .map(|from| from.position)
                 .filter(|&after| after < handoff)

@@ -52,5 +52,5 @@ pub use registry::{ActiveSubscription, EARLIEST, SubscriberInfo};
 pub use selector::{Interner, MAX_SELECTOR_LEN, Selector, SelectorError};
 pub use sse::{Event, comment};
 pub use stats::Stats;
-pub use stream::{HISTORY_GAP_EVENT, SubscriptionStream};
+pub use stream::{HISTORY_GAP_EVENT, LIVE_EVENT, ROUTE_EVENT, SubscriptionStream};
 pub use update::{MAX_TOPICS, NewUpdate, RESERVED_PATH, Stored, Update, UpdateError, new_id};

@@ -32,6 +32,8 @@ pub struct SubscriberInfo {
     pub(crate) scope: Option<Arc<[Selector]>>,
     /// The `mercure.payload` claim, published with its subscription events.
     pub(crate) payload: Option<serde_json::Value>,
+    /// Whether each update is preceded by its route (see [`SubscriberInfo::route`]).
+    pub(crate) routed: bool,
 }
 
 impl SubscriberInfo {
@@ -51,6 +53,27 @@ impl SubscriberInfo {
         self.selectors
             .iter()
             .any(|selector| selector.matches_any(update.topics()))
+    }
+
+    /// The route event of `update` for a routed subscriber: the indices of the selectors it
+    /// matches. Computed by the subscriber's own stream (outside the registry's lock), one test
+    /// per selector: a routed subscription is one browser's, with its tabs' few selectors.
+    pub(crate) fn route(&self, update: &Update) -> Bytes {
+        let mut data = String::new();
+        for (index, selector) in self.selectors.iter().enumerate() {
+            if selector.matches_any(update.topics()) {
+                if !data.is_empty() {
+                    data.push(' ');
+                }
+                data.push_str(&index.to_string());
+            }
+        }
+        crate::sse::Event {
+            event: Some(crate::ROUTE_EVENT),
+            data: &data,
+            ..crate::sse::Event::default()
+        }
+        .encode()
     }
 
     /// The literal prefixes of its selectors: what it could ever select starts with one.
@@ -84,6 +107,8 @@ impl Mark {
 pub(crate) struct Queued {
     pub mark: Mark,
     pub bytes: Bytes,
+    /// For a routed subscriber, the update (its route is computed by the subscriber's stream).
+    pub update: Option<Arc<Update>>,
 }
 
 struct Subscriber {
@@ -150,7 +175,7 @@ impl Head {
 pub(crate) struct Delivery<'a> {
     pub round: u64,
     pub mark: Mark,
-    pub update: &'a Update,
+    pub update: &'a Arc<Update>,
     pub bytes: &'a Bytes,
 }
 
@@ -330,6 +355,7 @@ impl Registry {
             let queued = Queued {
                 mark: event.mark,
                 bytes: event.bytes.clone(),
+                update: subscriber.info.routed.then(|| update.clone()),
             };
             match subscriber.queue.try_send(queued) {
                 Ok(()) => out.delivered += 1,

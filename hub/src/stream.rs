@@ -39,6 +39,20 @@ use std::{
 /// `addEventListener("tidings-history-gap", …)`.
 pub const HISTORY_GAP_EVENT: &str = "tidings-history-gap";
 
+/// The named event a routed subscription ([`SubscribeRequest::routed`](crate::SubscribeRequest))
+/// receives just before each update: its data is the indices (from 0, in the order of the
+/// request's selectors, separated by spaces) of the selectors the update matches. It has no id,
+/// so a client's last event id stays the update's.
+pub const ROUTE_EVENT: &str = "tidings-route";
+
+/// The named event a routed subscription receives once, when its replay is done (at once if it
+/// has none): everything up to the moment it subscribed has been sent, what follows is live.
+/// No id; its data is the id a new subscription resumes from to get what follows (the head's
+/// visible id at the handoff, as for the gap event). A client that stands in for another
+/// connection until that one covers its selectors knows from it that it has nothing older left
+/// to wait for; a client that subscribed live learns where it stands.
+pub const LIVE_EVENT: &str = "tidings-live";
+
 /// Updates a replay reads at once, at most.
 const REPLAY_ROWS: usize = 512;
 /// What one frame (the bytes handed to the connection at once) holds at most, counting the
@@ -62,6 +76,8 @@ pub(crate) struct StreamState {
     pub info: Arc<SubscriberInfo>,
     /// Starts with the gap event.
     pub gap_first: bool,
+    /// Sends [`LIVE_EVENT`] once the replay is done (routed subscriptions).
+    pub live_marker: bool,
     /// History still to replay: positions in `(after, until]`.
     pub replay: Option<(u64, u64)>,
     /// Events in the queue up to this mark the client has, or gets from history.
@@ -153,15 +169,30 @@ impl StreamState {
                 .collect();
             match wanted.as_slice() {
                 [] => {}
-                [one] => return Some(self.hub.encodings.get(one.position, &one.update)),
+                [one] if !self.info.routed => {
+                    return Some(self.hub.encodings.get(one.position, &one.update));
+                }
                 many => {
                     let mut chunk = BytesMut::new();
                     for item in many {
+                        if self.info.routed {
+                            chunk.extend_from_slice(&self.info.route(&item.update));
+                        }
                         item.update.encode_into(&mut chunk);
                     }
                     return Some(chunk.freeze());
                 }
             }
+        }
+        if std::mem::take(&mut self.live_marker) {
+            return Some(
+                sse::Event {
+                    event: Some(LIVE_EVENT),
+                    data: &self.handoff_id,
+                    ..sse::Event::default()
+                }
+                .encode(),
+            );
         }
         self.next_live().await
     }
@@ -189,7 +220,7 @@ impl StreamState {
                 () = sleep_for(heartbeat) => return Some(sse::comment("heartbeat")),
             };
             // `None`: the hub dropped this subscriber (evicted as too slow).
-            let first = item?;
+            let first = self.routed(item?);
             let mut chunk: Option<BytesMut> = None;
             let mut single = self.is_new(&first).then_some(first.bytes);
             let mut size = single.as_ref().map_or(0, Bytes::len);
@@ -204,6 +235,7 @@ impl StreamState {
                 if !self.is_new(&more) {
                     continue;
                 }
+                let more = self.routed(more);
                 size += more.bytes.len();
                 if size == more.bytes.len() {
                     single = Some(more.bytes);
@@ -224,6 +256,16 @@ impl StreamState {
                 (None, None) => continue,
             }
         }
+    }
+
+    /// A queued event with its route before it, for a routed subscriber; as it is otherwise.
+    fn routed(&self, mut queued: Queued) -> Queued {
+        if let Some(update) = queued.update.take() {
+            let mut buf = BytesMut::from(&self.info.route(&update)[..]);
+            buf.extend_from_slice(&queued.bytes);
+            queued.bytes = buf.freeze();
+        }
+        queued
     }
 
     /// Whether a queued event is one the client does not have yet.

@@ -228,7 +228,7 @@ fn fan_out(
     shared: &Shared,
     registry: parking_lot::RwLockUpgradableReadGuard<'_, Registry>,
     mark: Mark,
-    update: &Update,
+    update: &Arc<Update>,
     bytes: &Bytes,
 ) {
     let round = shared.round.fetch_add(1, Ordering::Relaxed) + 1;

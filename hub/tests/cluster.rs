@@ -35,6 +35,7 @@ fn request(selectors: &[&str], last_event_id: Option<&str>) -> SubscribeRequest 
         payload: None,
         last_event_id: last_event_id.map(str::to_owned),
         expires_at: None,
+        routed: false,
     }
 }
 

@@ -4,8 +4,8 @@
 use futures_util::StreamExt;
 use std::{sync::Arc, time::Duration};
 use tidings_hub::{
-    EARLIEST, HISTORY_GAP_EVENT, History, Hub, HubConfig, NewUpdate, RedisHistory, Selector,
-    SqliteHistory, SubscribeRequest, SubscriptionStream, Update,
+    EARLIEST, HISTORY_GAP_EVENT, History, Hub, HubConfig, LIVE_EVENT, NewUpdate, ROUTE_EVENT,
+    RedisHistory, Selector, SqliteHistory, SubscribeRequest, SubscriptionStream, Update,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -58,6 +58,7 @@ fn request(selectors: &[&str], last_event_id: Option<&str>) -> SubscribeRequest 
         payload: None,
         last_event_id: last_event_id.map(str::to_owned),
         expires_at: None,
+        routed: false,
     }
 }
 
@@ -1046,4 +1047,78 @@ async fn a_live_id_resumes_exactly_however_many_announcements_follow() {
         Events::new(early_again.stream).ids(stored.len()).await,
         stored
     );
+}
+
+/// One connection for several readers (a browser's tabs): each update comes after a route
+/// event naming, by index, the selectors it matches, in the replay and live alike, and the end
+/// of the replay is marked; the update's own bytes and id are unchanged, and other subscribers
+/// see neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_routed_subscription_names_the_selectors_each_update_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(&dir, HubConfig::default());
+    let both = NewUpdate {
+        id: Some("both".into()),
+        topics: vec!["/chat/a".into(), "/ticker/x".into()],
+        ..NewUpdate::new("", "2")
+    };
+    hub.publish(update("/chat/a", "first", "1")).await.unwrap();
+    hub.publish(both.clone().parse().unwrap()).await.unwrap();
+    hub.publish(update("/news", "skipped", "-")).await.unwrap();
+
+    let selectors = ["/chat/a", "/ticker/{symbol}", "/chat/{room}"];
+    let routed = |last: Option<&str>| SubscribeRequest {
+        routed: true,
+        ..request(&selectors, last)
+    };
+    let mut replayed = Events::new(hub.subscribe(routed(Some(EARLIEST))).await.unwrap().stream);
+    let mut live = Events::new(hub.subscribe(routed(None)).await.unwrap().stream);
+    let mut plain = Events::new(
+        hub.subscribe(request(&selectors, None))
+            .await
+            .unwrap()
+            .stream,
+    );
+
+    hub.publish(update("/ticker/y", "third", "3"))
+        .await
+        .unwrap();
+    hub.publish(
+        NewUpdate {
+            id: Some("again".into()),
+            ..both
+        }
+        .parse()
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+
+    let route = |indices: &str| (Some(ROUTE_EVENT.to_owned()), None, indices.to_owned());
+    let event = |id: &str, data: &str| (None, Some(id.to_owned()), data.to_owned());
+    // Where the stream stands: after the newest update when it subscribed.
+    let caught_up = (Some(LIVE_EVENT.to_owned()), None, "skipped".to_owned());
+    let mut expected = vec![
+        route("0 2"),
+        event("first", "1"),
+        route("0 1 2"),
+        event("both", "2"),
+        caught_up.clone(),
+    ];
+    let live_part = [
+        route("1"),
+        event("third", "3"),
+        route("0 1 2"),
+        event("again", "2"),
+    ];
+    expected.extend(live_part.clone());
+    for want in expected {
+        assert_eq!(replayed.next().await.unwrap(), want);
+    }
+    assert_eq!(live.next().await.unwrap(), caught_up);
+    for want in live_part {
+        assert_eq!(live.next().await.unwrap(), want);
+    }
+    assert_eq!(plain.next().await.unwrap(), event("third", "3"));
+    assert_eq!(plain.next().await.unwrap(), event("again", "2"));
 }

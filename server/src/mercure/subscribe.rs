@@ -73,6 +73,10 @@ impl IntoResponse for SubscribeError {
     }
 }
 
+/// The query parameter asking for a routed subscription (`tidings-route=1`): see
+/// [`tidings_hub::ROUTE_EVENT`].
+pub const ROUTE_PARAMETER: &str = "tidings-route";
+
 /// Everything cheap comes before anything costly: the query's length, the token (verified by the
 /// extractor), the anonymous rule, the client's rate and open-subscription limits, and the
 /// number of selectors and templates are all checked before any selector is compiled.
@@ -100,10 +104,14 @@ pub async fn subscribe(
 
     let mut topics = Vec::new();
     let mut query_last_id = None;
+    let mut routed = false;
     for (name, value) in form_urlencoded::parse(query.as_bytes()) {
         match &*name {
             "topic" => topics.push(value.into_owned()),
             "lastEventID" => query_last_id = Some(value.into_owned()),
+            // Tidings' own: each update is preceded by the indices of the selectors it matches
+            // (one connection serving several tabs). Other Mercure clients never send it.
+            ROUTE_PARAMETER => routed = value == "1",
             _ => {}
         }
     }
@@ -155,6 +163,7 @@ pub async fn subscribe(
             payload,
             last_event_id,
             expires_at,
+            routed,
         })
         .await?;
     let header_value = HeaderValue::from_bytes(subscription.last_event_id.as_bytes())

@@ -249,3 +249,30 @@ async fn every_accepted_id_comes_back_as_a_browser_sends_it() {
         assert!(response.text().await.unwrap().contains("id must not"));
     }
 }
+
+/// `tidings-route=1`: the hub names, before each update, the selectors (by index) it matches,
+/// and marks the end of the replay; a browser's tabs share one connection with it.
+#[tokio::test]
+async fn a_routed_subscription_says_which_selectors_each_update_matches() {
+    let server = TestServer::start_default().await;
+    let old = server.publish(&[("topic", "/r/a"), ("data", "old")]).await;
+    let mut reader = server
+        .subscribe(&[
+            ("topic", "/other"),
+            ("topic", "/r/{x}"),
+            ("topic", "/r/a"),
+            ("lastEventID", "earliest"),
+            ("tidings-route", "1"),
+        ])
+        .await;
+    let mut next = async || {
+        let event = reader.expect_next().await;
+        (event.event, event.data)
+    };
+    assert_eq!(next().await, ("tidings-route".into(), "1 2".into()));
+    assert_eq!(next().await, ("message".into(), "old".into()));
+    assert_eq!(next().await, ("tidings-live".into(), old));
+    server.publish(&[("topic", "/r/b"), ("data", "new")]).await;
+    assert_eq!(next().await, ("tidings-route".into(), "1".into()));
+    assert_eq!(next().await, ("message".into(), "new".into()));
+}

@@ -1,0 +1,277 @@
+//! Live data from the hub, written once for every page.
+//!
+//! [`use_live`] subscribes to topic selectors and exposes what arrives as signals: a bounded list
+//! of events (deduplicated by id) and the connection status. A page renders its state on the
+//! server together with the id of the last update that state includes, and passes that id here:
+//! the browser then subscribes from exactly that point (`lastEventID`), so nothing published
+//! between rendering and hydration is lost or shown twice. When the hub says it cannot resume
+//! (the `tidings-history-gap` event), the page reloads, which renders fresh state.
+//!
+//! **One connection per browser.** Browsers allow six HTTP/1.1 connections per origin, so a
+//! seventh tab holding its own stream would hang. The tabs of an origin therefore share one
+//! stream ([`tabs`]): one tab leads (it holds a Web Lock) and subscribes, in a routed
+//! subscription, to the union of every tab's selectors; it passes each event, with the selectors
+//! it matched, to the others over a `BroadcastChannel`, and each tab keeps the events its own
+//! selectors match. When the leader goes away another tab takes the lock and resumes from the
+//! last id every tab has seen; tabs drop any id they already have. A subscription with a token of
+//! its own (the console), or a browser without Web Locks, keeps a connection of its own.
+//!
+//! **Coming back by itself.** A stream the browser gives up on (a reconnect answered with
+//! anything but 200: a proxy's 502 during a deploy, a 503 while Redis is away) is opened again
+//! ([`source`]), from the last stored id it showed, after a pause that doubles from 1 s to 30 s
+//! with jitter, and at once when the tab becomes visible or the network comes back. Meanwhile
+//! the status says `reconnecting in N s`.
+//!
+//! On the server this does nothing: the signals stay empty and `connecting`.
+
+use leptos::prelude::*;
+
+#[cfg(feature = "hydrate")]
+mod sink;
+#[cfg(feature = "hydrate")]
+mod source;
+#[cfg(feature = "hydrate")]
+mod tabs;
+
+/// The hub's "cannot resume from your id" event.
+pub const HISTORY_GAP_EVENT: &str = "tidings-history-gap";
+/// The event before each update of a routed subscription: the indices of the selectors the
+/// update matches (the hub's `ROUTE_EVENT`).
+pub const ROUTE_EVENT: &str = "tidings-route";
+/// The event a routed subscription gets once its replay is done (the hub's `LIVE_EVENT`).
+pub const LIVE_EVENT: &str = "tidings-live";
+/// The query parameter asking the hub for a routed subscription.
+pub const ROUTE_PARAMETER: &str = "tidings-route";
+
+/// One update as the browser received it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveEvent {
+    pub id: String,
+    /// `message` for unnamed events.
+    pub event_type: String,
+    pub data: String,
+    /// When it arrived, in milliseconds since the epoch.
+    pub received_ms: f64,
+}
+
+/// The connection, as shown to the visitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveStatus {
+    Connecting,
+    Open,
+    /// The browser is reconnecting by itself.
+    Reconnecting,
+    /// The stream was given up on; it is opened again in this many seconds.
+    RetryingIn(u32),
+    Closed,
+}
+
+impl LiveStatus {
+    /// The word for the `data-status` attribute (what the browser tests look at).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LiveStatus::Connecting => "connecting",
+            LiveStatus::Open => "open",
+            LiveStatus::Reconnecting | LiveStatus::RetryingIn(_) => "reconnecting",
+            LiveStatus::Closed => "closed",
+        }
+    }
+
+    /// What the visitor reads.
+    pub fn label(self) -> String {
+        match self {
+            LiveStatus::RetryingIn(seconds) => format!("reconnecting in {seconds} s"),
+            other => other.as_str().to_owned(),
+        }
+    }
+}
+
+/// What to subscribe to.
+#[derive(Debug, Clone, Default)]
+pub struct LiveOptions {
+    pub selectors: Vec<String>,
+    /// Resume after this id (from the server-rendered snapshot).
+    pub last_event_id: Option<String>,
+    /// Named event types to receive besides `message`.
+    pub named: Vec<&'static str>,
+    /// How many events the list keeps (the oldest go first).
+    pub capacity: usize,
+    /// A subscriber token, sent as the `authorization` query parameter. A subscription with a
+    /// token has a connection of its own.
+    pub token: Option<String>,
+    /// Reload the page on a history gap (default); otherwise the gap is shown as an event.
+    pub keep_on_gap: bool,
+    /// Event types the hub sends live but never stores (such as presence counts): their ids
+    /// are not where a new connection resumes from.
+    pub live_only: Vec<&'static str>,
+}
+
+impl LiveOptions {
+    fn token(&self) -> Option<&str> {
+        self.token.as_deref().filter(|t| !t.trim().is_empty())
+    }
+}
+
+/// The signals of a live subscription; the connection closes when the owning component goes away.
+#[derive(Clone, Copy)]
+pub struct Live {
+    pub events: RwSignal<Vec<LiveEvent>>,
+    pub status: RwSignal<LiveStatus>,
+}
+
+/// Subscribes (in the browser) and returns the signals.
+pub fn use_live(options: LiveOptions) -> Live {
+    let live = Live {
+        events: RwSignal::new(Vec::new()),
+        status: RwSignal::new(LiveStatus::Connecting),
+    };
+    #[cfg(feature = "hydrate")]
+    {
+        let sink = std::rc::Rc::new(sink::Sink::new(&options, live));
+        // Shared with the other tabs where the browser can, alone otherwise.
+        let shared = if options.token().is_none() {
+            tabs::subscribe(&options, sink.clone())
+        } else {
+            None
+        };
+        let connection = match shared {
+            Some(handle) => Connection::Shared(handle),
+            None => Connection::Alone(source::Source::open(
+                source::Target::of(&options, false),
+                options.last_event_id.clone(),
+                {
+                    let sink = sink.clone();
+                    move |event_type, id, data, _| sink.event(event_type, id, data)
+                },
+                move |status| sink.status(status),
+            )),
+        };
+        let connection = send_wrapper::SendWrapper::new(connection);
+        on_cleanup(move || drop(connection));
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = options;
+    live
+}
+
+/// How a subscription gets its events; closed when dropped (held for that alone).
+#[cfg(feature = "hydrate")]
+#[allow(dead_code)]
+enum Connection {
+    Alone(source::Source),
+    Shared(tabs::Handle),
+}
+
+/// A small badge showing a connection's status, announced politely.
+#[component]
+pub fn LiveBadge(status: RwSignal<LiveStatus>) -> impl IntoView {
+    view! {
+        <span class="live-badge js-only" role="status" aria-live="polite"
+            data-status=move || status.get().as_str()>
+            {move || status.get().label()}
+        </span>
+    }
+}
+
+/// The hub URL for these options.
+pub fn hub_url(options: &LiveOptions) -> String {
+    hub_url_of(
+        &options.selectors,
+        options.last_event_id.as_deref(),
+        options.token(),
+        false,
+    )
+}
+
+/// The hub URL for these selectors, from this id, with this token; `routed`: the hub names the
+/// selectors each update matches (see [`ROUTE_EVENT`]).
+pub fn hub_url_of(
+    selectors: &[String],
+    last_event_id: Option<&str>,
+    token: Option<&str>,
+    routed: bool,
+) -> String {
+    let mut url = String::from("/.well-known/mercure?");
+    let mut first = true;
+    let mut add = |name: &str, value: &str| {
+        if !first {
+            url.push('&');
+        }
+        first = false;
+        url.push_str(name);
+        url.push('=');
+        url.push_str(&encode(value));
+    };
+    for selector in selectors {
+        add("topic", selector);
+    }
+    if let Some(id) = last_event_id {
+        add("lastEventID", id);
+    }
+    if let Some(token) = token {
+        add("authorization", token);
+    }
+    if routed {
+        add(ROUTE_PARAMETER, "1");
+    }
+    url
+}
+
+fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(feature = "hydrate")]
+mod gap {
+    /// Reloads the page, at most once per [`PAUSE_MS`]: if the state it renders is pruned again
+    /// before it can subscribe (a tiny history, or heavy traffic), reloading again would loop.
+    /// Within the pause the page stays live from where the hub continues.
+    pub fn reload_once() {
+        const KEY: &str = "tidings.gap-reload";
+        const PAUSE_MS: f64 = 30_000.0;
+        let Some(window) = web_sys::window() else {
+            return;
+        };
+        let now = js_sys::Date::now();
+        let storage = window.session_storage().ok().flatten();
+        let last = storage
+            .as_ref()
+            .and_then(|s| s.get_item(KEY).ok().flatten())
+            .and_then(|v| v.parse::<f64>().ok());
+        if last.is_some_and(|last| now - last < PAUSE_MS) {
+            return;
+        }
+        if let Some(storage) = storage {
+            let _ = storage.set_item(KEY, &now.to_string());
+        }
+        let _ = window.location().reload();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_urls_encode_every_part() {
+        let url = hub_url(&LiveOptions {
+            selectors: vec!["/chat/general".into(), "/ticker/{symbol}".into()],
+            last_event_id: Some("urn:uuid:1".into()),
+            token: Some("a.b".into()),
+            ..LiveOptions::default()
+        });
+        assert_eq!(
+            url,
+            "/.well-known/mercure?topic=%2Fchat%2Fgeneral&topic=%2Fticker%2F%7Bsymbol%7D\
+             &lastEventID=urn%3Auuid%3A1&authorization=a.b"
+        );
+    }
+}
