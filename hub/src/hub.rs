@@ -453,6 +453,7 @@ impl Hub {
             info: info.clone(),
             gap_first: gap,
             live_marker: info.routed,
+            pending: None,
             replay: from
                 .map(|from| from.position)
                 .filter(|&after| after < handoff)

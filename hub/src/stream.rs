@@ -78,6 +78,8 @@ pub(crate) struct StreamState {
     pub gap_first: bool,
     /// Sends [`LIVE_EVENT`] once the replay is done (routed subscriptions).
     pub live_marker: bool,
+    /// An update's shared bytes, due right after the route event just returned.
+    pub pending: Option<Bytes>,
     /// History still to replay: positions in `(after, until]`.
     pub replay: Option<(u64, u64)>,
     /// Events in the queue up to this mark the client has, or gets from history.
@@ -122,6 +124,9 @@ impl Stream for SubscriptionStream {
 
 impl StreamState {
     async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(bytes) = self.pending.take() {
+            return Some(bytes);
+        }
         if std::mem::take(&mut self.gap_first) {
             return Some(self.gap());
         }
@@ -169,8 +174,13 @@ impl StreamState {
                 .collect();
             match wanted.as_slice() {
                 [] => {}
-                [one] if !self.info.routed => {
-                    return Some(self.hub.encodings.get(one.position, &one.update));
+                [one] => {
+                    let bytes = self.hub.encodings.get(one.position, &one.update);
+                    if !self.info.routed {
+                        return Some(bytes);
+                    }
+                    self.pending = Some(bytes);
+                    return Some(self.info.route(&one.update));
                 }
                 many => {
                     let mut chunk = BytesMut::new();
@@ -220,7 +230,15 @@ impl StreamState {
                 () = sleep_for(heartbeat) => return Some(sse::comment("heartbeat")),
             };
             // `None`: the hub dropped this subscriber (evicted as too slow).
-            let first = self.routed(item?);
+            let first = item?;
+            if let Some(update) = &first.update {
+                // Routed: its route, then its shared bytes, one event at a time.
+                if self.is_new(&first) {
+                    self.pending = Some(first.bytes);
+                    return Some(self.info.route(update));
+                }
+                continue;
+            }
             let mut chunk: Option<BytesMut> = None;
             let mut single = self.is_new(&first).then_some(first.bytes);
             let mut size = single.as_ref().map_or(0, Bytes::len);
@@ -235,7 +253,6 @@ impl StreamState {
                 if !self.is_new(&more) {
                     continue;
                 }
-                let more = self.routed(more);
                 size += more.bytes.len();
                 if size == more.bytes.len() {
                     single = Some(more.bytes);
@@ -256,16 +273,6 @@ impl StreamState {
                 (None, None) => continue,
             }
         }
-    }
-
-    /// A queued event with its route before it, for a routed subscriber; as it is otherwise.
-    fn routed(&self, mut queued: Queued) -> Queued {
-        if let Some(update) = queued.update.take() {
-            let mut buf = BytesMut::from(&self.info.route(&update)[..]);
-            buf.extend_from_slice(&queued.bytes);
-            queued.bytes = buf.freeze();
-        }
-        queued
     }
 
     /// Whether a queued event is one the client does not have yet.

@@ -99,6 +99,9 @@ pub struct LiveOptions {
     /// A subscriber token, sent as the `authorization` query parameter. A subscription with a
     /// token has a connection of its own.
     pub token: Option<String>,
+    /// A connection of its own rather than the tabs' shared one (the console: any selectors,
+    /// which could take the shared subscription past the hub's limits).
+    pub alone: bool,
     /// Reload the page on a history gap (default); otherwise the gap is shown as an event.
     pub keep_on_gap: bool,
     /// Event types the hub sends live but never stores (such as presence counts): their ids
@@ -129,7 +132,7 @@ pub fn use_live(options: LiveOptions) -> Live {
     {
         let sink = std::rc::Rc::new(sink::Sink::new(&options, live));
         // Shared with the other tabs where the browser can, alone otherwise.
-        let shared = if options.token().is_none() {
+        let shared = if options.token().is_none() && !options.alone {
             tabs::subscribe(&options, sink.clone())
         } else {
             None

@@ -150,6 +150,11 @@ impl Source {
         self.inner.target.borrow().clone()
     }
 
+    /// Where the stream would resume from.
+    pub fn stored_id(&self) -> Option<String> {
+        self.inner.stored_id.borrow().clone()
+    }
+
     /// Whether the stream is open and has everything published until now (for a routed one:
     /// its replay is done).
     pub fn is_open(&self) -> bool {
@@ -232,9 +237,14 @@ fn open(inner: &Rc<Inner>) {
                 return;
             };
             match ready {
+                // The browser would reconnect by itself, sending the last id it saw, which may
+                // be a live-only one or none (a stream opened live): reopen from the last stored
+                // id instead, after the same pause.
                 ReadyState::Connecting => {
-                    inner.open.set(false);
-                    (inner.on_status)(LiveStatus::Reconnecting);
+                    if let Some(stream) = &*inner.stream.borrow() {
+                        stream.close();
+                    }
+                    retry_later(&inner);
                 }
                 ReadyState::Open => (inner.on_status)(LiveStatus::Open),
                 ReadyState::Closed => retry_later(&inner),

@@ -10,20 +10,26 @@
 //! stream's replay is done (the hub's [`LIVE_EVENT`]) it tells the leader (`hello`); the leader
 //! widens its stream if it must, resuming from its own last id, and says which selectors its
 //! open stream covers (`status open`). The subscription then closes its own stream: it had
-//! everything up to the moment it subscribed, the leader's stream has everything after its own
-//! last id, which is earlier. Resuming the shared stream from a tab's rendered id instead would
-//! replay, to every tab, everything since that id (hours of ticker quotes for a quiet news page).
+//! everything up to the moment it subscribed, and a widened leader's stream resumes from that
+//! moment (from where it stands if it is down). The leader's events that come while a
+//! subscription still replays on its own are held and applied after the replay. Resuming the
+//! shared stream from a tab's rendered id instead would replay, to every tab, everything since
+//! that id (hours of ticker quotes for a quiet news page).
 //!
 //! **Taking over.** Every tab keeps the last stored id the leader posted (its cursor). A leader
 //! that goes away releases the lock (on `pagehide`; the browser does it when a tab crashes) and
 //! the next tab in the lock's queue leads: it resumes from its cursor and asks the others what
 //! they want (`who`); repeats are dropped by id. A leader that is frozen or stuck keeps the lock,
 //! so it posts a heartbeat every second: a visible tab that hears nothing for [`SILENCE_MS`]
-//! takes the lock over (`steal`), and the old leader, told so by the lock, steps down.
+//! takes the lock over (`steal`), and the old leader, told so by the lock, steps down. A page
+//! going into the back-forward cache says `bye` and leaves the lock's queue; back, each of its
+//! subscriptions catches up on its own stream from the tab's cursor and joins again.
 //!
 //! Messages are arrays of strings (structured clones), the first being the kind:
-//! - `hello, tab, key, selectors…, "", named…, "", live_only…` · `bye, tab, key` · `who` · `beat`
-//! - `status, word, seconds, selectors…` (the leader's stream, and what it covers when open)
+//! - `hello, tab, key, from, selectors…, "", named…, "", live_only…` · `bye, tab, key` · `who` ·
+//!   `beat`
+//! - `status, word, seconds` (the leader's stream), and when open `, stands, selectors…` (its
+//!   last stored id and the selectors it covers)
 //! - `event, type, id, data, stored ("1" or ""), matched selectors…` (none: for every tab)
 
 use super::{
@@ -34,7 +40,7 @@ use super::{
 use leptos::prelude::*;
 use std::{
     cell::{Cell, RefCell},
-    collections::BTreeSet,
+    collections::{BTreeSet, VecDeque},
     rc::{Rc, Weak},
 };
 use wasm_bindgen::{JsCast, JsValue, closure::Closure};
@@ -57,7 +63,13 @@ struct Local {
     own: RefCell<Option<Source>>,
     /// Whether its own stream finished its replay and the leader was told (`hello`).
     announced: Cell<bool>,
+    /// The leader's events that came while its own stream was still replaying: applied (once)
+    /// when the replay is done, after it.
+    early: RefCell<VecDeque<(String, String, String)>>,
 }
+
+/// The leader's events a replaying subscription holds, at most.
+const EARLY_MAX: usize = 1_000;
 
 /// What one subscription (of any tab) wants from the leader.
 #[derive(Clone)]
@@ -80,8 +92,9 @@ struct Tabs {
     leader: RefCell<Option<Rc<Leader>>>,
     /// Resolves the held lock's promise, releasing it.
     release: RefCell<Option<js_sys::Function>>,
-    /// Whether a lock request of this tab waits in the queue.
+    /// Whether a lock request of this tab waits in the queue, and how to withdraw it.
     queued: Cell<bool>,
+    withdraw: RefCell<Option<web_sys::AbortController>>,
     /// When the leader was last heard.
     heard_ms: Cell<f64>,
     /// The leader's stream, as last heard.
@@ -97,6 +110,8 @@ struct Leader {
     source: RefCell<Option<Source>>,
     /// The selectors the next update matched (from the route event before it).
     route: RefCell<Option<Vec<String>>>,
+    /// Where the first stream starts (a new leader: the last id its tab saw the old one send).
+    resume: RefCell<Option<String>>,
     _beat: Option<IntervalHandle>,
 }
 
@@ -126,30 +141,13 @@ pub fn subscribe(options: &LiveOptions, sink: Rc<Sink>) -> Option<Handle> {
     let local = Rc::new(Local {
         key,
         target: Target::of(options, true),
-        sink: sink.clone(),
+        sink,
         own: RefCell::default(),
         announced: Cell::new(false),
+        early: RefCell::default(),
     });
     tabs.locals.borrow_mut().push(local.clone());
-    let weak = Rc::downgrade(&tabs);
-    let own = Source::open(
-        local.target.clone(),
-        options.last_event_id.clone(),
-        move |event_type, id, data, _| match event_type {
-            ROUTE_EVENT => {}
-            LIVE_EVENT => {
-                if let Some(tabs) = weak.upgrade() {
-                    tabs.caught_up(key);
-                }
-            }
-            _ => sink.event(event_type, id, data),
-        },
-        {
-            let sink = local.sink.clone();
-            move |status| sink.status(status)
-        },
-    );
-    *local.own.borrow_mut() = Some(own);
+    tabs.stream_alone(&local, options.last_event_id.clone());
     Some(Handle { key })
 }
 
@@ -215,12 +213,11 @@ impl Tabs {
             };
             let pageshow = {
                 let weak = weak.clone();
-                window_event_listener_untyped("pageshow", move |_| {
-                    // Back from the back-forward cache, having let go of the lock: queue again.
-                    if let Some(tabs) = weak.upgrade()
-                        && tabs.leading().is_none()
-                    {
-                        tabs.request_lock(false);
+                window_event_listener_untyped("pageshow", move |event| {
+                    let persisted = js_sys::Reflect::get(&event, &"persisted".into())
+                        .is_ok_and(|p| p.is_truthy());
+                    if let Some(tabs) = weak.upgrade().filter(|_| persisted) {
+                        tabs.come_back();
                     }
                 })
             };
@@ -245,6 +242,7 @@ impl Tabs {
                 leader: RefCell::default(),
                 release: RefCell::default(),
                 queued: Cell::new(false),
+                withdraw: RefCell::default(),
                 heard_ms: Cell::new(js_sys::Date::now()),
                 status: Cell::new(LiveStatus::Connecting),
                 _listeners: vec![pagehide, pageshow],
@@ -252,6 +250,32 @@ impl Tabs {
                 _watch: watch,
             }
         }))
+    }
+
+    /// Gives a subscription a stream of its own, after `from`, until the leader's covers it.
+    fn stream_alone(self: &Rc<Self>, local: &Local, from: Option<String>) {
+        local.announced.set(false);
+        let (weak, key, sink) = (Rc::downgrade(self), local.key, local.sink.clone());
+        let own = Source::open(
+            local.target.clone(),
+            from,
+            move |event_type, id, data, _| match event_type {
+                ROUTE_EVENT => {}
+                LIVE_EVENT => {
+                    if let Some(tabs) = weak.upgrade() {
+                        tabs.caught_up(key, data);
+                    }
+                }
+                _ => sink.event(event_type, id, data),
+            },
+            {
+                let sink = local.sink.clone();
+                move |status| sink.status(status)
+            },
+        );
+        if let Some(old) = local.own.replace(Some(own)) {
+            old.dispose();
+        }
     }
 
     fn leading(&self) -> Option<Rc<Leader>> {
@@ -276,26 +300,38 @@ impl Tabs {
         }
     }
 
-    /// A subscription's own stream has everything up to now: ask the leader to cover it.
-    fn caught_up(self: &Rc<Self>, key: u32) {
+    /// A subscription's own stream has everything up to `handoff` (where it subscribed): apply
+    /// what the leader sent meanwhile, and ask the leader to cover it from there.
+    fn caught_up(self: &Rc<Self>, key: u32, handoff: &str) {
         let Some(local) = self.local(key) else { return };
         if local.announced.replace(true) {
             return;
         }
-        self.announce(&local);
+        let early = std::mem::take(&mut *local.early.borrow_mut());
+        for (event_type, id, data) in early {
+            local.sink.event(&event_type, &id, &data);
+        }
+        self.announce(&local, Some(handoff.to_owned()).filter(|h| !h.is_empty()));
     }
 
     fn local(&self, key: u32) -> Option<Rc<Local>> {
         self.locals.borrow().iter().find(|l| l.key == key).cloned()
     }
 
-    fn announce(self: &Rc<Self>, local: &Local) {
+    /// Tells the leader what a subscription wants; `from`: where its own stream subscribed
+    /// (a joining subscription), from which a widened stream resumes.
+    fn announce(self: &Rc<Self>, local: &Local, from: Option<String>) {
         let member = self.member(local);
         if let Some(leader) = self.leading() {
-            leader.join(self, member);
+            leader.join(self, member, from);
             return;
         }
-        let mut parts = vec!["hello".to_owned(), member.tab, member.key.to_string()];
+        let mut parts = vec![
+            "hello".to_owned(),
+            member.tab,
+            member.key.to_string(),
+            from.unwrap_or_default(),
+        ];
         for list in [member.selectors, member.named] {
             parts.extend(list);
             parts.push(String::new());
@@ -307,7 +343,8 @@ impl Tabs {
     /// The leader's open stream covers `selectors`: subscriptions wanting no more close their
     /// own stream.
     fn cover(&self, selectors: &[String]) {
-        for local in self.locals.borrow().clone() {
+        let locals = self.locals.borrow().clone();
+        for local in locals {
             let covered = local.target.selectors.iter().all(|s| selectors.contains(s));
             if local.announced.get() && covered {
                 let own = local.own.borrow_mut().take();
@@ -337,7 +374,8 @@ impl Tabs {
         match (kind.as_str(), leader) {
             ("hello", Some(leader)) => {
                 if let Some(member) = parse_hello(parts) {
-                    leader.join(self, member);
+                    let from = parts.get(3).filter(|from| !from.is_empty()).cloned();
+                    leader.join(self, member, from);
                 }
             }
             ("bye", Some(leader)) => {
@@ -348,11 +386,7 @@ impl Tabs {
             }
             ("who", None) => {
                 self.heard_ms.set(js_sys::Date::now());
-                for local in self.locals.borrow().clone() {
-                    if local.announced.get() {
-                        self.announce(&local);
-                    }
-                }
+                self.announce_all();
             }
             ("beat", None) => self.heard_ms.set(js_sys::Date::now()),
             ("status", None) => {
@@ -367,7 +401,11 @@ impl Tabs {
                 };
                 self.set_status(status);
                 if status == LiveStatus::Open {
-                    self.cover(parts.get(3..).unwrap_or_default());
+                    // Where the leader's stream stands, and what it covers.
+                    if let Some(from) = parts.get(3).filter(|from| !from.is_empty()) {
+                        *self.cursor.borrow_mut() = Some(from.clone());
+                    }
+                    self.cover(parts.get(4..).unwrap_or_default());
                 }
             }
             ("event", None) => {
@@ -387,19 +425,25 @@ impl Tabs {
         if stored {
             *self.cursor.borrow_mut() = Some(id.to_owned());
         }
-        // A subscription still replaying on its own stream takes nothing from the leader's
-        // yet: its own stream brings everything until the leader's covers it, and in order.
-        for local in self.locals.borrow().clone() {
-            if !local.announced.get() {
-                continue;
-            }
+        let locals = self.locals.borrow().clone();
+        for local in locals {
             let wanted =
                 matched.is_empty() || matched.iter().any(|m| local.target.selectors.contains(m));
             let listened = event_type == "message"
                 || event_type == super::HISTORY_GAP_EVENT
                 || local.target.named.iter().any(|n| n == event_type);
-            if wanted && listened {
+            if !(wanted && listened) {
+                continue;
+            }
+            if local.announced.get() {
                 local.sink.event(event_type, id, data);
+            } else {
+                // Still replaying on its own stream: after that replay, in order.
+                let mut early = local.early.borrow_mut();
+                if early.len() == EARLY_MAX {
+                    early.pop_front();
+                }
+                early.push_back((event_type.to_owned(), id.to_owned(), data.to_owned()));
             }
         }
     }
@@ -407,7 +451,8 @@ impl Tabs {
     /// The leader's stream changed state: say so to the subscriptions that rely on it.
     fn set_status(&self, status: LiveStatus) {
         self.status.set(status);
-        for local in self.locals.borrow().clone() {
+        let locals = self.locals.borrow().clone();
+        for local in locals {
             if local.own.borrow().is_none() {
                 local.sink.status(status);
             }
@@ -453,10 +498,13 @@ impl Tabs {
         let options = js_sys::Object::new();
         if steal {
             let _ = js_sys::Reflect::set(&options, &"steal".into(), &true.into());
+        } else if let Ok(withdraw) = web_sys::AbortController::new() {
+            let _ = js_sys::Reflect::set(&options, &"signal".into(), &withdraw.signal());
+            *self.withdraw.borrow_mut() = Some(withdraw);
         }
         let weak = Rc::downgrade(self);
         let lost = Closure::<dyn FnMut(JsValue)>::once(move |_: JsValue| {
-            // Taken over by a tab that stopped hearing this one.
+            // Taken over by a tab that stopped hearing this one (or a withdrawn request).
             if let Some(tabs) = weak.upgrade() {
                 tabs.lost();
             }
@@ -476,6 +524,7 @@ impl Tabs {
     fn granted(self: &Rc<Self>, release: js_sys::Function, steal: bool) {
         if !steal {
             self.queued.set(false);
+            self.withdraw.borrow_mut().take();
         }
         if self.leading().is_some() {
             // Already leading (a steal went first): this grant is not needed.
@@ -508,40 +557,69 @@ impl Tabs {
             members: RefCell::new(members),
             source: RefCell::default(),
             route: RefCell::default(),
+            resume: RefCell::new(self.cursor.borrow().clone()),
             _beat: beat,
         });
         *self.leader.borrow_mut() = Some(leader.clone());
         mark_leader(true);
-        leader.open(self, self.cursor.borrow().clone());
+        leader.open(self, None);
         self.post(&["who"]);
     }
 
     /// The lock was taken over: stop leading, tell the new leader what this tab wants, and
     /// queue for the lock again.
     fn lost(self: &Rc<Self>) {
-        if let Some(leader) = self.leader.borrow_mut().take() {
-            leader.close();
-        }
+        let Some(leader) = self.leader.borrow_mut().take() else {
+            // A request this tab withdrew.
+            return;
+        };
+        leader.close();
         mark_leader(false);
         self.release.borrow_mut().take();
         self.heard_ms.set(js_sys::Date::now());
-        for local in self.locals.borrow().clone() {
-            if local.announced.get() {
-                self.announce(&local);
-            }
-        }
+        self.announce_all();
         self.request_lock(false);
     }
 
-    /// The page goes away: close the stream and release the lock for the next tab.
+    /// Tells the leader (again) what every subscription that streams through it wants.
+    fn announce_all(self: &Rc<Self>) {
+        let locals = self.locals.borrow().clone();
+        for local in locals.iter().filter(|local| local.announced.get()) {
+            self.announce(local, None);
+        }
+    }
+
+    /// The page goes away (closed, or into the back-forward cache): close the stream and
+    /// release the lock for the next tab, or tell the leader this tab wants nothing more; and
+    /// leave the lock's queue.
     fn step_down(&self) {
+        if let Some(withdraw) = self.withdraw.borrow_mut().take() {
+            self.queued.set(false);
+            withdraw.abort();
+        }
         if let Some(leader) = self.leader.borrow_mut().take() {
             leader.close();
+            mark_leader(false);
+            if let Some(release) = self.release.borrow_mut().take() {
+                let _ = release.call0(&JsValue::NULL);
+            }
+            return;
         }
-        mark_leader(false);
-        if let Some(release) = self.release.borrow_mut().take() {
-            let _ = release.call0(&JsValue::NULL);
+        let locals = self.locals.borrow().clone();
+        for local in locals.iter().filter(|local| local.announced.get()) {
+            self.post(&["bye", &self.tab, &local.key.to_string()]);
         }
+    }
+
+    /// Back from the back-forward cache: each subscription catches up on its own stream from
+    /// the last id this tab saw, then joins the leader's again; queue for the lock.
+    fn come_back(self: &Rc<Self>) {
+        let from = self.cursor.borrow().clone();
+        let locals = self.locals.borrow().clone();
+        for local in &locals {
+            self.stream_alone(local, from.clone());
+        }
+        self.request_lock(false);
     }
 }
 
@@ -555,7 +633,7 @@ fn mark_leader(leading: bool) {
 fn parse_hello(parts: &[String]) -> Option<Member> {
     let tab = parts.get(1)?.clone();
     let key = parts.get(2)?.parse().ok()?;
-    let mut lists = parts.get(3..)?.split(String::is_empty);
+    let mut lists = parts.get(4..)?.split(String::is_empty);
     let selectors = lists.next()?.to_vec();
     let named = lists.next().unwrap_or_default().to_vec();
     let live_only = lists.next().unwrap_or_default().to_vec();
@@ -600,6 +678,7 @@ impl Leader {
             source.reopen(target, from);
             return;
         }
+        let from = self.resume.borrow_mut().take().or(from);
         let (on_event, on_status) = (Rc::downgrade(tabs), Rc::downgrade(tabs));
         let (leader, covering) = (Rc::downgrade(self), Rc::downgrade(self));
         let source = Source::open(
@@ -612,6 +691,8 @@ impl Leader {
             },
             move |status| {
                 if let (Some(tabs), Some(leader)) = (on_status.upgrade(), covering.upgrade()) {
+                    // A new connection: no route is pending on it.
+                    leader.route.borrow_mut().take();
                     tabs.set_status(status);
                     leader.tell(&tabs, status);
                 }
@@ -628,6 +709,11 @@ impl Leader {
             _ => String::new(),
         });
         if status == LiveStatus::Open {
+            let stands = self.source.borrow().as_ref().and_then(Source::stored_id);
+            if let Some(stands) = &stands {
+                *tabs.cursor.borrow_mut() = Some(stands.clone());
+            }
+            parts.push(stands.unwrap_or_default());
             let selectors = self.covered();
             tabs.cover(&selectors);
             parts.extend(selectors);
@@ -673,18 +759,27 @@ impl Leader {
         }
     }
 
-    /// A subscription (of this tab or another) joins: the stream widens if it must (resuming
-    /// from its last id), or says at once that it covers it.
-    fn join(self: &Rc<Self>, tabs: &Rc<Tabs>, member: Member) {
+    /// A subscription (of this tab or another) joins, its own stream having subscribed at
+    /// `from`: the stream widens if it must, or says at once that it covers it.
+    ///
+    /// A widened stream resumes from `from` when the stream has everything up to now (`from`
+    /// is then behind where it stands: the others get a few repeats, which they drop), and
+    /// from where it stands otherwise. Resuming from where it stands when that is long ago (a
+    /// quiet stream) would replay, to every tab, everything since then of the new selectors.
+    fn join(self: &Rc<Self>, tabs: &Rc<Tabs>, member: Member, from: Option<String>) {
         let before = self.target();
         {
             let mut members = self.members.borrow_mut();
             members.retain(|m| !(m.tab == member.tab && m.key == member.key));
             members.push(member);
         }
-        if self.target() != before || self.source.borrow().is_none() {
-            self.open(tabs, None);
-        } else if self.source.borrow().as_ref().is_some_and(Source::is_open) {
+        let (exists, open) = match &*self.source.borrow() {
+            Some(source) => (true, source.is_open()),
+            None => (false, false),
+        };
+        if self.target() != before || !exists {
+            self.open(tabs, from.filter(|_| open || !exists));
+        } else if open {
             self.tell(tabs, LiveStatus::Open);
         }
     }

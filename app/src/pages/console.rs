@@ -41,6 +41,7 @@ fn ConsoleSubscribe() -> impl IntoView {
             token: Some(sub_token.get_untracked()),
             capacity: 200,
             keep_on_gap: true,
+            alone: true,
             ..LiveOptions::default()
         }));
     };
