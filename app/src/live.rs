@@ -36,6 +36,8 @@ pub enum LiveStatus {
     Connecting,
     Open,
     Reconnecting,
+    /// The server said the stream is complete (the counter's `204` after its last number).
+    Finished,
     Closed,
 }
 
@@ -45,6 +47,7 @@ impl LiveStatus {
             LiveStatus::Connecting => "connecting",
             LiveStatus::Open => "open",
             LiveStatus::Reconnecting => "reconnecting",
+            LiveStatus::Finished => "finished",
             LiveStatus::Closed => "closed",
         }
     }
