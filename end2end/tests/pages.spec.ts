@@ -142,6 +142,7 @@ test('without JavaScript a refused message says why, in the same words as with i
   }
   await expect(log(noScript)).toHaveCount(0);
   // A message sent after a refusal clears the reason.
+  await noScript.fill('#chat-name', 'ann');
   await noScript.fill('#chat-text', 'fine now');
   await noScript.click('.chat-form button');
   await expect(noScript).toHaveURL(`${server.url}/chat/e2e-nojs-refused`);

@@ -22,11 +22,12 @@ use governor::{
     clock::{Clock, DefaultClock},
 };
 use leptos::prelude::use_context;
+use leptos::server_fn::{ServerFn, error::ServerFnUrlError};
 use leptos_axum::ResponseOptions;
 use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use std::pin::Pin;
 use std::{collections::HashMap, net::IpAddr, num::NonZeroU32, time::Duration};
-use tidings_app::api::{ChatService, SendError};
+use tidings_app::api::{ChatService, SendChat, SendError};
 use tidings_app::model::{ChatMessage, ChatPost, NAME_MAX, PRESENCE_EVENT, Presence, TEXT_MAX};
 use tidings_app::model::{chat_topic, presence_topic, valid_room};
 use tidings_hub::{NewUpdate, PublishError, Update};
@@ -101,9 +102,15 @@ impl IntoResponse for ChatError {
 }
 
 impl From<ChatError> for SendError {
-    /// The same status and reason as the JSON route's answer.
     fn from(error: ChatError) -> Self {
-        let reason = match &error {
+        SendError::from(&error)
+    }
+}
+
+impl From<&ChatError> for SendError {
+    /// The same status and reason as the JSON route's answer.
+    fn from(error: &ChatError) -> Self {
+        let reason = match error {
             ChatError::Hub(PublishError::Storage) => crate::mercure::HISTORY_UNAVAILABLE.into(),
             ChatError::Hub(PublishError::Unavailable) => crate::mercure::HISTORY_UNREACHABLE.into(),
             other => other.to_string(),
@@ -238,7 +245,27 @@ impl ChatService for ChatDesk {
                 let client = ClientIp::of(&request, &state).ok_or(ChatError::NoRequest)?;
                 send(&state, client, &room, &post).await
             };
-            match sent.await {
+            let sent = sent.await;
+            // A form posted without JavaScript is answered with a redirect back to the room,
+            // a refusal's reason in the address (where `ServerAction` finds it). Leptos would
+            // go back to the `Referer`, where an earlier reason may still be.
+            if accepts_html(&request) {
+                let room = if valid_room(&room) {
+                    format!("/chat/{room}")
+                } else {
+                    "/chat".into()
+                };
+                let location = match &sent {
+                    Ok(_) => room,
+                    Err(error) => ServerFnUrlError::new(SendChat::PATH, SendError::from(error))
+                        .to_url(&format!("http://localhost{room}"))
+                        .map_or(room, |url| {
+                            format!("{}?{}", url.path(), url.query().unwrap_or(""))
+                        }),
+                };
+                leptos_axum::redirect(&location);
+            }
+            match sent {
                 Ok(_) => {
                     if let Ok(cookie) = HeaderValue::from_str(&name_cookie(post.name.trim())) {
                         answer.append_header(header::SET_COOKIE, cookie);
@@ -246,8 +273,6 @@ impl ChatService for ChatDesk {
                     Ok(())
                 }
                 Err(error) => {
-                    // A form posted without JavaScript is answered with a redirect back to the
-                    // room (by Leptos), which a status here would replace.
                     if !accepts_html(&request) {
                         answer.set_status(error.status());
                         if let Some(secs) = error.retry_after() {

@@ -173,7 +173,7 @@ async fn a_chat_form_posted_without_javascript_is_sent_back_to_the_room() {
     };
     let sent = post("hello", "198.51.100.1").await.unwrap();
     assert_eq!(sent.status(), StatusCode::FOUND);
-    assert_eq!(sent.headers()[header::LOCATION], page.as_str());
+    assert_eq!(sent.headers()[header::LOCATION], "/chat/general");
     let html = server.get("/chat/general").await.text().await.unwrap();
     assert!(html.contains(">hello<"), "the room shows it");
 
@@ -181,9 +181,9 @@ async fn a_chat_form_posted_without_javascript_is_sent_back_to_the_room() {
     let refused = post("  ", "198.51.100.1").await.unwrap();
     assert_eq!(refused.status(), StatusCode::FOUND);
     let location = refused.headers()[header::LOCATION].to_str().unwrap();
-    assert!(location.starts_with(&format!("{page}?")), "{location}");
+    assert!(location.starts_with("/chat/general?"), "{location}");
     assert!(location.contains("__err="), "{location}");
-    let html = server.get(&location[server.url("").len()..]).await;
+    let html = server.get(location).await;
     let html = html.text().await.unwrap();
     assert!(
         html.contains("400: the message must be 1 to 2000 characters"),
@@ -206,7 +206,7 @@ async fn a_chat_form_posted_without_javascript_is_sent_back_to_the_room() {
     let other = post("hi", "198.51.100.2").await.unwrap();
     assert_eq!(
         other.headers()[header::LOCATION],
-        page.as_str(),
+        "/chat/general",
         "another client"
     );
 }
