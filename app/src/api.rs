@@ -1,11 +1,23 @@
-//! Server functions: each page's server-rendered state, read from the hub in-process.
+//! Server functions: each page's server-rendered state, read from the hub in-process, and
+//! sending to a chat room.
 //!
 //! During SSR they run directly; their results travel to the browser inside the page, so
 //! hydration does not call them again. After client-side navigation the browser calls them over
 //! HTTP. Each snapshot carries the id to subscribe from (see [`crate::live`]).
+//!
+//! What they need from the server they find in their context: the [`tidings_hub::Hub`], and for
+//! the chat a [`ChatService`], the server's own code for posting (the same as its JSON route's).
 
 use crate::model::*;
-use leptos::{prelude::*, server};
+use leptos::{
+    prelude::*,
+    server,
+    server_fn::{
+        codec::JsonEncoding,
+        error::{FromServerFnError, ServerFnErrorErr},
+    },
+};
+use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "ssr")]
 mod hub {
@@ -33,20 +45,83 @@ mod hub {
     }
 
     /// Parses each update's JSON data, giving it the update's id; skips what does not parse.
-    pub fn parse<T: serde::de::DeserializeOwned>(
-        snapshot: &Snapshot,
-        with_id: impl Fn(&mut T, &str),
-    ) -> Vec<T> {
+    pub fn parse<T: crate::feed::FeedItem>(snapshot: &Snapshot) -> Vec<T> {
         snapshot
             .updates
             .iter()
-            .filter_map(|u| {
-                let mut item: T = serde_json::from_str(u.data()).ok()?;
-                with_id(&mut item, u.id());
-                Some(item)
-            })
+            .filter_map(|u| T::from_update(u.id(), u.data()))
             .collect()
     }
+}
+
+/// Why a chat message was not sent: the HTTP status and the one-line reason, the same as
+/// `POST /api/chat/{room}` answers with. Shown as `"<status>: <reason>"`, with JavaScript or
+/// without.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendError {
+    /// `0` when the server could not be reached.
+    pub status: u16,
+    pub reason: String,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.status {
+            0 => f.write_str(&self.reason),
+            status => write!(f, "{status}: {}", self.reason),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+impl FromServerFnError for SendError {
+    type Encoder = JsonEncoding;
+
+    fn from_server_fn_error(error: ServerFnErrorErr) -> Self {
+        let (status, reason) = match error {
+            ServerFnErrorErr::Request(error) => {
+                (0, format!("the server could not be reached ({error})"))
+            }
+            ServerFnErrorErr::Args(error) => (400, format!("the form is incomplete ({error})")),
+            other => (500, other.to_string()),
+        };
+        Self { status, reason }
+    }
+}
+
+/// Posting to chat rooms, as the server does it: provided by the server as context (an
+/// `Arc<dyn ChatService>`), since it knows the request (the client's address, its cookies) and
+/// shapes the answer (status, `Retry-After`, the remembered name).
+#[cfg(feature = "ssr")]
+pub trait ChatService: Send + Sync + 'static {
+    /// Checks, rate-limits and publishes `post` in `room` for the current request's client,
+    /// exactly as `POST /api/chat/{room}` does, and remembers the name it was sent with.
+    fn send(
+        &self,
+        room: String,
+        post: ChatPost,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), SendError>> + Send>>;
+
+    /// The name the current request's visitor last sent with, if any.
+    fn remembered_name(&self) -> Option<String>;
+}
+
+#[cfg(feature = "ssr")]
+fn chat_service() -> Option<std::sync::Arc<dyn ChatService>> {
+    use_context::<std::sync::Arc<dyn ChatService>>()
+}
+
+/// Sends a message to `room`: what the chat form posts, as `room`, `name` and `text`. A form
+/// posted without JavaScript is answered with a redirect back to the room (the reason of a
+/// refusal in its address, where the page finds it).
+#[server(endpoint = "send_chat")]
+pub async fn send_chat(room: String, name: String, text: String) -> Result<(), SendError> {
+    let chat = chat_service().ok_or_else(|| SendError {
+        status: 503,
+        reason: "chat is not available".into(),
+    })?;
+    chat.send(room, ChatPost { name, text }).await
 }
 
 /// How many subscribers a chat room has now (its presence count), on every node; `0` when
@@ -70,8 +145,11 @@ pub async fn load_chat(room: String) -> Result<ChatSnapshot, ServerFnError> {
     }
     let snapshot = hub::snapshot(&chat_topic(&room), 50, 20_000).await?;
     Ok(ChatSnapshot {
-        messages: hub::parse(&snapshot, |m: &mut ChatMessage, id| m.id = id.to_owned()),
+        messages: hub::parse(&snapshot),
         present: room_presence(&hub::get()?, &room).await,
+        remembered_name: chat_service()
+            .and_then(|chat| chat.remembered_name())
+            .unwrap_or_default(),
         last_event_id: snapshot.last_event_id,
     })
 }
@@ -80,7 +158,7 @@ pub async fn load_chat(room: String) -> Result<ChatSnapshot, ServerFnError> {
 pub async fn load_ticker() -> Result<TickerSnapshot, ServerFnError> {
     let snapshot = hub::snapshot(TICKER_TEMPLATE, 8 * 40, 5_000).await?;
     Ok(TickerSnapshot {
-        quotes: hub::parse(&snapshot, |_: &mut Quote, _| {}),
+        quotes: hub::parse(&snapshot),
         last_event_id: snapshot.last_event_id,
     })
 }
@@ -88,7 +166,7 @@ pub async fn load_ticker() -> Result<TickerSnapshot, ServerFnError> {
 #[server]
 pub async fn load_news() -> Result<NewsSnapshot, ServerFnError> {
     let snapshot = hub::snapshot(NEWS_TOPIC, 20, 50_000).await?;
-    let mut headlines = hub::parse(&snapshot, |h: &mut Headline, id| h.id = id.to_owned());
+    let mut headlines = hub::parse(&snapshot);
     headlines.reverse();
     Ok(NewsSnapshot {
         headlines,
@@ -100,7 +178,7 @@ pub async fn load_news() -> Result<NewsSnapshot, ServerFnError> {
 pub async fn load_monitor() -> Result<MonitorSnapshot, ServerFnError> {
     let snapshot = hub::snapshot(MONITOR_TOPIC, 180, 5_000).await?;
     Ok(MonitorSnapshot {
-        samples: hub::parse(&snapshot, |_: &mut MonitorSample, _| {}),
+        samples: hub::parse(&snapshot),
         last_event_id: snapshot.last_event_id,
     })
 }

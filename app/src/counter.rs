@@ -3,6 +3,7 @@
 //! The server half of the protocol lives in the server crate; the constants here are the contract
 //! both halves share.
 
+use crate::live::LiveStatus;
 use leptos::prelude::*;
 
 /// Where the counter stream is served (the seed's route, kept for parity).
@@ -11,39 +12,11 @@ pub const STREAM_PATH: &str = "/web/StreamChat";
 /// `204 No Content`, which tells the browser to stop.
 pub const LAST: u32 = 100;
 
-/// What the page tells the visitor about its connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    /// Opening the first connection.
-    Connecting,
-    /// Receiving events.
-    Open,
-    /// The connection dropped; the browser is reconnecting and will resume after the last id.
-    Reconnecting,
-    /// The server said the stream is complete (`204` after the last number).
-    Finished,
-    /// The browser gave up: the server refused the stream for another reason.
-    Error,
-}
-
-impl Status {
-    /// The word shown on the page (and asserted by the browser tests).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Connecting => "connecting",
-            Status::Open => "open",
-            Status::Reconnecting => "reconnecting",
-            Status::Finished => "finished",
-            Status::Error => "error",
-        }
-    }
-}
-
 /// The live list of numbers.
 #[component]
 pub fn CounterPage() -> impl IntoView {
     let numbers = RwSignal::new(Vec::<u32>::new());
-    let status = RwSignal::new(Status::Connecting);
+    let status = RwSignal::new(LiveStatus::Connecting);
 
     #[cfg(feature = "hydrate")]
     {
@@ -78,7 +51,7 @@ pub fn CounterPage() -> impl IntoView {
 
 #[cfg(feature = "hydrate")]
 mod live {
-    use super::{LAST, STREAM_PATH, Status};
+    use super::{LAST, LiveStatus, STREAM_PATH};
     use crate::event_source::{EventStream, ReadyState};
     use leptos::prelude::*;
     use send_wrapper::SendWrapper;
@@ -87,7 +60,7 @@ mod live {
     /// Opens the stream and feeds the signals; the returned handle closes it when dropped.
     pub fn connect(
         numbers: RwSignal<Vec<u32>>,
-        status: RwSignal<Status>,
+        status: RwSignal<LiveStatus>,
     ) -> SendWrapper<Option<EventStream>> {
         // The highest id shown. The browser resumes after the last id it saw, so duplicates should
         // not arrive, but a list that shows each number once must not depend on that.
@@ -104,18 +77,19 @@ mod live {
                     numbers.update(|list| list.push(n));
                 }
             },
-            move || status.set(Status::Open),
+            move || status.set(LiveStatus::Open),
             move |state| {
                 status.set(match state {
-                    ReadyState::Connecting => Status::Reconnecting,
+                    ReadyState::Connecting => LiveStatus::Reconnecting,
                     // A closed EventSource after the last number can only mean the server's 204.
-                    ReadyState::Closed if last_seen.get() >= LAST => Status::Finished,
-                    ReadyState::Closed | ReadyState::Open => Status::Error,
+                    ReadyState::Closed if last_seen.get() >= LAST => LiveStatus::Finished,
+                    // The browser gave up: the server refused the stream for another reason.
+                    ReadyState::Closed | ReadyState::Open => LiveStatus::Closed,
                 })
             },
         );
         if stream.is_none() {
-            status.set(Status::Error);
+            status.set(LiveStatus::Closed);
         }
         SendWrapper::new(stream)
     }

@@ -9,11 +9,12 @@
 //!   the layout with its navigation, and the routes.
 //! - [`counter`]: the home page, the seed's counter stream as a live list.
 //! - [`pages`]: chat, ticker, news, monitor and the hub console.
-//! - [`live`]: live data from the hub, written once for every page.
-//! - [`api`]: server functions giving each page its server-rendered state.
+//! - [`live`]: live data from the hub, written once for every page; [`feed`]: a page's
+//!   server-rendered items and its live ones as one list.
+//! - [`api`]: server functions giving each page its server-rendered state, and sending to chat.
 //! - [`model`]: the data the pages show, and the hub topics it travels on.
-//! - `event_source`, `browser` (browser only): `EventSource` bound to a component's lifetime;
-//!   posting and `localStorage`.
+//! - `event_source` (browser only): `EventSource` bound to a component's lifetime. `browser`:
+//!   what page handlers do in the browser (publishing to the hub), with server-side twins.
 
 // Leptos views are deeply nested types; release builds of the WASM need more than the
 // default recursion limit to lay them out.
@@ -27,11 +28,11 @@ use leptos_router::{
 };
 
 pub mod api;
-#[cfg(feature = "hydrate")]
 mod browser;
 pub mod counter;
 #[cfg(feature = "hydrate")]
 mod event_source;
+pub mod feed;
 pub mod live;
 pub mod model;
 pub mod pages;

@@ -61,6 +61,9 @@ pub struct ChatSnapshot {
     pub messages: Vec<ChatMessage>,
     pub present: usize,
     pub last_event_id: String,
+    /// The name this visitor last sent with (remembered by the server in a cookie), for the form.
+    #[serde(default)]
+    pub remembered_name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -102,6 +102,54 @@ test('a message that is too long, and a burst, keep the text and say why', async
   await expect(log(page)).toHaveCount(5);
 });
 
+test('without JavaScript the chat form sends, and the room shows the message after the redirect', async ({ browser, server }) => {
+  const context = await browser.newContext({ javaScriptEnabled: false });
+  const page = await context.newPage();
+  const room = `${server.url}/chat/e2e-nojs`;
+  await page.goto(room);
+  await page.fill('#chat-name', 'ann');
+  await page.fill('#chat-text', 'sent <b>without</b> JavaScript');
+  await page.click('.chat-form button');
+  await expect(page).toHaveURL(room);
+  await expect(log(page)).toHaveText(['annsent <b>without</b> JavaScript']);
+  await expect(page.locator('#chat-error')).toBeEmpty();
+  // The name is remembered for the next message, and the next visit.
+  await expect(page.locator('#chat-name')).toHaveValue('ann');
+  await page.fill('#chat-text', 'and again');
+  await page.click('.chat-form button');
+  await expect(log(page)).toHaveText(['annsent <b>without</b> JavaScript', 'annand again']);
+  await context.close();
+});
+
+test('without JavaScript a refused message says why, in the same words as with it', async ({ browser, server }) => {
+  const cases: [string, string][] = [
+    ['x'.repeat(2001), '400: the message must be 1 to 2000 characters'],
+    ['   ', '400: the message must be 1 to 2000 characters'],
+  ];
+  const noScript = await (await browser.newContext({ javaScriptEnabled: false })).newPage();
+  const withScript = await joinRoom(await browser.newContext(), `${server.url}/chat/e2e-nojs-refused`, 'ann');
+  await noScript.goto(`${server.url}/chat/e2e-nojs-refused`);
+  for (const [text, reason] of cases) {
+    await noScript.fill('#chat-name', 'ann');
+    await noScript.fill('#chat-text', text);
+    await noScript.click('.chat-form button');
+    await expect(noScript.locator('#chat-error')).toHaveText(reason);
+    await expect(noScript).toHaveURL(new RegExp(`/chat/e2e-nojs-refused\\?`));
+
+    await withScript.fill('#chat-text', text);
+    await withScript.click('.chat-form button');
+    await expect(withScript.locator('#chat-error')).toHaveText(reason);
+  }
+  await expect(log(noScript)).toHaveCount(0);
+  // A message sent after a refusal clears the reason.
+  await noScript.fill('#chat-name', 'ann');
+  await noScript.fill('#chat-text', 'fine now');
+  await noScript.click('.chat-form button');
+  await expect(noScript).toHaveURL(`${server.url}/chat/e2e-nojs-refused`);
+  await expect(noScript.locator('#chat-error')).toBeEmpty();
+  await expect(log(noScript)).toHaveText(['annfine now']);
+});
+
 test('after a server restart mid-conversation both windows go on without a gap or a duplicate', async ({ browser }) => {
   const first = await TidingsServer.start(FAST);
   const url = `${first.url}/chat/e2e-restart`;

@@ -1,8 +1,11 @@
-//! `POST /api/chat/{room}`: posting to a chat room, and the rooms' presence counts.
+//! Posting to a chat room, and the rooms' presence counts.
 //!
 //! Posts are validated (name 1–32 characters, text 1–2000, both trimmed), limited per client
 //! address (see [`crate::client_addr`]: a burst of [`BURST`], then one message per [`REFILL`])
-//! and published on the room's topic through the hub in-process.
+//! and published on the room's topic through the hub in-process, by [`send`]. Two ways lead
+//! there, sharing the address's allowance: the chat form's server function (`send_chat`, through
+//! [`ChatDesk`], which the pages find in their context), and `POST /api/chat/{room}` with JSON
+//! ([`post`]), for scripts and tests.
 
 use crate::{
     AppState,
@@ -11,14 +14,20 @@ use crate::{
 use axum::{
     Json,
     extract::{Path, State},
-    http::{StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
 };
 use governor::{
     DefaultKeyedRateLimiter, Quota,
     clock::{Clock, DefaultClock},
 };
+use leptos::prelude::use_context;
+use leptos::server_fn::{ServerFn, error::ServerFnUrlError};
+use leptos_axum::ResponseOptions;
+use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use std::pin::Pin;
 use std::{collections::HashMap, net::IpAddr, num::NonZeroU32, time::Duration};
+use tidings_app::api::{ChatService, SendChat, SendError};
 use tidings_app::model::{ChatMessage, ChatPost, NAME_MAX, PRESENCE_EVENT, Presence, TEXT_MAX};
 use tidings_app::model::{chat_topic, presence_topic, valid_room};
 use tidings_hub::{NewUpdate, PublishError, Update};
@@ -41,28 +50,75 @@ pub enum ChatError {
     TooFast(Duration),
     #[error("{0}")]
     Hub(#[from] PublishError),
+    /// A form post that the browser says came from another site.
+    #[error("posts from other sites are refused")]
+    CrossSite,
+    /// A server function called without its request (or its client's address) in context.
+    #[error("the request is not available")]
+    NoRequest,
+}
+
+impl ChatError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ChatError::BadRoom | ChatError::BadName | ChatError::BadText => StatusCode::BAD_REQUEST,
+            ChatError::TooFast(_) => StatusCode::TOO_MANY_REQUESTS,
+            ChatError::CrossSite => StatusCode::FORBIDDEN,
+            ChatError::Hub(PublishError::Storage) | ChatError::NoRequest => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            ChatError::Hub(PublishError::Unavailable | PublishError::ShuttingDown) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    /// `Retry-After`, in seconds, for the answers that have one.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ChatError::TooFast(wait) => Some(retry_after_secs(*wait)),
+            ChatError::Hub(PublishError::Unavailable) => Some(1),
+            _ => None,
+        }
+    }
 }
 
 impl IntoResponse for ChatError {
     fn into_response(self) -> Response {
-        let status = match &self {
-            ChatError::Hub(PublishError::Storage) => {
-                return crate::mercure::history_unavailable();
+        match &self {
+            ChatError::Hub(PublishError::Storage) => crate::mercure::history_unavailable(),
+            ChatError::Hub(PublishError::Unavailable) => crate::mercure::history_unreachable(),
+            _ => {
+                let mut response = crate::mercure::plain(self.status(), &self);
+                if let Some(secs) = self.retry_after() {
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, secs.into());
+                }
+                response
             }
-            ChatError::Hub(PublishError::Unavailable) => {
-                return crate::mercure::history_unreachable();
-            }
-            ChatError::BadRoom | ChatError::BadName | ChatError::BadText => StatusCode::BAD_REQUEST,
-            ChatError::TooFast(_) => StatusCode::TOO_MANY_REQUESTS,
-            ChatError::Hub(PublishError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        let mut response = crate::mercure::plain(status, &self);
-        if let ChatError::TooFast(wait) = self {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, retry_after_secs(wait).into());
         }
-        response
+    }
+}
+
+impl From<ChatError> for SendError {
+    fn from(error: ChatError) -> Self {
+        SendError::from(&error)
+    }
+}
+
+impl From<&ChatError> for SendError {
+    /// The same status and reason as the JSON route's answer.
+    fn from(error: &ChatError) -> Self {
+        let reason = match error {
+            ChatError::Hub(PublishError::Storage) => crate::mercure::HISTORY_UNAVAILABLE.into(),
+            ChatError::Hub(PublishError::Unavailable) => crate::mercure::HISTORY_UNREACHABLE.into(),
+            other => other.to_string(),
+        };
+        SendError {
+            status: error.status().as_u16(),
+            reason,
+        }
     }
 }
 
@@ -101,13 +157,15 @@ impl RateLimiter {
     }
 }
 
-pub async fn post(
-    State(state): State<AppState>,
-    ClientIp(client): ClientIp,
-    Path(room): Path<String>,
-    Json(post): Json<ChatPost>,
-) -> Result<Response, ChatError> {
-    if !valid_room(&room) {
+/// Checks `post`, takes one message from `client`'s allowance and publishes it in `room`;
+/// returns the update's id.
+pub async fn send(
+    state: &AppState,
+    client: IpAddr,
+    room: &str,
+    post: &ChatPost,
+) -> Result<String, ChatError> {
+    if !valid_room(room) {
         return Err(ChatError::BadRoom);
     }
     let name = post.name.trim();
@@ -129,18 +187,135 @@ pub async fn post(
         at_ms: crate::now_ms(),
     };
     let update = Update::public(
-        chat_topic(&room),
+        chat_topic(room),
         serde_json::to_string(&message).expect("serializable"),
     )
     .map_err(|_| ChatError::BadRoom)?;
     let id = update.id().to_owned();
     state.hub.publish(update).await?;
+    Ok(id)
+}
+
+/// `POST /api/chat/{room}` with JSON `{"name", "text"}`: `200` with the update's id, or the
+/// status and reason of [`ChatError`].
+pub async fn post(
+    State(state): State<AppState>,
+    ClientIp(client): ClientIp,
+    Path(room): Path<String>,
+    Json(post): Json<ChatPost>,
+) -> Result<Response, ChatError> {
+    let id = send(&state, client, &room, &post).await?;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         id,
     )
         .into_response())
+}
+
+/// The cookie the chat form's name is remembered in (a year, on the chat's pages only).
+const NAME_COOKIE: &str = "tidings-name";
+
+/// The chat form's [`ChatService`]: [`send`] for the request the server function answers.
+pub struct ChatDesk(pub AppState);
+
+impl ChatService for ChatDesk {
+    fn send(
+        &self,
+        room: String,
+        post: ChatPost,
+    ) -> Pin<Box<dyn Future<Output = Result<(), SendError>> + Send>> {
+        // The request and its answer, from the server function's context (read now: the future
+        // runs after this returns).
+        let request = use_context::<Parts>();
+        let answer = use_context::<ResponseOptions>();
+        let state = self.0.clone();
+        Box::pin(async move {
+            let (Some(request), Some(answer)) = (request, answer) else {
+                return Err(ChatError::NoRequest.into());
+            };
+            let sent = async {
+                // A form on another site may post here too (no preflight guards a form post):
+                // what browsers say is cross-site is refused, so no page can chat in its
+                // visitors' names.
+                let site = request.headers.get("sec-fetch-site");
+                if site.is_some_and(|site| site == "cross-site") {
+                    return Err(ChatError::CrossSite);
+                }
+                let client = ClientIp::of(&request, &state).ok_or(ChatError::NoRequest)?;
+                send(&state, client, &room, &post).await
+            };
+            let sent = sent.await;
+            // A form posted without JavaScript is answered with a redirect back to the room,
+            // a refusal's reason in the address (where `ServerAction` finds it). Leptos would
+            // go back to the `Referer`, where an earlier reason may still be.
+            if accepts_html(&request) {
+                let room = if valid_room(&room) {
+                    format!("/chat/{room}")
+                } else {
+                    "/chat".into()
+                };
+                let location = match &sent {
+                    Ok(_) => room,
+                    Err(error) => ServerFnUrlError::new(SendChat::PATH, SendError::from(error))
+                        .to_url(&format!("http://localhost{room}"))
+                        .map_or(room, |url| {
+                            format!("{}?{}", url.path(), url.query().unwrap_or(""))
+                        }),
+                };
+                leptos_axum::redirect(&location);
+            }
+            match sent {
+                Ok(_) => {
+                    if let Ok(cookie) = HeaderValue::from_str(&name_cookie(post.name.trim())) {
+                        answer.append_header(header::SET_COOKIE, cookie);
+                    }
+                    Ok(())
+                }
+                Err(error) => {
+                    if !accepts_html(&request) {
+                        answer.set_status(error.status());
+                        if let Some(secs) = error.retry_after() {
+                            answer.insert_header(header::RETRY_AFTER, secs.into());
+                        }
+                    }
+                    Err(error.into())
+                }
+            }
+        })
+    }
+
+    fn remembered_name(&self) -> Option<String> {
+        remembered_name(&use_context::<Parts>()?.headers)
+    }
+}
+
+/// The name in the request's [`NAME_COOKIE`], if it is one.
+fn remembered_name(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(NAME_COOKIE)?.strip_prefix('='))
+        .and_then(|value| percent_decode_str(value).decode_utf8().ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty() && name.chars().count() <= NAME_MAX)
+}
+
+/// `Set-Cookie` remembering `name`.
+fn name_cookie(name: &str) -> String {
+    let value = utf8_percent_encode(name, NON_ALPHANUMERIC);
+    format!("{NAME_COOKIE}={value}; Path=/chat; Max-Age=31536000; SameSite=Lax; HttpOnly")
+}
+
+/// Whether the request is a plain form post (browsers ask for HTML), not a script's.
+fn accepts_html(request: &Parts) -> bool {
+    request
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
 }
 
 /// Publishes each room's presence count when it changes (checked every 250 ms), on the room's
@@ -235,6 +410,18 @@ pub async fn presence_task(state: AppState) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remembered_name_comes_back_as_it_was_sent() {
+        for name in ["ann", "Zoë; x=1", "a b,c\"d"] {
+            let cookie = name_cookie(name);
+            let value = cookie.split(';').next().unwrap();
+            let mut headers = HeaderMap::new();
+            let header = format!("other=1; {value}; more=2");
+            headers.insert(header::COOKIE, header.parse().unwrap());
+            assert_eq!(remembered_name(&headers).as_deref(), Some(name), "{cookie}");
+        }
+    }
 
     #[test]
     fn the_limiter_allows_a_burst_then_limits_per_address() {

@@ -35,6 +35,19 @@ impl FromRequestParts<AppState> for ClientIp {
     }
 }
 
+impl ClientIp {
+    /// The caller of a request already taken apart (as a server function's context holds it);
+    /// `None` without the server's connect info.
+    pub fn of(request: &Parts, state: &AppState) -> Option<IpAddr> {
+        let ConnectInfo(peer) = request.extensions.get::<ConnectInfo<SocketAddr>>()?;
+        Some(client_ip(
+            peer.ip(),
+            &request.headers,
+            &state.config.trusted_proxies,
+        ))
+    }
+}
+
 /// The client's address for a request from `peer` with these headers.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));

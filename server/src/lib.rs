@@ -329,13 +329,17 @@ pub fn router(state: AppState) -> Router {
     }
     let leptos = state.leptos.clone();
     let hub = state.hub.clone();
+    let chat: Arc<dyn tidings_app::api::ChatService> = Arc::new(chat::ChatDesk(state.clone()));
     // Pages advertise the hub, so Mercure clients can discover it from any of them. Server
-    // functions find the hub in their context.
+    // functions find the hub and the chat in their context.
     let pages = Router::new()
         .leptos_routes_with_context(
             &state,
             routes,
-            move || leptos::prelude::provide_context(hub.clone()),
+            move || {
+                leptos::prelude::provide_context(hub.clone());
+                leptos::prelude::provide_context(chat.clone());
+            },
             move || shell(leptos.clone()),
         )
         .layer(SetResponseHeaderLayer::if_not_present(

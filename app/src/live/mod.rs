@@ -63,6 +63,8 @@ pub enum LiveStatus {
     Reconnecting,
     /// The stream was given up on; it is opened again in this many seconds.
     RetryingIn(u32),
+    /// The server said the stream is complete (the counter's `204` after its last number).
+    Finished,
     Closed,
 }
 
@@ -73,6 +75,7 @@ impl LiveStatus {
             LiveStatus::Connecting => "connecting",
             LiveStatus::Open => "open",
             LiveStatus::Reconnecting | LiveStatus::RetryingIn(_) => "reconnecting",
+            LiveStatus::Finished => "finished",
             LiveStatus::Closed => "closed",
         }
     }

@@ -1,9 +1,11 @@
 //! `/chat` and `/chat/{room}`: chat rooms. Messages render on the server (the last 50), then
-//! arrive live in every open window; posting goes through the server, which validates, limits
-//! the rate and publishes on the room's topic.
+//! arrive live in every open window. Sending is a server function (`send_chat`) behind an
+//! `ActionForm`, so it works before the WASM has loaded and without JavaScript at all; the server
+//! validates, limits the rate and publishes on the room's topic.
 
 use crate::{
-    api::load_chat,
+    api::{SendChat, load_chat},
+    feed::{Feed, use_feed},
     live::{LiveBadge, LiveOptions, use_live},
     model::*,
 };
@@ -47,24 +49,11 @@ fn ChatRoom(room: String, snapshot: ChatSnapshot) -> impl IntoView {
         capacity: 200,
         ..LiveOptions::default()
     });
-    let initial = snapshot.messages;
-    let messages = Memo::new(move |_| {
-        let mut all = initial.clone();
-        for event in live
-            .events
-            .read()
-            .iter()
-            .filter(|e| e.event_type == "message")
-        {
-            if let Ok(mut message) = serde_json::from_str::<ChatMessage>(&event.data) {
-                message.id = event.id.clone();
-                all.push(message);
-            }
-        }
-        let excess = all.len().saturating_sub(200);
-        all.drain(..excess);
-        all
-    });
+    let messages = use_feed(
+        live,
+        snapshot.messages,
+        Feed::oldest_first(200).only("message"),
+    );
     let initial_present = snapshot.present;
     let present = Memo::new(move |_| {
         live.events
@@ -76,45 +65,24 @@ fn ChatRoom(room: String, snapshot: ChatSnapshot) -> impl IntoView {
             .map_or(initial_present, |p| p.present)
     });
 
-    let name = RwSignal::new(String::new());
+    // The form posts to the server function, with or without JavaScript (then the server
+    // answers with a redirect back here, the reason of a refusal in the address).
+    let send = ServerAction::<SendChat>::new();
+    let remembered = snapshot.remembered_name;
+    let name = RwSignal::new(remembered.clone());
     let text = RwSignal::new(String::new());
-    let error = RwSignal::new(None::<String>);
-    let sending = RwSignal::new(false);
-    #[cfg(feature = "hydrate")]
+    // A sent message clears the text; a refused one keeps it, so nothing is lost.
     Effect::new(move |_| {
-        if let Some(saved) = crate::browser::load("tidings.name") {
-            name.set(saved);
+        if send.value().with(|sent| matches!(sent, Some(Ok(())))) {
+            text.set(String::new());
         }
     });
-
-    let send = move |ev: leptos::ev::SubmitEvent| {
-        ev.prevent_default();
-        #[cfg(feature = "hydrate")]
-        {
-            let post = ChatPost {
-                name: name.get_untracked(),
-                text: text.get_untracked(),
-            };
-            let url = format!("/api/chat/{}", room_url(&room));
-            crate::browser::store("tidings.name", post.name.trim());
-            sending.set(true);
-            leptos::task::spawn_local(async move {
-                let answer = crate::browser::post_json(&url, &post).await;
-                sending.set(false);
-                match answer {
-                    Ok(answer) if answer.ok() => {
-                        text.set(String::new());
-                        error.set(None);
-                    }
-                    // The typed text stays, so nothing is lost; the reason is shown.
-                    Ok(answer) => error.set(Some(answer.describe())),
-                    Err(reason) => error.set(Some(reason)),
-                }
-            });
-        }
+    let error = move || {
+        send.value()
+            .get()
+            .and_then(Result::err)
+            .map(|e| e.to_string())
     };
-    #[cfg(not(feature = "hydrate"))]
-    let _ = (&room, sending);
 
     view! {
         <p class="room-meta">
@@ -130,21 +98,18 @@ fn ChatRoom(room: String, snapshot: ChatSnapshot) -> impl IntoView {
                 </li>
             </For>
         </ol>
-        <form class="chat-form js-only" on:submit=send>
-            <label>"Name" <input id="chat-name" required maxlength=NAME_MAX bind:value=name/></label>
-            <label class="grow">"Message"
-                <input id="chat-text" required autocomplete="off" bind:value=text/>
+        <ActionForm action=send attr:class="chat-form">
+            <input type="hidden" name="room" value=room/>
+            <label>"Name"
+                <input id="chat-name" name="name" required maxlength=NAME_MAX value=remembered
+                    bind:value=name/>
             </label>
-            <button type="submit" disabled=move || sending.get()>"Send"</button>
-        </form>
-        <p id="chat-error" class="error" role="alert">{move || error.get()}</p>
-        <p class="js-note">"Sending and live messages need JavaScript."</p>
+            <label class="grow">"Message"
+                <input id="chat-text" name="text" required autocomplete="off" bind:value=text/>
+            </label>
+            <button type="submit" disabled=move || send.pending().get()>"Send"</button>
+        </ActionForm>
+        <p id="chat-error" class="error" role="alert">{error}</p>
+        <p class="js-note">"Live messages need JavaScript: without it, reload to see new ones."</p>
     }
-}
-
-#[cfg(feature = "hydrate")]
-fn room_url(room: &str) -> String {
-    js_sys::encode_uri_component(room)
-        .as_string()
-        .unwrap_or_default()
 }

@@ -1,7 +1,10 @@
 //! `/console`: a hub console in the spirit of Mercure's debug UI. Subscribe to any selectors
 //! (with a token if needed), watch events arrive, and publish test updates.
 
-use crate::live::{LiveBadge, LiveOptions, use_live};
+use crate::{
+    browser,
+    live::{LiveBadge, LiveOptions, use_live},
+};
 use leptos::prelude::*;
 
 #[component]
@@ -73,39 +76,26 @@ fn ConsolePublish() -> impl IntoView {
     let result = RwSignal::new(None::<(bool, String)>);
     let publish = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        #[cfg(feature = "hydrate")]
-        leptos::task::spawn_local(async move {
-            let topics = topics.get_untracked();
-            let (data, id, event_type, retry) = (
-                data.get_untracked(),
-                id.get_untracked(),
-                event_type.get_untracked(),
-                retry.get_untracked(),
-            );
-            let mut form: Vec<(&str, &str)> = topics
-                .lines()
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(|t| ("topic", t))
-                .collect();
-            form.push(("data", &data));
-            for (name, value) in [("id", &id), ("type", &event_type), ("retry", &retry)] {
-                if !value.trim().is_empty() {
-                    form.push((name, value.trim()));
-                }
+        let mut form: Vec<(&str, String)> = topics
+            .get_untracked()
+            .lines()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| ("topic", t.to_owned()))
+            .collect();
+        form.push(("data", data.get_untracked()));
+        for (name, value) in [("id", id), ("type", event_type), ("retry", retry)] {
+            let value = value.get_untracked();
+            if !value.trim().is_empty() {
+                form.push((name, value.trim().to_owned()));
             }
-            if private.get_untracked() {
-                form.push(("private", "on"));
-            }
-            let answer = crate::browser::post_form(
-                "/.well-known/mercure",
-                &pub_token.get_untracked(),
-                &form,
-            )
-            .await;
-            result.set(Some(match answer {
-                Ok(a) if a.ok() => (true, format!("200: published {}", a.body.trim())),
-                Ok(a) => (false, a.describe()),
+        }
+        if private.get_untracked() {
+            form.push(("private", "on".to_owned()));
+        }
+        browser::publish(pub_token.get_untracked(), form, move |outcome| {
+            result.set(Some(match outcome {
+                Ok(id) => (true, format!("200: published {id}")),
                 Err(reason) => (false, reason),
             }));
         });

@@ -3,6 +3,7 @@
 use super::charts::LineChart;
 use crate::{
     api::load_monitor,
+    feed::{Feed, use_feed},
     live::{LiveBadge, LiveOptions, use_live},
     model::*,
 };
@@ -29,19 +30,7 @@ fn MonitorBoard(snapshot: MonitorSnapshot) -> impl IntoView {
         capacity: WINDOW,
         ..LiveOptions::default()
     });
-    let initial = snapshot.samples;
-    let samples = Memo::new(move |_| {
-        let mut all = initial.clone();
-        all.extend(
-            live.events
-                .read()
-                .iter()
-                .filter_map(|e| serde_json::from_str::<MonitorSample>(&e.data).ok()),
-        );
-        let excess = all.len().saturating_sub(WINDOW);
-        all.drain(..excess);
-        all
-    });
+    let samples = use_feed(live, snapshot.samples, Feed::oldest_first(WINDOW));
     let series = move |f: fn(&MonitorSample) -> f64| {
         Signal::derive(move || samples.read().iter().map(f).collect::<Vec<_>>())
     };

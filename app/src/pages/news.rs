@@ -3,6 +3,8 @@
 
 use crate::{
     api::load_news,
+    browser,
+    feed::{Feed, use_feed},
     live::{LiveBadge, LiveOptions, use_live},
     model::*,
 };
@@ -27,23 +29,7 @@ fn NewsFeed(snapshot: NewsSnapshot) -> impl IntoView {
         capacity: 100,
         ..LiveOptions::default()
     });
-    let initial = snapshot.headlines;
-    let headlines = Memo::new(move |_| {
-        let mut all: Vec<Headline> = live
-            .events
-            .read()
-            .iter()
-            .rev()
-            .filter_map(|e| {
-                let mut h: Headline = serde_json::from_str(&e.data).ok()?;
-                h.id = e.id.clone();
-                Some(h)
-            })
-            .collect();
-        all.extend(initial.iter().cloned());
-        all.truncate(50);
-        all
-    });
+    let headlines = use_feed(live, snapshot.headlines, Feed::newest_first(50));
 
     let token = RwSignal::new(String::new());
     let title = RwSignal::new(String::new());
@@ -51,28 +37,21 @@ fn NewsFeed(snapshot: NewsSnapshot) -> impl IntoView {
     let result = RwSignal::new(None::<(bool, String)>);
     let publish = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        #[cfg(feature = "hydrate")]
-        leptos::task::spawn_local(async move {
-            let headline = Headline {
-                id: String::new(),
-                title: title.get_untracked().trim().to_owned(),
-                url: Some(link.get_untracked().trim().to_owned()).filter(|u| !u.is_empty()),
-                at_ms: js_sys::Date::now() as u64,
-            };
-            let data = serde_json::to_string(&headline).unwrap_or_default();
-            let answer = crate::browser::post_form(
-                "/.well-known/mercure",
-                &token.get_untracked(),
-                &[("topic", NEWS_TOPIC), ("data", &data)],
-            )
-            .await;
-            result.set(Some(match answer {
-                Ok(a) if a.ok() => {
-                    title.set(String::new());
-                    link.set(String::new());
-                    (true, format!("published as {}", a.body.trim()))
-                }
-                Ok(a) => (false, a.describe()),
+        let headline = Headline {
+            id: String::new(),
+            title: title.get_untracked().trim().to_owned(),
+            url: Some(link.get_untracked().trim().to_owned()).filter(|u| !u.is_empty()),
+            at_ms: browser::now_ms(),
+        };
+        let data = serde_json::to_string(&headline).unwrap_or_default();
+        let form = vec![("topic", NEWS_TOPIC.to_owned()), ("data", data)];
+        browser::publish(token.get_untracked(), form, move |outcome| {
+            if outcome.is_ok() {
+                title.set(String::new());
+                link.set(String::new());
+            }
+            result.set(Some(match outcome {
+                Ok(id) => (true, format!("published as {id}")),
                 Err(reason) => (false, reason),
             }));
         });

@@ -4,6 +4,7 @@
 use super::charts::LineChart;
 use crate::{
     api::load_ticker,
+    feed::{Feed, use_feed},
     live::{LiveBadge, LiveOptions, use_live},
     model::*,
 };
@@ -41,16 +42,12 @@ fn TickerBoard(snapshot: TickerSnapshot) -> impl IntoView {
         capacity: 8 * HISTORY,
         ..LiveOptions::default()
     });
-    let initial = snapshot.quotes;
+    // Every quote, the snapshot's then the live ones, oldest first; the rows keep the last
+    // `HISTORY` of each symbol.
+    let quotes = use_feed(live, snapshot.quotes, Feed::oldest_first(usize::MAX));
     let rows = Memo::new(move |_| {
         let mut by_symbol: BTreeMap<String, Vec<Quote>> = BTreeMap::new();
-        let live_quotes = live
-            .events
-            .read()
-            .iter()
-            .filter_map(|e| serde_json::from_str::<Quote>(&e.data).ok())
-            .collect::<Vec<_>>();
-        for quote in initial.iter().cloned().chain(live_quotes) {
+        for quote in quotes.get() {
             let list = by_symbol.entry(quote.symbol.clone()).or_default();
             list.push(quote);
             let excess = list.len().saturating_sub(HISTORY);

@@ -54,6 +54,8 @@ pub fn routes(state: &AppState) -> Router<AppState> {
 
 /// What a client is told when the history fails.
 pub const HISTORY_UNAVAILABLE: &str = "the history is unavailable";
+/// The reason given when the history cannot be reached now (Redis down).
+pub const HISTORY_UNREACHABLE: &str = "the history cannot be reached; try again shortly";
 
 /// The answer to a failure of the history: the hub logs it in full; the client is told a fixed
 /// line, since the error's text holds SQLite's messages and paths.
@@ -69,7 +71,7 @@ pub(crate) fn history_unavailable() -> Response {
 pub(crate) fn history_unreachable() -> Response {
     let mut response = plain(
         axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        "the history cannot be reached; try again shortly",
+        HISTORY_UNREACHABLE,
     );
     response
         .headers_mut()

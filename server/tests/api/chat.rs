@@ -1,6 +1,7 @@
-//! `POST /api/chat/{room}`: validation, the rate limit, and the rooms' presence counts.
+//! Sending to a chat room, through `POST /api/chat/{room}` and the chat form's server function
+//! (`POST /api/send_chat`): validation, the rate limit, and the rooms' presence counts.
 
-use crate::helpers::{TestServer, WAIT, client_from};
+use crate::helpers::{TestServer, WAIT, client_from, client_without_redirects};
 use reqwest::{StatusCode, header};
 use serde_json::Value;
 
@@ -81,6 +82,152 @@ async fn a_burst_of_chat_posts_is_rate_limited_per_client_address() {
         StatusCode::OK,
         "another client is not limited"
     );
+}
+
+#[tokio::test]
+async fn the_chat_form_checks_and_limits_as_the_json_route_does_sharing_the_allowance() {
+    let server = TestServer::start_default().await;
+    let mut room = server.subscribe(&[("topic", "/chat/general")]).await;
+    let long = "t".repeat(2001);
+    for (room, name, text) in [
+        ("Bad-Room", "ann", "hi"),
+        ("general", " ", "hi"),
+        ("general", "ann", "  \n "),
+        ("general", "ann", long.as_str()),
+    ] {
+        let form = server
+            .chat_form_request(server.client(), room, name, text)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(form.status(), StatusCode::BAD_REQUEST, "{room} {name:?}");
+        let refused: Value = form.json().await.unwrap();
+        let json_route = server
+            .post_chat(room, name, text)
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(refused["status"], 400);
+        assert_eq!(refused["reason"], json_route.trim(), "the same words");
+    }
+
+    let sent = server
+        .chat_form_request(server.client(), "general", "  ann ", " hello ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), StatusCode::OK);
+    let cookie = sent.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(cookie.starts_with("tidings-name=ann;"), "{cookie}");
+    let event = room.next_within(WAIT).await.unwrap();
+    let message: Value = serde_json::from_str(&event.data).unwrap();
+    assert_eq!(
+        (&message["name"], &message["text"]),
+        (&"ann".into(), &"hello".into())
+    );
+
+    // One allowance per address, whichever way its messages come.
+    for i in 1..tidings_server::chat::BURST {
+        let response = server.post_chat("general", "ann", &format!("m{i}")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let limited = server
+        .chat_form_request(server.client(), "general", "ann", "one too many")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after = limited.headers()[header::RETRY_AFTER].to_str().unwrap();
+    assert!(["1", "2"].contains(&retry_after), "{retry_after}");
+    let refused: Value = limited.json().await.unwrap();
+    assert_eq!(refused["reason"], "too many messages: wait a moment");
+    let other = server
+        .chat_form_request(&client_from("127.0.0.2"), "general", "bob", "hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        other.status(),
+        StatusCode::OK,
+        "another client is not limited"
+    );
+}
+
+#[tokio::test]
+async fn a_chat_form_posted_without_javascript_is_sent_back_to_the_room() {
+    let server = TestServer::start(|c| {
+        c.trusted_proxies = proxies(&["127.0.0.1"]);
+    })
+    .await;
+    let client = client_without_redirects();
+    let page = server.url("/chat/general");
+    let post = |text: &str, forwarded: &str| {
+        client
+            .post(server.url("/api/send_chat"))
+            .header(header::ACCEPT, "text/html,application/xhtml+xml")
+            .header(header::REFERER, &page)
+            .header("X-Forwarded-For", forwarded)
+            .form(&[("room", "general"), ("name", "ann"), ("text", text)])
+            .send()
+    };
+    let sent = post("hello", "198.51.100.1").await.unwrap();
+    assert_eq!(sent.status(), StatusCode::FOUND);
+    assert_eq!(sent.headers()[header::LOCATION], "/chat/general");
+    let html = server.get("/chat/general").await.text().await.unwrap();
+    assert!(html.contains(">hello<"), "the room shows it");
+
+    // Refused: back to the room, the reason in the address, where the page finds it.
+    let refused = post("  ", "198.51.100.1").await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FOUND);
+    let location = refused.headers()[header::LOCATION].to_str().unwrap();
+    assert!(location.starts_with("/chat/general?"), "{location}");
+    assert!(location.contains("__err="), "{location}");
+    let html = server.get(location).await;
+    let html = html.text().await.unwrap();
+    assert!(
+        html.contains("400: the message must be 1 to 2000 characters"),
+        "the page shows the reason"
+    );
+
+    // The allowance is the forwarded client's, as for the JSON route.
+    for i in 1..tidings_server::chat::BURST {
+        assert_eq!(
+            post(&format!("m{i}"), "198.51.100.1")
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::FOUND
+        );
+    }
+    let limited = post("one too many", "198.51.100.1").await.unwrap();
+    let location = limited.headers()[header::LOCATION].to_str().unwrap();
+    assert!(location.contains("__err="), "{location}");
+    let other = post("hi", "198.51.100.2").await.unwrap();
+    assert_eq!(
+        other.headers()[header::LOCATION],
+        "/chat/general",
+        "another client"
+    );
+}
+
+#[tokio::test]
+async fn the_chat_form_refuses_posts_from_other_sites() {
+    let server = TestServer::start_default().await;
+    let response = server
+        .chat_form_request(server.client(), "general", "ann", "hi")
+        .header("Sec-Fetch-Site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let same_site = server
+        .chat_form_request(server.client(), "general", "ann", "hi")
+        .header("Sec-Fetch-Site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same_site.status(), StatusCode::OK);
 }
 
 /// `--trusted-proxy` values, parsed as the flag is.

@@ -193,6 +193,31 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// The chat form's post (its server function), as a script on the page sends it (asking
+    /// for JSON), for a test to add headers to.
+    pub fn chat_form_request(
+        &self,
+        client: &Client,
+        room: &str,
+        name: &str,
+        text: &str,
+    ) -> RequestBuilder {
+        client
+            .post(self.url("/api/send_chat"))
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(&[("room", room), ("name", name), ("text", text)])
+    }
+}
+
+/// A client that does not follow redirects, to read them.
+pub fn client_without_redirects() -> Client {
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
 /// A client whose connections come from this loopback address (all of 127.0.0.0/8 reaches a
 /// server on 127.0.0.1), so a test can be two clients.
 pub fn client_from(address: &str) -> Client {
