@@ -57,7 +57,7 @@ async fn get(server: &TestServer, path: &str, accept_encoding: Option<&str>) -> 
     request.send().await.unwrap()
 }
 
-fn header_of<'a>(response: &'a Response, name: header::HeaderName) -> Option<&'a str> {
+fn header_of(response: &Response, name: header::HeaderName) -> Option<&str> {
     response.headers().get(name).map(|v| v.to_str().unwrap())
 }
 
