@@ -11,6 +11,9 @@ export LEPTOS_OUTPUT_NAME := tidings
 export PATH := $(CURDIR)/tools/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
 
 ADDR ?= 127.0.0.1:3000
+# The release site: brotli and gzip copies of every file made at build time (served as the
+# browser accepts them), JS, WASM and CSS named after their content (`hash-files`).
+SITE_BUILD := cargo leptos build --release --precompress
 SERVER_PACKAGES := -p tidings-hub -p tidings-server -p tidings-app -p tidings-bench -p tidings-testkit
 
 .PHONY: help setup build run cluster dev test check unit e2e bench screenshots clean
@@ -21,13 +24,13 @@ help:
 	@echo "make build    release build of the server and the site"
 	@echo "make cluster  three nodes on one Redis (nginx in front on 127.0.0.1:3000 if installed)"
 	@echo "make dev      rebuild and reload on every change (cargo leptos watch)"
-	@echo "make bench    measure the hub core, the release server, a cluster on Redis, and HTTP against nginx + nchan (minutes; ONLY=core|server|cluster|http)"
+	@echo "make bench    measure the hub core, the release server, a cluster on Redis, HTTP against nginx + nchan, and a browser's first load (minutes; ONLY=core|server|cluster|http|browser)"
 
 setup:
 	scripts/setup.sh
 
 build: setup
-	cargo leptos build --release
+	$(SITE_BUILD)
 
 # Serves the release build. TIDINGS_ADDR or ADDR=... changes the address.
 run: build
@@ -57,13 +60,13 @@ unit:
 # as wasm-opt's, are caught here); each test starts its own server on a free port.
 e2e:
 	scripts/setup.sh --test
-	cargo leptos build --release
+	$(SITE_BUILD)
 	cd end2end && TIDINGS_BIN=$(CURDIR)/target/release/tidings TIDINGS_SITE_ROOT=$(CURDIR)/target/site npx playwright test
 
 # Refreshes the README's page screenshots (docs/*.png), taken by the browser suite.
 screenshots:
 	scripts/setup.sh --test
-	cargo leptos build --release
+	$(SITE_BUILD)
 	cd end2end && TIDINGS_SCREENSHOTS=1 TIDINGS_BIN=$(CURDIR)/target/release/tidings TIDINGS_SITE_ROOT=$(CURDIR)/target/site npx playwright test tests/pages.spec.ts
 
 # Performance figures, medians, in a table (release builds). The hub core in-process: durable
@@ -77,10 +80,15 @@ screenshots:
 # CPU 0 and the load generator on CPU 1: idle subscribers and their memory, CPU per delivered
 # event, publish-to-receive latency, publishes/s, replay. Not part of `make test`: numbers are
 # reported, never asserted.
-# ONLY=core, ONLY=server, ONLY=cluster or ONLY=http runs that section alone (`make bench ONLY=http`).
+# Last, the browser's first load of `/` (the release site in Chromium, by the Playwright script
+# end2end/bench/first-load.spec.ts, outside `make e2e`): the WASM bundle's size, the bytes a cold
+# load transfers, the time until the first live event shows.
+# ONLY=core, ONLY=server, ONLY=cluster, ONLY=http or ONLY=browser runs that section alone
+# (`make bench ONLY=http`).
 ONLY ?=
 bench:
 	scripts/setup.sh --bench
+	if [ -z "$(ONLY)" ] || [ "$(ONLY)" = browser ]; then scripts/setup.sh --test && $(SITE_BUILD); fi
 	cargo build --release --locked -p tidings-server
 	cargo run --release --locked -p tidings-bench -- $(ONLY)
 

@@ -21,7 +21,7 @@
 #![recursion_limit = "256"]
 
 use leptos::prelude::*;
-use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
+use leptos_meta::{MetaTags, Title, provide_meta_context};
 use leptos_router::{
     ParamSegment, SsrMode, StaticSegment,
     components::{A, Route, Router, Routes},
@@ -52,6 +52,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <noscript>
                     <style>"body .js-note { display: block; } body .js-only { display: none; }"</style>
                 </noscript>
+                // `/pkg/tidings.<hash>.css` when the site's files are named after their content.
+                <leptos_meta::HashedStylesheet options=options.clone() id="leptos"/>
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options/>
                 <MetaTags/>
@@ -63,7 +65,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
-/// The root component: stylesheet, title and routes.
+/// The root component: title and routes.
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
@@ -72,7 +74,6 @@ pub fn App() -> impl IntoView {
     Effect::new(move |_| hydrated.set(true));
 
     view! {
-        <Stylesheet id="leptos" href="/pkg/tidings.css"/>
         <Title text="Tidings — real-time updates"/>
         <Router>
             <header class="top">

@@ -30,9 +30,13 @@
 //! CPU and the load generator on another: idle subscribers held and their memory, CPU per
 //! delivered event (burst, steady), publish→receive latency, publishes/s, replay; see [`http`].
 //!
-//! One argument runs one section only: `core`, `server`, `cluster` or `http` (`make bench
-//! ONLY=…`).
+//! The browser's first load of the counter page (release site, Chromium): the WASM bundle's
+//! size, the bytes a cold load transfers, the time to the first live event; see [`browser`].
+//!
+//! One argument runs one section only: `core`, `server`, `cluster`, `http` or `browser` (`make
+//! bench ONLY=…`).
 
+mod browser;
 mod cluster;
 mod http;
 mod load;
@@ -215,7 +219,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// The sections, in order; an argument names the one to run.
-const SECTIONS: [&str; 4] = ["core", "server", "cluster", "http"];
+const SECTIONS: [&str; 5] = ["core", "server", "cluster", "http", "browser"];
 
 fn main() {
     let only = std::env::args().nth(1).filter(|a| !a.is_empty());
@@ -261,6 +265,9 @@ fn main() {
     // On threads of its own, pinned to CPUs.
     if runs("http") {
         http::section(&mut table, open_files.0);
+    }
+    if runs("browser") {
+        browser::section(&mut table);
     }
     table.print();
 }

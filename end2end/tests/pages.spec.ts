@@ -184,7 +184,7 @@ test('an update published between render and hydration appears exactly once', as
   // Hold the WASM back: the page is rendered but not yet live.
   let release = () => {};
   const gate = new Promise<void>((resolve) => (release = resolve));
-  await page.route('**/pkg/tidings.wasm', async (route) => {
+  await page.route('**/pkg/tidings*.wasm', async (route) => {
     await gate;
     await route.continue();
   });
@@ -305,7 +305,7 @@ test('when the hub cannot resume from the rendered state, the page reloads it', 
 
     let release = () => {};
     const gate = new Promise<void>((resolve) => (release = resolve));
-    await page.route('**/pkg/tidings.wasm', async (route) => {
+    await page.route('**/pkg/tidings*.wasm', async (route) => {
       await gate;
       await route.continue();
     });

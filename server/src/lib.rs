@@ -5,6 +5,7 @@
 //! - [`client_addr`]: the address a request comes from, for per-client limits.
 //! - [`cors`]: which other origins' pages may use the streams and the hub.
 //! - [`counter_stream`]: `GET /web/StreamChat`, the seed's demo stream.
+//! - `assets`: the built site's files, precompressed and cached by name; pages compressed.
 //! - [`edge`]: the life of every connection: caps per address and in all, deadlines for heads
 //!   and idle time, and a new connection's event stream served without hyper's buffers.
 //! - [`mercure`]: the Mercure hub at `/.well-known/mercure`.
@@ -23,6 +24,7 @@
 // default recursion limit to lay them out.
 #![recursion_limit = "256"]
 
+mod assets;
 pub mod chat;
 pub mod client_addr;
 pub mod config;
@@ -129,6 +131,7 @@ impl Server {
             .site_root(config.site_root.to_string_lossy().as_ref())
             .site_pkg_dir("pkg")
             .site_addr(addr)
+            .hash_files(content_named_site())
             .build();
         if let Some(token) = &auth.generated_token {
             tracing::warn!(
@@ -255,6 +258,16 @@ impl Server {
     }
 }
 
+/// Whether the site was built with cargo-leptos's `hash-files`: then its JS, WASM and CSS are
+/// named after their content, and `hash.txt` beside this executable (where cargo-leptos writes
+/// it, and Leptos reads it to name them in pages) says the names.
+fn content_named_site() -> bool {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("hash.txt")))
+        .is_some_and(|file| file.is_file())
+}
+
 /// The connection caps: the configured total, or what the descriptor limit allows.
 fn connection_budget(config: &Config) -> edge::budget::ConnectionBudget {
     let descriptors = edge::budget::raise_descriptor_limit();
@@ -345,7 +358,14 @@ pub fn router(state: AppState) -> Router {
         .layer(SetResponseHeaderLayer::if_not_present(
             http::header::LINK,
             http::HeaderValue::from_static(mercure::DISCOVERY_LINK),
-        ));
+        ))
+        .layer(assets::compression());
+    // Anything else is a file of the site, or the 404 page.
+    let not_found = axum::handler::Handler::with_state(
+        leptos_axum::file_and_error_handler::<AppState, _>(shell),
+        state.clone(),
+    );
+    let files = assets::service(&state.config.site_root, not_found);
     Router::new()
         .merge(streams)
         .merge(mercure::routes(&state))
@@ -353,7 +373,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(metrics::healthz))
         .merge(pages)
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .fallback_service(files)
         .with_state(state)
 }
 
