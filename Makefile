@@ -14,6 +14,10 @@ ADDR ?= 127.0.0.1:3000
 # The release site: brotli and gzip copies of every file made at build time (served as the
 # browser accepts them), JS, WASM and CSS named after their content (`hash-files`).
 SITE_BUILD := cargo leptos build --release --precompress
+# What cargo-leptos puts in RUSTFLAGS for release builds (`always-erase-components` in
+# Cargo.toml): the bench builds with the same, so the two share release artifacts, and the
+# server it measures is the one `make build` makes, which matches its site.
+RELEASE_RUSTFLAGS := --cfg erase_components
 SERVER_PACKAGES := -p tidings-hub -p tidings-server -p tidings-app -p tidings-bench -p tidings-testkit
 
 .PHONY: help setup build run cluster dev test check unit e2e bench screenshots clean
@@ -88,9 +92,10 @@ screenshots:
 ONLY ?=
 bench:
 	scripts/setup.sh --bench
-	if [ -z "$(ONLY)" ] || [ "$(ONLY)" = browser ]; then scripts/setup.sh --test && $(SITE_BUILD); fi
-	cargo build --release --locked -p tidings-server
-	cargo run --release --locked -p tidings-bench -- $(ONLY)
+	if [ -z "$(ONLY)" ] || [ "$(ONLY)" = browser ]; then scripts/setup.sh --test >/dev/null; fi
+	scripts/setup.sh >/dev/null
+	$(SITE_BUILD)
+	RUSTFLAGS="$(RELEASE_RUSTFLAGS)" cargo run --release --locked -p tidings-bench -- $(ONLY)
 
 clean:
 	cargo clean

@@ -52,7 +52,7 @@ pub fn binary() -> io::Result<PathBuf> {
     );
     if !binary.exists() {
         return Err(io::Error::other(format!(
-            "{} is missing; `cargo build --release -p tidings-server` builds it (make bench does)",
+            "{} is missing; `make build` builds it (make bench does)",
             binary.display()
         )));
     }
