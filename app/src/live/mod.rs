@@ -113,6 +113,7 @@ pub struct LiveOptions {
 }
 
 impl LiveOptions {
+    #[cfg(feature = "hydrate")]
     fn token(&self) -> Option<&str> {
         self.token.as_deref().filter(|t| !t.trim().is_empty())
     }
@@ -177,16 +178,6 @@ pub fn LiveBadge(status: RwSignal<LiveStatus>) -> impl IntoView {
             {move || status.get().label()}
         </span>
     }
-}
-
-/// The hub URL for these options.
-pub fn hub_url(options: &LiveOptions) -> String {
-    hub_url_of(
-        &options.selectors,
-        options.last_event_id.as_deref(),
-        options.token(),
-        false,
-    )
 }
 
 /// The hub URL for these selectors, from this id, with this token; `routed`: the hub names the
@@ -268,12 +259,12 @@ mod tests {
 
     #[test]
     fn hub_urls_encode_every_part() {
-        let url = hub_url(&LiveOptions {
-            selectors: vec!["/chat/general".into(), "/ticker/{symbol}".into()],
-            last_event_id: Some("urn:uuid:1".into()),
-            token: Some("a.b".into()),
-            ..LiveOptions::default()
-        });
+        let url = hub_url_of(
+            &["/chat/general".into(), "/ticker/{symbol}".into()],
+            Some("urn:uuid:1"),
+            Some("a.b"),
+            false,
+        );
         assert_eq!(
             url,
             "/.well-known/mercure?topic=%2Fchat%2Fgeneral&topic=%2Fticker%2F%7Bsymbol%7D\

@@ -146,8 +146,9 @@ impl Source {
         leptos::task::spawn_local(async move { drop(self) });
     }
 
-    pub fn target(&self) -> Target {
-        self.inner.target.borrow().clone()
+    /// Reads what the stream subscribes to, without copying it.
+    pub fn with_target<R>(&self, read: impl FnOnce(&Target) -> R) -> R {
+        read(&self.inner.target.borrow())
     }
 
     /// Where the stream would resume from.

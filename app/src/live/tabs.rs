@@ -727,24 +727,24 @@ impl Leader {
             .borrow()
             .as_ref()
             .filter(|source| source.is_open())
-            .map(|source| source.target().selectors)
+            .map(|source| source.with_target(|target| target.selectors.clone()))
             .unwrap_or_default()
     }
 
     fn on_event(&self, tabs: &Tabs, event_type: &str, id: &str, data: &str, stored: bool) {
         match event_type {
             ROUTE_EVENT => {
-                let selectors = self
-                    .source
-                    .borrow()
-                    .as_ref()
-                    .map(|s| s.target().selectors)
-                    .unwrap_or_default();
-                let matched = data
-                    .split(' ')
-                    .filter_map(|index| selectors.get(index.parse::<usize>().ok()?).cloned())
-                    .collect();
-                *self.route.borrow_mut() = Some(matched);
+                // The selectors at those indices, looked up in place: once per event.
+                let matched = self.source.borrow().as_ref().map(|source| {
+                    source.with_target(|target| {
+                        data.split(' ')
+                            .filter_map(|index| {
+                                target.selectors.get(index.parse::<usize>().ok()?).cloned()
+                            })
+                            .collect()
+                    })
+                });
+                *self.route.borrow_mut() = Some(matched.unwrap_or_default());
             }
             // The replay is done: the stream now covers its selectors.
             LIVE_EVENT => self.tell(tabs, LiveStatus::Open),
