@@ -191,9 +191,7 @@ impl TestServer {
             .post(self.url(&format!("/api/chat/{room}")))
             .json(&serde_json::json!({ "name": name, "text": text }))
     }
-}
 
-impl TestServer {
     /// The chat form's post (its server function), as a script on the page sends it (asking
     /// for JSON), for a test to add headers to.
     pub fn chat_form_request(
