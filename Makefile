@@ -52,6 +52,8 @@ test: check unit e2e
 check:
 	cargo fmt --all --check
 	cargo clippy $(SERVER_PACKAGES) --all-targets --locked -- -D warnings
+# The hub's modules use only modules of lower layers (the table in hub/src/lib.rs's docs).
+	cargo test -p tidings-hub --test layers --locked
 	scripts/setup.sh >/dev/null
 	cargo clippy -p tidings-frontend --target wasm32-unknown-unknown --locked -- -D warnings
 

@@ -2,55 +2,72 @@
 //!
 //! This crate knows nothing of HTTP frameworks or of the UI: the server maps requests onto it, and
 //! so could any other front end. One concept per module, all private; what callers need is
-//! re-exported here:
+//! re-exported here.
 //!
-//! - `sse`: encoding an event into the bytes of the `text/event-stream` format, once per event;
-//!   the resulting [`bytes::Bytes`] is cheap to clone and is what every subscriber is handed.
-//! - `selector`: which topics a subscription or a token claim covers (exact, `*`, URI templates).
-//! - `update`: an update, parsed once at the edge from a [`NewUpdate`].
-//! - `history`: the storage boundary ([`History`]), and its SQLite and Redis implementations.
-//! - `encodings`: the encoded bytes of large stored updates, shared by whoever holds them.
-//! - `queue`: a subscriber's queue of events not yet written.
-//! - `index` and `registry`: the subscribers, indexed by selector, and the head of the stream.
-//! - `writer`: the one thread that commits and fans out, in order.
-//! - `follower`: for a history several nodes share, the thread that fans out what the store
-//!   holds, in its order.
-//! - `live_id`: the ids of live-only events, which carry their own place.
-//! - `stream`: a subscription's stream, from history to live.
-//! - `events`: subscription events.
-//! - `roster`: on a cluster, what each node tells the others about its subscribers.
-//! - `hub`: the [`Hub`] handle that ties them together.
+//! # Layers
+//!
+//! The modules stand on each other, bottom up: a module imports only from layers below its own,
+//! and modules of one layer do not import each other (`make check` holds the code to this
+//! table: `hub/tests/layers.rs`). So the registry's lock has one owner, the fan-out; the
+//! writer, the streams and the cluster are given what they need, never the hub; and the cluster
+//! sits beside local delivery, never calling the writer.
+//!
+//! | layer | modules | what they hold |
+//! |---|---|---|
+//! | 0 | `sse`, `index`, `mark`, `stats`, `selector`, `config`, `node`, `shutdown` | leaves: the SSE encoding (once per event, shared as [`bytes::Bytes`]); the prefix index; an event's place in the order (`Mark`, [`EARLIEST`]); the counters; selectors (exact, `*`, RFC 6570 templates, the interner); [`HubConfig`]; this node's name and leadership; the two-step shutdown |
+//! | 1 | `update`, `live_id` | an [`Update`], parsed once at the edge from a [`NewUpdate`]; the ids of live-only events, which carry their own place |
+//! | 2 | `history`, `subscriber`, `encodings`, `queue` | the storage boundary ([`History`], SQLite and Redis); who a subscriber is and what it may receive; the shared encodings of large stored updates; a subscriber's bounded queue and its item |
+//! | 3 | `registry`, `events`, `error` | who wants what (the index), the head, and the record of who came and went, with no lock of its own; subscription events and documents; the errors callers see, with one classification of a history error |
+//! | 4 | `fanout`, `health` | the only owner of the registry's lock: delivers stored and live events, registers and ends subscribers; the health record and its probe |
+//! | 5 | `writer`, `stream`, `cluster` | the thread that commits then fans out, and its handle; a subscription's stream, from history to live; on a shared history, the follower and the roster, beside local delivery |
+//! | 6 | `subscribe` | where a new subscriber resumes, its registration, and the guard that deregisters it |
+//! | 7 | `hub` | the [`Hub`] handle that starts and wires the layers |
+//!
+//! One publish, embedded: [`Hub::publish`] → `writer` (batched, appended to the `history` in
+//! one commit) → `fanout` (under the registry's lock: head moved, `registry` asked who wants
+//! it, the shared bytes pushed to each `queue`) → each subscriber's `stream` → the publisher's
+//! acknowledgement. On a cluster the writer only appends; each node's `cluster` follower reads
+//! the update back and hands it to its `fanout`.
 
+mod cluster;
+mod config;
 mod encodings;
+mod error;
 mod events;
-mod follower;
+mod fanout;
+mod health;
 mod history;
 mod hub;
 mod index;
 mod live_id;
+mod mark;
+mod node;
 mod queue;
 mod registry;
-mod roster;
 mod selector;
+mod shutdown;
 mod sse;
 mod stats;
 mod stream;
+mod subscribe;
+mod subscriber;
 mod update;
 mod writer;
 
-pub use events::{subscription_json, subscription_topic};
+pub use config::HubConfig;
+pub use error::{PublishError, SelectorRefused, SubscribeError, Unhealthy};
+pub use events::{ActiveSubscription, subscription_json, subscription_topic};
 pub use history::{
     Cursor, Followed, Heads, History, HistoryError, Horizon, LiveEvent, NodeState, RedisHistory,
     Refreshed, Retention, SharedHistory, SqliteHistory,
 };
-pub use hub::{
-    Hub, HubConfig, PublishError, SelectorRefused, Snapshot, SubscribeError, SubscribeRequest,
-    Subscription, Subscriptions, Unhealthy,
-};
+pub use hub::{Hub, Snapshot, Subscriptions};
 pub use live_id::LiveIdKey;
-pub use registry::{ActiveSubscription, EARLIEST, SubscriberInfo};
+pub use mark::EARLIEST;
 pub use selector::{Interner, MAX_SELECTOR_LEN, Selector, SelectorError};
 pub use sse::{Event, comment};
 pub use stats::Stats;
-pub use stream::{HISTORY_GAP_EVENT, LIVE_EVENT, ROUTE_EVENT, SubscriptionStream};
+pub use stream::{HISTORY_GAP_EVENT, LIVE_EVENT, SubscriptionStream};
+pub use subscribe::{SubscribeRequest, Subscription};
+pub use subscriber::{ROUTE_EVENT, SubscriberInfo};
 pub use update::{MAX_TOPICS, NewUpdate, RESERVED_PATH, Stored, Update, UpdateError, new_id};

@@ -11,7 +11,7 @@
 //! The form is `urn:tidings:live:<position>.<seq>.<tag>`: two decimal numbers and 16 base64url
 //! characters, ASCII without spaces, about as long as a `urn:uuid:` id.
 
-use crate::registry::Mark;
+use crate::mark::Mark;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

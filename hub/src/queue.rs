@@ -5,7 +5,8 @@
 //! whether it ever receives a burst or not; this one is a `VecDeque` that grows only when
 //! events wait, behind a lock that the two sides take for a moment each.
 
-use crate::registry::Queued;
+use crate::{mark::Mark, update::Update};
+use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use std::{
@@ -17,6 +18,14 @@ use std::{
     },
     task::Poll,
 };
+
+/// One event in a subscriber's queue.
+pub(crate) struct Queued {
+    pub mark: Mark,
+    pub bytes: Bytes,
+    /// For a routed subscriber, the update (its route is computed by the subscriber's stream).
+    pub update: Option<Arc<Update>>,
+}
 
 /// Capacity kept after a burst drains; more is given back.
 const KEEP: usize = 16;

@@ -1,5 +1,7 @@
 //! The subscriber registry: who is subscribed to what, indexed so that finding an update's
-//! subscribers costs what they are worth, and where the live stream stands (the head).
+//! subscribers costs what they are worth; where the live stream stands (the head); and on a
+//! cluster, who came and went since the roster last told the other nodes. All of it changes
+//! together, under the one lock the [fan-out](crate::fanout) holds; this module takes no lock.
 //!
 //! Exact selectors are found through a map from topic to subscribers. Templates (and `*`) are
 //! kept once per distinct text, with the subscribers using them, and found through a
@@ -7,7 +9,15 @@
 //! never tested. So one update costs a walk over its topics, the templates that could match, and
 //! the subscribers that do.
 
-use crate::{index::PrefixIndex, queue, roster::RosterLog, selector::Selector, update::Update};
+use crate::{
+    history::Heads,
+    index::PrefixIndex,
+    mark::{EARLIEST, Mark},
+    queue::{self, Queued},
+    selector::Selector,
+    subscriber::{SubscriberInfo, may_receive},
+    update::Update,
+};
 use bytes::Bytes;
 use std::{
     collections::{HashMap, HashSet},
@@ -18,98 +28,6 @@ use std::{
 };
 
 pub(crate) type Key = u64;
-
-/// The `Last-Event-ID` value that asks for the whole retained history.
-pub const EARLIEST: &str = "earliest";
-
-/// Who a subscriber is, for authorization and the active-subscriptions API.
-#[derive(Debug)]
-pub struct SubscriberInfo {
-    /// `urn:uuid:…`, unique per connection.
-    pub(crate) id: String,
-    pub(crate) selectors: Vec<Selector>,
-    /// The `mercure.subscribe` claim: which private updates it may receive. `None`: anonymous.
-    pub(crate) scope: Option<Arc<[Selector]>>,
-    /// The `mercure.payload` claim, published with its subscription events.
-    pub(crate) payload: Option<serde_json::Value>,
-    /// Whether each update is preceded by its route (see [`SubscriberInfo::route`]).
-    pub(crate) routed: bool,
-}
-
-impl SubscriberInfo {
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    pub fn payload(&self) -> Option<&serde_json::Value> {
-        self.payload.as_ref()
-    }
-
-    pub(crate) fn may_receive(&self, update: &Update) -> bool {
-        may_receive(self.scope.as_deref(), update)
-    }
-
-    pub(crate) fn wants(&self, update: &Update) -> bool {
-        self.selectors
-            .iter()
-            .any(|selector| selector.matches_any(update.topics()))
-    }
-
-    /// The route event of `update` for a routed subscriber: the indices of the selectors it
-    /// matches. Computed by the subscriber's own stream (outside the registry's lock), one test
-    /// per selector: a routed subscription is one browser's, with its tabs' few selectors.
-    pub(crate) fn route(&self, update: &Update) -> Bytes {
-        let mut data = String::new();
-        for (index, selector) in self.selectors.iter().enumerate() {
-            if selector.matches_any(update.topics()) {
-                if !data.is_empty() {
-                    data.push(' ');
-                }
-                data.push_str(&index.to_string());
-            }
-        }
-        crate::sse::Event {
-            event: Some(crate::ROUTE_EVENT),
-            data: &data,
-            ..crate::sse::Event::default()
-        }
-        .encode()
-    }
-
-    /// The literal prefixes of its selectors: what it could ever select starts with one.
-    pub(crate) fn prefixes(&self) -> impl Iterator<Item = &str> + Clone {
-        self.selectors.iter().map(Selector::literal_prefix)
-    }
-}
-
-/// Whether a subscriber with this `mercure.subscribe` claim may receive `update`.
-pub(crate) fn may_receive(scope: Option<&[Selector]>, update: &Update) -> bool {
-    !update.is_private()
-        || scope.is_some_and(|scope| scope.iter().any(|s| s.matches_any(update.topics())))
-}
-
-/// An event's place in the one order every subscriber sees: a stored update's history
-/// position (and `seq` 0), or for a live-only event the position of the stored update it
-/// follows and its number among live events (from 1). Comparing marks says which came first.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Mark {
-    pub position: u64,
-    pub seq: u64,
-}
-
-impl Mark {
-    pub(crate) fn stored(position: u64) -> Self {
-        Mark { position, seq: 0 }
-    }
-}
-
-/// One event in a subscriber's queue.
-pub(crate) struct Queued {
-    pub mark: Mark,
-    pub bytes: Bytes,
-    /// For a routed subscriber, the update (its route is computed by the subscriber's stream).
-    pub update: Option<Arc<Update>>,
-}
 
 struct Subscriber {
     queue: queue::Sender,
@@ -136,7 +54,7 @@ pub(crate) struct Head {
 impl Head {
     /// The head of a history with these newest updates, at `position` or the newest one's,
     /// whichever is later.
-    pub(crate) fn new(heads: crate::history::Heads, position: u64) -> Self {
+    pub(crate) fn new(heads: Heads, position: u64) -> Self {
         let mut head = Head {
             position,
             last_public_id: heads.last_public.map(|s| s.update.id().to_owned()),
@@ -198,28 +116,6 @@ pub(crate) struct Registry {
     /// On a cluster: who came and went since the roster last told the other nodes. Kept here
     /// so that it changes exactly with the registry.
     pub roster: Option<RosterLog>,
-}
-
-/// One active subscription (a subscriber and one of its selectors), for the subscriptions API.
-#[derive(Debug, Clone)]
-pub struct ActiveSubscription {
-    pub selector: String,
-    /// The subscriber's id.
-    pub subscriber: String,
-    /// Its JSON-LD document, as the Mercure spec describes it.
-    pub document: serde_json::Value,
-}
-
-impl ActiveSubscription {
-    /// From a subscription's document (as another node published it); `None` if it lacks the
-    /// fields every document has.
-    pub(crate) fn from_document(document: serde_json::Value) -> Option<Self> {
-        Some(ActiveSubscription {
-            selector: document.get("topic")?.as_str()?.to_owned(),
-            subscriber: document.get("subscriber")?.as_str()?.to_owned(),
-            document,
-        })
-    }
 }
 
 impl Registry {
@@ -381,20 +277,6 @@ impl Registry {
         out
     }
 
-    /// Every active subscription (one per subscriber and selector).
-    pub(crate) fn active(&self) -> Vec<ActiveSubscription> {
-        self.subscribers
-            .values()
-            .flat_map(|s| {
-                s.info.selectors.iter().map(|selector| ActiveSubscription {
-                    selector: selector.as_str().to_owned(),
-                    subscriber: s.info.id.clone(),
-                    document: crate::events::subscription_json(&s.info, selector.as_str(), true),
-                })
-            })
-            .collect()
-    }
-
     /// Subscribers per exact-topic selector, for the topics `filter` accepts. Costs one pass over
     /// the distinct exact selectors, not over subscribers.
     pub(crate) fn exact_counts(&self, filter: impl Fn(&str) -> bool) -> Vec<(String, usize)> {
@@ -403,5 +285,47 @@ impl Registry {
             .filter(|(topic, _)| filter(topic))
             .map(|(topic, keys)| (topic.to_string(), keys.len()))
             .collect()
+    }
+}
+
+/// Changes the log holds at most; past it the next publish sends everything instead.
+const MAX_LOG: usize = 100_000;
+
+/// On a cluster: subscribers opened and closed since the roster last published.
+#[derive(Default)]
+pub(crate) struct RosterLog {
+    pub opened: Vec<Arc<SubscriberInfo>>,
+    pub closed: Vec<Arc<SubscriberInfo>>,
+    /// Send everything next time.
+    pub full: bool,
+}
+
+impl RosterLog {
+    /// A log that asks for everything to be sent next time.
+    pub(crate) fn everything() -> Self {
+        RosterLog {
+            full: true,
+            ..RosterLog::default()
+        }
+    }
+
+    fn opened(&mut self, info: &Arc<SubscriberInfo>) {
+        if !self.full {
+            self.opened.push(info.clone());
+            self.overflow_check();
+        }
+    }
+
+    fn closed(&mut self, info: &Arc<SubscriberInfo>) {
+        if !self.full {
+            self.closed.push(info.clone());
+            self.overflow_check();
+        }
+    }
+
+    fn overflow_check(&mut self) {
+        if self.opened.len() + self.closed.len() > MAX_LOG {
+            *self = RosterLog::everything();
+        }
     }
 }

@@ -1,11 +1,16 @@
 //! A subscription's stream: history first, then live, with no gap and no duplicate — or, when
 //! history it needs is gone, the gap event before the hole, never a silent skip.
 //!
+//! A stream is built from what it needs, not from the hub: its subscriber's queue, a replay
+//! plan, and the [`Streams`] every stream shares (the history, the shared encodings, the
+//! heartbeat, the shutdown). What must happen when it ends (leaving the registry) is a guard it
+//! holds and drops with itself.
+//!
 //! # The handoff from history to live
 //!
-//! The writer fans out while holding the registry's read lock and records the last position it
-//! delivered (the head). A new subscriber registers under the write lock and reads that
-//! position, `P`, at the same moment. Every update up to `P` was delivered before it existed (so
+//! The [fan-out](crate::fanout) delivers while holding the registry's lock and records the last
+//! position it delivered (the head). A new subscriber registers under the same lock and reads
+//! that position, `P`, at the same moment. Every update up to `P` was delivered before it existed (so
 //! it must come from history), every update after `P` will be put in its queue. It replays
 //! history up to `P`, then reads its queue, dropping stored events at or below `P`.
 //!
@@ -18,10 +23,14 @@
 //! or unreadable database) does the same, so the client learns it must reload its state.
 
 use crate::{
-    hub::{Registration, Shared},
-    queue,
-    registry::{Mark, Queued, SubscriberInfo},
+    encodings::Encodings,
+    history::History,
+    mark::Mark,
+    queue::{self, Queued},
+    shutdown::Shutdown,
     sse,
+    stats::Counters,
+    subscriber::SubscriberInfo,
 };
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
@@ -38,12 +47,6 @@ use std::{
 /// stream continues after. Plain `onmessage` handlers ignore it; listen with
 /// `addEventListener("tidings-history-gap", …)`.
 pub const HISTORY_GAP_EVENT: &str = "tidings-history-gap";
-
-/// The named event a routed subscription ([`SubscribeRequest::routed`](crate::SubscribeRequest))
-/// receives just before each update: its data is the indices (from 0, in the order of the
-/// request's selectors, separated by spaces) of the selectors the update matches. It has no id,
-/// so a client's last event id stays the update's.
-pub const ROUTE_EVENT: &str = "tidings-route";
 
 /// The named event a routed subscription receives once, when its replay is done (at once if it
 /// has none): everything up to the moment it subscribed has been sent, what follows is live.
@@ -71,8 +74,18 @@ pub struct SubscriptionStream {
     inner: Pin<Box<dyn Stream<Item = Bytes> + Send>>,
 }
 
-pub(crate) struct StreamState {
-    pub hub: Arc<Shared>,
+/// What every subscription stream reads: one of these per hub.
+pub(crate) struct Streams {
+    pub history: Arc<dyn History>,
+    /// The encoded bytes of large stored updates, shared with the fan-out.
+    pub encodings: Arc<Encodings>,
+    pub counters: Arc<Counters>,
+    pub heartbeat: Option<Duration>,
+    pub shutdown: Arc<Shutdown>,
+}
+
+pub(crate) struct StreamState<G> {
+    pub streams: Arc<Streams>,
     pub info: Arc<SubscriberInfo>,
     /// Starts with the gap event.
     pub gap_first: bool,
@@ -90,7 +103,7 @@ pub(crate) struct StreamState {
     pub receiver: queue::Receiver,
     pub expires_at: Option<Instant>,
     /// Held for its `Drop`: the subscriber leaves the registry with its stream.
-    pub _registration: Registration,
+    pub _guard: G,
 }
 
 pub(crate) fn gap_event(continues_after: &str) -> Bytes {
@@ -103,7 +116,7 @@ pub(crate) fn gap_event(continues_after: &str) -> Bytes {
 }
 
 impl SubscriptionStream {
-    pub(crate) fn new(state: StreamState) -> Self {
+    pub(crate) fn new<G: Send + 'static>(state: StreamState<G>) -> Self {
         let stream = futures_util::stream::unfold(state, |mut state| async move {
             let chunk = state.next_chunk().await?;
             Some((chunk, state))
@@ -122,7 +135,7 @@ impl Stream for SubscriptionStream {
     }
 }
 
-impl StreamState {
+impl<G> StreamState<G> {
     async fn next_chunk(&mut self) -> Option<Bytes> {
         if let Some(bytes) = self.pending.take() {
             return Some(bytes);
@@ -131,9 +144,9 @@ impl StreamState {
             return Some(self.gap());
         }
         while let Some((after, until)) = self.replay {
-            let history = self.hub.history.clone();
+            let history = self.streams.history.clone();
             let read = tokio::select! {
-                () = self.hub.closing.cancelled() => return None,
+                () = self.streams.shutdown.streams_closed() => return None,
                 read = tokio::task::spawn_blocking(move || {
                     let read = history.read_capped(after, until, REPLAY_ROWS, FRAME_BYTES);
                     (read, history.horizon())
@@ -152,7 +165,7 @@ impl StreamState {
                 Ok((Err(error), _)) if error.is_unavailable() => {
                     tracing::warn!("history replay waits: {error}");
                     tokio::select! {
-                        () = self.hub.closing.cancelled() => return None,
+                        () = self.streams.shutdown.streams_closed() => return None,
                         () = tokio::time::sleep(REPLAY_RETRY) => {}
                     }
                     return Some(sse::comment("waiting for the history"));
@@ -175,7 +188,7 @@ impl StreamState {
             match wanted.as_slice() {
                 [] => {}
                 [one] => {
-                    let bytes = self.hub.encodings.get(one.position, &one.update);
+                    let bytes = self.streams.encodings.get(one.position, &one.update);
                     if !self.info.routed {
                         return Some(bytes);
                     }
@@ -214,17 +227,17 @@ impl StreamState {
     }
 
     fn gap(&self) -> Bytes {
-        crate::stats::Counters::add(&self.hub.counters.gaps, 1);
+        self.streams.counters.gap();
         gap_event(&self.handoff_id)
     }
 
     async fn next_live(&mut self) -> Option<Bytes> {
         loop {
-            let heartbeat = self.hub.config.heartbeat;
+            let heartbeat = self.streams.heartbeat;
             let expiry = self.expires_at;
             let item = tokio::select! {
                 biased;
-                () = self.hub.closing.cancelled() => return None,
+                () = self.streams.shutdown.streams_closed() => return None,
                 () = sleep_until(expiry) => return None,
                 item = self.receiver.recv() => item,
                 () = sleep_for(heartbeat) => return Some(sse::comment("heartbeat")),

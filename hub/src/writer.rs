@@ -1,30 +1,38 @@
-//! The writer: the one thread that commits and fans out, in order.
+//! The writer: the one thread that commits and fans out, in order, and the handle that sends it
+//! work.
 //!
 //! It takes whatever jobs are waiting (a batch), appends the batch's updates to the
-//! [`History`](crate::History) in one durable commit (group commit: one fsync for many
-//! publishes), then fans the batch out in arrival order, then answers the publishers. So an
-//! acknowledged update is always durable, and every subscriber sees one total order. Live-only
-//! events (subscription events, presence) take their place in that order without being stored.
+//! [`History`] in one durable commit (group commit: one fsync for many publishes), then fans
+//! the batch out in arrival order, then answers the publishers. So an acknowledged update is
+//! always durable, and every subscriber sees one total order. Live-only events (subscription
+//! events, presence) take their place in that order without being stored. With a history other
+//! nodes share, it only stores (and sends the live events): the
+//! [follower](crate::cluster) fans out what the store holds, in the store's order.
 //!
-//! Between batches it prunes the history, and answers health probes with a real write.
+//! Between batches it prunes the history (on a cluster, only the leading node does), and
+//! answers health probes with a real write.
 
 use crate::{
-    history::SharedHistory,
-    hub::{PublishError, Shared, Unhealthy},
-    registry::{Delivery, Mark, Registry},
+    config::HubConfig,
+    error::{PublishError, Unhealthy},
+    fanout::Fanout,
+    health::Health,
+    history::{History, HistoryError, Retention, SharedHistory},
+    node::Node,
     stats::Counters,
     update::Update,
 };
-use bytes::Bytes;
 use std::{
-    sync::{Arc, atomic::Ordering},
+    future::Future,
+    sync::Arc,
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 use tokio::sync::{mpsc, oneshot};
 
-pub(crate) type Ack = oneshot::Sender<Result<u64, PublishError>>;
+type Ack = oneshot::Sender<Result<u64, PublishError>>;
 
-pub(crate) enum Job {
+enum Job {
     /// Store, fan out, then answer.
     Publish(Arc<Update>, Ack),
     /// Fan out only: never stored.
@@ -39,7 +47,104 @@ pub(crate) enum Job {
 
 const MAX_BATCH: usize = 1024;
 
-pub(crate) fn run(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
+/// What the writer's thread works with.
+pub(crate) struct WriterParts {
+    pub config: HubConfig,
+    pub history: Arc<dyn History>,
+    pub fanout: Arc<Fanout>,
+    pub health: Arc<Health>,
+    pub node: Arc<Node>,
+    pub counters: Arc<Counters>,
+}
+
+/// The handle: clones send to the same thread.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer's thread (and, when the history is pruned by age or shared, a thread
+    /// that asks it to prune every second).
+    pub(crate) fn start(parts: WriterParts) -> Result<(Writer, JoinHandle<()>), HistoryError> {
+        let (writer, jobs) = mpsc::channel(parts.config.publish_queue.max(1));
+        // On a cluster the leading node prunes what every node publishes, so it looks every
+        // second even when it publishes nothing itself.
+        let ticks = parts.config.prunes_by_age() || parts.history.shared().is_some();
+        let thread = std::thread::Builder::new()
+            .name("tidings-writer".into())
+            .spawn(move || run(&parts, jobs))
+            .map_err(|e| HistoryError::new(format!("cannot start the writer thread: {e}")))?;
+        let writer = Writer { jobs: writer };
+        if ticks {
+            writer
+                .spawn_prune_ticker()
+                .map_err(|e| HistoryError::new(format!("cannot start the prune thread: {e}")))?;
+        }
+        Ok((writer, thread))
+    }
+
+    /// Stores `update` and fans it out; its position once done (see
+    /// [`Hub::publish`](crate::Hub::publish)).
+    pub(crate) async fn publish(&self, update: Arc<Update>) -> Result<u64, PublishError> {
+        let (ack, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Publish(update, ack))
+            .await
+            .map_err(|_| PublishError::ShuttingDown)?;
+        answer.await.map_err(|_| PublishError::ShuttingDown)?
+    }
+
+    /// Fans a live-only event out in order with the publishes; returns once it is queued.
+    pub(crate) async fn publish_live(&self, update: Arc<Update>) -> Result<(), PublishError> {
+        self.jobs
+            .send(Job::Live(update))
+            .await
+            .map_err(|_| PublishError::ShuttingDown)
+    }
+
+    /// As [`Writer::publish_live`], without waiting: `false` when the queue is full.
+    pub(crate) fn try_publish_live(&self, update: Arc<Update>) -> bool {
+        self.jobs.try_send(Job::Live(update)).is_ok()
+    }
+
+    /// Asks for a probe: its answer (`None`: the writer stopped first), or `None` when the
+    /// queue is full or closed.
+    pub(crate) fn probe(
+        &self,
+    ) -> Option<impl Future<Output = Option<Result<(), Unhealthy>>> + use<>> {
+        let (answer, probe) = oneshot::channel();
+        self.jobs.try_send(Job::Probe(answer)).ok()?;
+        Some(async move { probe.await.ok() })
+    }
+
+    /// Stops the thread after every publish already queued is committed.
+    pub(crate) async fn stop(&self) {
+        let _ = self.jobs.send(Job::Stop).await;
+    }
+
+    /// Sends [`Job::Prune`] every second while the writer lives (a weak sender never keeps it
+    /// alive on its own).
+    fn spawn_prune_ticker(&self) -> std::io::Result<()> {
+        let ticker = self.jobs.downgrade();
+        std::thread::Builder::new()
+            .name("tidings-prune".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                    let Some(writer) = ticker.upgrade() else {
+                        return;
+                    };
+                    if writer.try_send(Job::Prune).is_err() && writer.is_closed() {
+                        return;
+                    }
+                }
+            })
+            .map(drop)
+    }
+}
+
+fn run(parts: &WriterParts, mut jobs: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut last_age_prune = Instant::now();
     let mut prune_failures = 0u32;
@@ -55,8 +160,8 @@ pub(crate) fn run(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
                 Job::Publish(..) | Job::Live(_) => batch.push(job),
                 Job::Prune => prune_now = true,
                 Job::Probe(answer) => {
-                    let result = shared.history.probe().map_err(|e| Unhealthy::from(&e));
-                    shared.set_health(result.clone());
+                    let result = parts.history.probe().map_err(|e| Unhealthy::from(&e));
+                    parts.health.written(result.clone());
                     let _ = answer.send(result);
                 }
                 Job::Stop => {
@@ -69,24 +174,22 @@ pub(crate) fn run(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
             }
         }
         if !batch.is_empty() {
-            commit_and_fan_out(shared, &mut batch);
+            commit_and_fan_out(parts, &mut batch);
         }
         if stop {
             return;
         }
-        let config = &shared.config;
+        let config = &parts.config;
         // A shared history is pruned by one node, the leading one: the others would only
         // repeat its work.
-        if shared.history.shared().is_some()
-            && shared.leader.lock().as_deref() != Some(shared.node.as_str())
-        {
+        if !parts.node.leads() {
             continue;
         }
         let slack = (config.history_max_events / 100).max(1);
-        let over = shared.history.len() >= config.history_max_events.saturating_add(slack);
+        let over = parts.history.len() >= config.history_max_events.saturating_add(slack);
         let aged = config.prunes_by_age() && last_age_prune.elapsed() >= Duration::from_secs(1);
         if over || prune_now || aged {
-            match shared.history.prune(&config.retention()) {
+            match parts.history.prune(&retention(config)) {
                 Ok(_) => prune_failures = 0,
                 Err(error) => {
                     prune_failures += 1;
@@ -101,9 +204,17 @@ pub(crate) fn run(shared: &Shared, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
-fn commit_and_fan_out(shared: &Shared, batch: &mut Vec<Job>) {
-    if let Some(store) = shared.history.shared() {
-        return store_shared(shared, store, batch);
+fn retention(config: &HubConfig) -> Retention {
+    Retention {
+        max_events: config.history_max_events,
+        max_age: config.history_max_age,
+        volatile: config.volatile_topics.clone(),
+    }
+}
+
+fn commit_and_fan_out(parts: &WriterParts, batch: &mut Vec<Job>) {
+    if let Some(store) = parts.history.shared() {
+        return store_shared(parts, store, batch);
     }
     let stored: Vec<Arc<Update>> = batch
         .iter()
@@ -112,7 +223,7 @@ fn commit_and_fan_out(shared: &Shared, batch: &mut Vec<Job>) {
             _ => None,
         })
         .collect();
-    let positions = append(shared, &stored);
+    let positions = append(parts, &stored);
     let failure = positions.as_ref().err().cloned();
     let mut positions = positions.unwrap_or_default().into_iter();
     let mut acks = Vec::new();
@@ -123,36 +234,32 @@ fn commit_and_fan_out(shared: &Shared, batch: &mut Vec<Job>) {
                     let _ = ack.send(Err(failure.clone().unwrap_or(PublishError::Storage)));
                     continue;
                 };
-                deliver_stored(shared, position, &update);
+                parts.fanout.deliver_stored(position, &update);
                 acks.push((ack, position));
             }
-            Job::Live(update) => {
-                let seq = shared.live_seq.fetch_add(1, Ordering::Relaxed) + 1;
-                let position = shared.registry.read().head.position;
-                deliver_live(shared, Mark { position, seq }, &update);
-            }
+            Job::Live(update) => parts.fanout.deliver_live_next(&update),
             _ => {}
         }
     }
-    Counters::add(&shared.counters.updates_published, acks.len() as u64);
+    parts.counters.published(acks.len() as u64);
     for (ack, position) in acks {
         let _ = ack.send(Ok(position));
     }
 }
 
 /// Appends `stored` (if any), noting the outcome for health checks.
-fn append(shared: &Shared, stored: &[Arc<Update>]) -> Result<Vec<u64>, PublishError> {
+fn append(parts: &WriterParts, stored: &[Arc<Update>]) -> Result<Vec<u64>, PublishError> {
     if stored.is_empty() {
         return Ok(Vec::new());
     }
-    match shared.history.append(stored) {
+    match parts.history.append(stored) {
         Ok(positions) => {
-            shared.set_health(Ok(()));
+            parts.health.written(Ok(()));
             Ok(positions)
         }
         Err(error) => {
             tracing::error!("{error}");
-            shared.set_health(Err(Unhealthy::from(&error)));
+            parts.health.written(Err(Unhealthy::from(&error)));
             Err(PublishError::from(&error))
         }
     }
@@ -162,7 +269,7 @@ fn append(shared: &Shared, stored: &[Arc<Update>]) -> Result<Vec<u64>, PublishEr
 /// store, in the store's order; here the batch is only stored, and its live events sent. Each
 /// run of publishes is one append and each run of live events one send, in the batch's order,
 /// so a live event keeps its place among the publishes around it.
-fn store_shared(shared: &Shared, store: &dyn SharedHistory, batch: &mut Vec<Job>) {
+fn store_shared(parts: &WriterParts, store: &dyn SharedHistory, batch: &mut Vec<Job>) {
     let mut jobs = batch.drain(..).peekable();
     while let Some(job) = jobs.next() {
         match job {
@@ -185,9 +292,9 @@ fn store_shared(shared: &Shared, store: &dyn SharedHistory, batch: &mut Vec<Job>
                     }
                 }
                 let updates: Vec<Arc<Update>> = run.iter().map(|(u, _)| u.clone()).collect();
-                match append(shared, &updates) {
+                match append(parts, &updates) {
                     Ok(positions) => {
-                        Counters::add(&shared.counters.updates_published, run.len() as u64);
+                        parts.counters.published(run.len() as u64);
                         for ((_, ack), position) in run.into_iter().zip(positions) {
                             let _ = ack.send(Ok(position));
                         }
@@ -202,70 +309,4 @@ fn store_shared(shared: &Shared, store: &dyn SharedHistory, batch: &mut Vec<Job>
             _ => {}
         }
     }
-}
-
-/// Fans a stored update out, moving the head under the same hold of the registry lock: all
-/// the history-to-live handoff needs. The lock is taken per update, not per batch: a
-/// subscriber waits for one fan-out at most, never for a thousand.
-pub(crate) fn deliver_stored(shared: &Shared, position: u64, update: &Arc<Update>) {
-    let bytes = shared.encodings.get(position, update);
-    let mut registry = shared.registry.write();
-    registry.head.advance(position, update);
-    let registry = parking_lot::RwLockWriteGuard::downgrade_to_upgradable(registry);
-    fan_out(shared, registry, Mark::stored(position), update, &bytes);
-}
-
-/// Fans a live-only event out at `mark`, under an id that says so (see [`crate::live_id`]):
-/// a client resuming from it resumes exactly there.
-pub(crate) fn deliver_live(shared: &Shared, mark: Mark, update: &Arc<Update>) {
-    let id = crate::live_id::make(&shared.history.live_id_key(), mark);
-    let bytes = update.encode_with_id(&id);
-    let registry = shared.registry.upgradable_read();
-    fan_out(shared, registry, mark, update, &bytes);
-}
-
-fn fan_out(
-    shared: &Shared,
-    registry: parking_lot::RwLockUpgradableReadGuard<'_, Registry>,
-    mark: Mark,
-    update: &Arc<Update>,
-    bytes: &Bytes,
-) {
-    let round = shared.round.fetch_add(1, Ordering::Relaxed) + 1;
-    let out = registry.fan_out(&Delivery {
-        round,
-        mark,
-        update,
-        bytes,
-    });
-    Counters::add(&shared.counters.events_delivered, out.delivered);
-    Counters::add(&shared.counters.template_tests, out.template_tests);
-    if !out.evict.is_empty() {
-        let mut registry = parking_lot::RwLockUpgradableReadGuard::upgrade(registry);
-        for key in out.evict {
-            if registry.remove(key) {
-                Counters::add(&shared.counters.subscribers_evicted, 1);
-            }
-        }
-    }
-}
-
-/// Sends [`Job::Prune`] every second while the writer lives (a weak sender never keeps it
-/// alive on its own).
-pub(crate) fn spawn_prune_ticker(writer: &mpsc::Sender<Job>) -> std::io::Result<()> {
-    let ticker = writer.downgrade();
-    std::thread::Builder::new()
-        .name("tidings-prune".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(Duration::from_secs(1));
-                let Some(writer) = ticker.upgrade() else {
-                    return;
-                };
-                if writer.try_send(Job::Prune).is_err() && writer.is_closed() {
-                    return;
-                }
-            }
-        })
-        .map(drop)
 }

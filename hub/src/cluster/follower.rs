@@ -22,15 +22,14 @@
 //! is gone (see `Witness` in the Redis store) and says so ([`Followed::lost`]) instead of
 //! returning what it read; the reload every second also compares the epoch and the positions.
 
+use super::Cluster;
 use crate::{
+    error::Unhealthy,
     history::{Cursor, Followed, HistoryError, LiveEvent, SharedHistory},
-    hub::{Shared, Unhealthy},
-    registry::{Head, Mark},
-    writer::{deliver_live, deliver_stored},
+    mark::Mark,
 };
 use std::{
     collections::VecDeque,
-    sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
@@ -44,8 +43,8 @@ const REFRESH: Duration = Duration::from_secs(1);
 /// little, and this bounds how long the node lags once Redis is back.
 const MAX_BACKOFF: Duration = Duration::from_millis(200);
 
-pub(crate) fn run(shared: &Shared, mut cursor: Cursor) {
-    let Some(store) = shared.history.shared() else {
+pub(crate) fn run(cluster: &Cluster, mut cursor: Cursor) {
+    let Some(store) = cluster.history.shared() else {
         return;
     };
     let mut waiting: VecDeque<LiveEvent> = VecDeque::new();
@@ -55,9 +54,9 @@ pub(crate) fn run(shared: &Shared, mut cursor: Cursor) {
     // The store lost what this node delivered: nothing more is delivered until following
     // starts afresh.
     let mut lost = false;
-    while !shared.stopping.load(Ordering::Relaxed) {
+    while !cluster.shutdown.stopping() {
         if lost {
-            match start_over(shared, store) {
+            match start_over(cluster, store) {
                 Ok(fresh) => {
                     cursor = fresh;
                     waiting.clear();
@@ -84,7 +83,7 @@ pub(crate) fn run(shared: &Shared, mut cursor: Cursor) {
             }
             if skipped {
                 store.refresh()?;
-                end_streams_behind_the_horizon(shared, cursor.position);
+                end_streams_behind_the_horizon(cluster, cursor.position);
             }
             Ok(followed)
         });
@@ -101,10 +100,10 @@ pub(crate) fn run(shared: &Shared, mut cursor: Cursor) {
                         down_since.elapsed()
                     );
                 }
-                *shared.following.lock() = Some(Unhealthy {
-                    detail: format!("following the history failed: {error}"),
-                    unreachable: error.is_unavailable(),
-                });
+                cluster.health.following(Some(Unhealthy::failed(
+                    "following the history failed",
+                    &error,
+                )));
                 let backoff = Duration::from_millis(25 << failures.min(4)).min(MAX_BACKOFF);
                 std::thread::sleep(backoff);
                 continue;
@@ -118,7 +117,7 @@ pub(crate) fn run(shared: &Shared, mut cursor: Cursor) {
             );
             failures = 0;
         }
-        *shared.following.lock() = None;
+        cluster.health.following(None);
         if followed.lost {
             lost = true;
             continue;
@@ -134,9 +133,11 @@ pub(crate) fn run(shared: &Shared, mut cursor: Cursor) {
         waiting.extend(live);
         for stored in stored {
             while let Some(live) = waiting.pop_front_if(|live| live.after < stored.position) {
-                deliver(shared, &live);
+                deliver(cluster, &live);
             }
-            deliver_stored(shared, stored.position, &stored.update);
+            cluster
+                .fanout
+                .deliver_stored(stored.position, &stored.update);
         }
         cursor = read_to;
         // Placed after an update already delivered, or (when the read held every stored update
@@ -144,7 +145,7 @@ pub(crate) fn run(shared: &Shared, mut cursor: Cursor) {
         while let Some(live) =
             waiting.pop_front_if(|live| live.after <= cursor.position || complete)
         {
-            deliver(shared, &live);
+            deliver(cluster, &live);
         }
 
         if refreshed.elapsed() >= REFRESH {
@@ -164,25 +165,23 @@ pub(crate) fn run(shared: &Shared, mut cursor: Cursor) {
     }
 }
 
-fn deliver(shared: &Shared, live: &LiveEvent) {
+fn deliver(cluster: &Cluster, live: &LiveEvent) {
     let mark = Mark {
         position: live.after,
         seq: live.seq,
     };
-    deliver_live(shared, mark, &live.update);
-    shared.delivered_live.store(live.seq, Ordering::Relaxed);
+    cluster.fanout.deliver_live(mark, &live.update);
 }
 
 /// Ends the local streams of subscribers that could want an update at or after `delivered`
 /// that pruning dropped before this node delivered it (it lagged, or was cut off from the
 /// store while others pruned). Each client resumes from its own last event and learns exactly
 /// what is gone (the gap event), or gets what is still there.
-fn end_streams_behind_the_horizon(shared: &Shared, delivered: u64) {
-    let horizon = shared.history.horizon();
-    let ended = shared
-        .registry
-        .write()
-        .remove_where(|info| horizon.hides_after(delivered, info.prefixes()));
+fn end_streams_behind_the_horizon(cluster: &Cluster, delivered: u64) {
+    let horizon = cluster.history.horizon();
+    let ended = cluster
+        .fanout
+        .end_streams(|info| horizon.hides_after(delivered, info.prefixes()));
     if ended > 0 {
         tracing::warn!(
             "the history was pruned past position {delivered} before this node delivered it; \
@@ -196,16 +195,11 @@ fn end_streams_behind_the_horizon(shared: &Shared, delivered: u64) {
 /// Every local stream ends (its client resumes, and gets the gap event for an id that is gone,
 /// a live one included: the store made a new key for those), the head starts from the store as
 /// it is, and so does following.
-fn start_over(shared: &Shared, store: &dyn SharedHistory) -> Result<Cursor, HistoryError> {
+fn start_over(cluster: &Cluster, store: &dyn SharedHistory) -> Result<Cursor, HistoryError> {
     let fresh = store.cursor()?;
-    let head = Head::new(shared.history.heads()?, fresh.position);
-    let position = head.position;
-    let ended = {
-        let mut registry = shared.registry.write();
-        registry.head = head;
-        registry.remove_where(|_| true)
-    };
-    shared.delivered_live.store(fresh.live, Ordering::Relaxed);
+    let (position, ended) = cluster
+        .fanout
+        .reset(cluster.history.heads()?, fresh.position);
     tracing::error!(
         "the shared history lost updates (Redis restarted empty, or went back to an older \
          state); following it afresh \

@@ -1,0 +1,46 @@
+//! The hub's tuning, as the server's flags set it.
+
+use std::time::Duration;
+
+/// Tuning of a hub.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Events a subscriber's queue holds before the subscriber is disconnected as too slow.
+    pub subscriber_buffer: usize,
+    /// A comment is sent after this long without an event, to keep proxies from closing idle
+    /// streams and to notice dead connections.
+    pub heartbeat: Option<Duration>,
+    pub history_max_events: u64,
+    pub history_max_age: Option<Duration>,
+    /// Canonical-topic prefixes whose updates are kept only this long (see
+    /// [`Retention`](crate::Retention)).
+    pub volatile_topics: Vec<(String, Duration)>,
+    /// Publishes waiting for the writer; a publisher waits when it is full.
+    pub publish_queue: usize,
+    /// Publish subscription events on `/.well-known/mercure/subscriptions/{topic}/{subscriber}`.
+    pub subscription_events: bool,
+    /// Distinct templates the hub holds at most, across every subscription: what bounds the
+    /// template tests one update can cost, whatever the subscribers send.
+    pub max_templates: usize,
+}
+
+impl HubConfig {
+    pub(crate) fn prunes_by_age(&self) -> bool {
+        self.history_max_age.is_some() || !self.volatile_topics.is_empty()
+    }
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            subscriber_buffer: 1024,
+            heartbeat: Some(Duration::from_secs(15)),
+            history_max_events: 100_000,
+            history_max_age: None,
+            volatile_topics: Vec::new(),
+            publish_queue: 16_384,
+            subscription_events: true,
+            max_templates: 10_000,
+        }
+    }
+}

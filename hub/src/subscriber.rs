@@ -1,0 +1,86 @@
+//! Who a subscriber is, and what it may and wants to receive: checked by the fan-out, the
+//! replays and the subscriptions API alike.
+
+use crate::{selector::Selector, sse, update::Update};
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// The named event a routed subscription ([`SubscribeRequest::routed`](crate::SubscribeRequest))
+/// receives just before each update: its data is the indices (from 0, in the order of the
+/// request's selectors, separated by spaces) of the selectors the update matches. It has no id,
+/// so a client's last event id stays the update's.
+pub const ROUTE_EVENT: &str = "tidings-route";
+
+/// Who a subscriber is, for authorization and the active-subscriptions API.
+#[derive(Debug)]
+pub struct SubscriberInfo {
+    /// `urn:uuid:…`, unique per connection.
+    pub(crate) id: String,
+    pub(crate) selectors: Vec<Selector>,
+    /// The `mercure.subscribe` claim: which private updates it may receive. `None`: anonymous.
+    pub(crate) scope: Option<Arc<[Selector]>>,
+    /// The `mercure.payload` claim, published with its subscription events.
+    pub(crate) payload: Option<serde_json::Value>,
+    /// Whether each update is preceded by its route (see [`SubscriberInfo::route`]).
+    pub(crate) routed: bool,
+}
+
+impl SubscriberInfo {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn payload(&self) -> Option<&serde_json::Value> {
+        self.payload.as_ref()
+    }
+
+    pub(crate) fn may_receive(&self, update: &Update) -> bool {
+        may_receive(self.scope.as_deref(), update)
+    }
+
+    pub(crate) fn wants(&self, update: &Update) -> bool {
+        self.selectors
+            .iter()
+            .any(|selector| selector.matches_any(update.topics()))
+    }
+
+    /// The route event of `update` for a routed subscriber: the indices of the selectors it
+    /// matches. Computed by the subscriber's own stream (outside the registry's lock), one test
+    /// per selector: a routed subscription is one browser's, with its tabs' few selectors.
+    pub(crate) fn route(&self, update: &Update) -> Bytes {
+        let mut data = String::new();
+        for (index, selector) in self.selectors.iter().enumerate() {
+            if selector.matches_any(update.topics()) {
+                if !data.is_empty() {
+                    data.push(' ');
+                }
+                data.push_str(&index.to_string());
+            }
+        }
+        sse::Event {
+            event: Some(ROUTE_EVENT),
+            data: &data,
+            ..sse::Event::default()
+        }
+        .encode()
+    }
+
+    /// The literal prefixes of its selectors: what it could ever select starts with one.
+    pub(crate) fn prefixes(&self) -> impl Iterator<Item = &str> + Clone {
+        self.selectors.iter().map(Selector::literal_prefix)
+    }
+
+    /// Its exact-topic selectors' topics.
+    pub(crate) fn exact_topics(&self) -> impl Iterator<Item = &str> {
+        self.selectors.iter().filter_map(|s| match s {
+            Selector::Exact(topic) => Some(&**topic),
+            _ => None,
+        })
+    }
+}
+
+/// Whether a subscriber with this `mercure.subscribe` claim may receive `update`.
+pub(crate) fn may_receive(scope: Option<&[Selector]>, update: &Update) -> bool {
+    !update.is_private()
+        || scope.is_some_and(|scope| scope.iter().any(|s| s.matches_any(update.topics())))
+}
