@@ -104,19 +104,6 @@ impl Server {
     /// The configuration is checked first (keys, CORS), so a bad one is refused before the port
     /// is taken.
     pub async fn bind(config: Config) -> Result<Self, Error> {
-        Self::bind_to(config, None).await
-    }
-
-    /// As [`bind`](Self::bind), with this store instead of the SQLite file in `--data-dir`: for
-    /// embedding, and for tests of what clients see when the store fails.
-    pub async fn bind_with_history(
-        config: Config,
-        history: Arc<dyn History>,
-    ) -> Result<Self, Error> {
-        Self::bind_to(config, Some(history)).await
-    }
-
-    async fn bind_to(config: Config, history: Option<Arc<dyn History>>) -> Result<Self, Error> {
         let auth = mercure::auth::Auth::from_config(&config)?;
         let cors = cors::Cors::new(&config.cors_origins)?;
         let listener = TcpListener::bind(config.addr)
@@ -139,9 +126,8 @@ impl Server {
                  A token that may publish and subscribe to every topic: {token}"
             );
         }
-        let history = match (history, &config.redis_url) {
-            (Some(history), _) => history,
-            (None, Some(url)) => {
+        let history: Arc<dyn History> = match &config.redis_url {
+            Some(url) => {
                 let history = RedisHistory::open(url, &config.redis_prefix)?
                     .wait_for_replicas(config.redis_wait_replicas, config.redis_wait_timeout);
                 tracing::info!(
@@ -151,7 +137,7 @@ impl Server {
                 );
                 Arc::new(history)
             }
-            (None, None) => {
+            None => {
                 let history = SqliteHistory::open(&config.data_dir)?;
                 tracing::info!("history in {}", history.path().display());
                 Arc::new(history)
