@@ -1,11 +1,11 @@
 //! Posting to a chat room, and the rooms' presence counts.
 //!
 //! Posts are validated (name 1–32 characters, text 1–2000, both trimmed), limited per client
-//! address (see [`crate::client_addr`]: a burst of [`BURST`], then one message per [`REFILL`])
-//! and published on the room's topic through the hub in-process, by [`send`]. Two ways lead
+//! address (see [`crate::client_addr`]: a burst of [`BURST`], then one message per `REFILL`)
+//! and published on the room's topic through the hub in-process, by `send`. Two ways lead
 //! there, sharing the address's allowance: the chat form's server function (`send_chat`, through
-//! [`ChatDesk`], which the pages find in their context), and `POST /api/chat/{room}` with JSON
-//! ([`post`]), for scripts and tests.
+//! `ChatDesk`, which the pages find in their context), and `POST /api/chat/{room}` with JSON
+//! (`post`), for scripts and tests.
 
 use crate::{
     AppState,
@@ -35,10 +35,10 @@ use tidings_hub::{NewUpdate, PublishError, Update};
 /// Messages an address may send at once.
 pub const BURST: u32 = 5;
 /// Time for one more message to be allowed.
-pub const REFILL: Duration = Duration::from_secs(2);
+pub(crate) const REFILL: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
-pub enum ChatError {
+pub(crate) enum ChatError {
     #[error("a room name is 1 to 32 of a-z, 0-9 and -")]
     BadRoom,
     #[error("the name must be 1 to {NAME_MAX} characters")]
@@ -123,7 +123,7 @@ impl From<&ChatError> for SendError {
 }
 
 /// Per-address allowances (governor's GCRA, keys sharded by dashmap).
-pub struct RateLimiter(DefaultKeyedRateLimiter<IpAddr>);
+pub(crate) struct RateLimiter(DefaultKeyedRateLimiter<IpAddr>);
 
 impl Default for RateLimiter {
     fn default() -> Self {
@@ -137,7 +137,7 @@ impl Default for RateLimiter {
 
 impl RateLimiter {
     /// Takes one message from `client`'s allowance, or says how long until one is allowed.
-    pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
+    pub(crate) fn check(&self, client: IpAddr) -> Result<(), Duration> {
         self.0
             .check_key(&limit_key(client))
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
@@ -145,7 +145,7 @@ impl RateLimiter {
 
     /// Forgets addresses whose allowance is full again (they are indistinguishable from new
     /// ones), so memory follows the recent senders only.
-    pub fn forget_idle(&self) {
+    pub(crate) fn forget_idle(&self) {
         self.0.retain_recent();
         self.0.shrink_to_fit();
     }
@@ -159,7 +159,7 @@ impl RateLimiter {
 
 /// Checks `post`, takes one message from `client`'s allowance and publishes it in `room`;
 /// returns the update's id.
-pub async fn send(
+pub(crate) async fn send(
     state: &AppState,
     client: IpAddr,
     room: &str,
@@ -198,7 +198,7 @@ pub async fn send(
 
 /// `POST /api/chat/{room}` with JSON `{"name", "text"}`: `200` with the update's id, or the
 /// status and reason of [`ChatError`].
-pub async fn post(
+pub(crate) async fn post(
     State(state): State<AppState>,
     ClientIp(client): ClientIp,
     Path(room): Path<String>,
@@ -217,7 +217,7 @@ pub async fn post(
 const NAME_COOKIE: &str = "tidings-name";
 
 /// The chat form's [`ChatService`]: [`send`] for the request the server function answers.
-pub struct ChatDesk(pub AppState);
+pub(crate) struct ChatDesk(pub(crate) AppState);
 
 impl ChatService for ChatDesk {
     fn send(
@@ -330,7 +330,7 @@ fn accepts_html(request: &Parts) -> bool {
 /// counted like the rooms), so whoever listens hears the count as it is now, zero included.
 /// (A node that led from its first check, such as a single server, had no predecessor: it
 /// announces the rooms with people only.)
-pub async fn presence_task(state: AppState) {
+pub(crate) async fn presence_task(state: AppState) {
     // What this node published, as far as it knows.
     let mut published: HashMap<String, usize> = HashMap::new();
     let mut led = false;

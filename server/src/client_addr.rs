@@ -17,7 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 
 /// The caller's address, as an extractor (needs the server's connect info).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientIp(pub IpAddr);
+pub(crate) struct ClientIp(pub(crate) IpAddr);
 
 impl FromRequestParts<AppState> for ClientIp {
     type Rejection = <ConnectInfo<SocketAddr> as FromRequestParts<AppState>>::Rejection;
@@ -38,7 +38,7 @@ impl FromRequestParts<AppState> for ClientIp {
 impl ClientIp {
     /// The caller of a request already taken apart (as a server function's context holds it);
     /// `None` without the server's connect info.
-    pub fn of(request: &Parts, state: &AppState) -> Option<IpAddr> {
+    pub(crate) fn of(request: &Parts, state: &AppState) -> Option<IpAddr> {
         let ConnectInfo(peer) = request.extensions.get::<ConnectInfo<SocketAddr>>()?;
         Some(client_ip(
             peer.ip(),
@@ -49,7 +49,7 @@ impl ClientIp {
 }
 
 /// The client's address for a request from `peer` with these headers.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     let mut client = peer.to_canonical();
     if !is_trusted(&client) {
@@ -86,7 +86,7 @@ fn parse_hop(hop: &[u8]) -> Option<IpAddr> {
 /// Parses a `--trusted-proxy`: an address (`10.0.0.1`) or a network (`10.0.0.0/8`).
 /// The key limits count a client under: its address, or for IPv6 its /64 (the block one host is
 /// usually given, within which it could rotate addresses at will).
-pub fn limit_key(client: IpAddr) -> IpAddr {
+pub(crate) fn limit_key(client: IpAddr) -> IpAddr {
     match client.to_canonical() {
         IpAddr::V6(v6) => {
             let bits = u128::from(v6) & !((1u128 << 64) - 1);
@@ -97,7 +97,7 @@ pub fn limit_key(client: IpAddr) -> IpAddr {
 }
 
 /// A `Retry-After` value for a wait: whole seconds, rounded up, at least one.
-pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+pub(crate) fn retry_after_secs(wait: std::time::Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
@@ -106,7 +106,7 @@ const FORGET_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Every [`FORGET_EVERY`], forgets idle addresses in the per-address limiters (chat posts and
 /// subscriptions), so their memory follows recent clients; ends on shutdown.
-pub async fn forget_idle_addresses(state: AppState) {
+pub(crate) async fn forget_idle_addresses(state: AppState) {
     let mut ticks = tokio::time::interval(FORGET_EVERY);
     loop {
         tokio::select! {

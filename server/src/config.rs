@@ -251,15 +251,15 @@ impl Config {
         config
     }
 
-    pub fn stream_interval(&self) -> Duration {
+    pub(crate) fn stream_interval(&self) -> Duration {
         Duration::from_millis(self.stream_interval_ms)
     }
 
-    pub fn shutdown_grace(&self) -> Duration {
+    pub(crate) fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
 
-    pub fn heartbeat(&self) -> Option<Duration> {
+    pub(crate) fn heartbeat(&self) -> Option<Duration> {
         (self.heartbeat_secs > 0).then(|| Duration::from_secs(self.heartbeat_secs))
     }
 }

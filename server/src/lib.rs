@@ -1,18 +1,24 @@
 //! The Tidings server: one axum router serving the server-rendered pages, the static site and the
 //! streaming endpoints.
 //!
+//! Other crates (the `tidings` binary, the tests) use [`Server`], [`Config`], [`Error`],
+//! [`AppState`] (its hub and [`Metrics`]), [`CancellationToken`] and [`shutdown_signal`], and
+//! name a few items through the public modules: [`config`] ([`config::JwtAlg`]), [`chat`]
+//! ([`chat::BURST`]), [`client_addr`] ([`client_addr::parse_network`]) and [`market`]
+//! ([`market::SYMBOLS`]). The other modules are private.
+//!
 //! - [`config`]: flags and `TIDINGS_*` variables.
 //! - [`client_addr`]: the address a request comes from, for per-client limits.
-//! - [`cors`]: which other origins' pages may use the streams and the hub.
-//! - [`counter_stream`]: `GET /web/StreamChat`, the seed's demo stream.
+//! - `cors`: which other origins' pages may use the streams and the hub.
+//! - `counter_stream`: `GET /web/StreamChat`, the seed's demo stream.
 //! - `assets`: the built site's files, precompressed and cached by name; pages compressed.
-//! - [`edge`]: the life of every connection: caps per address and in all, deadlines for heads
+//! - `edge`: the life of every connection: caps per address and in all, deadlines for heads
 //!   and idle time, and a new connection's event stream served without hyper's buffers.
-//! - [`mercure`]: the Mercure hub at `/.well-known/mercure`.
-//! - [`metrics`]: `/metrics` and `/healthz`.
-//! - [`chat`], [`market`], [`monitor`]: what the live pages need from the server: posting to
+//! - `mercure`: the Mercure hub at `/.well-known/mercure`.
+//! - `metrics`: `/metrics` and `/healthz`.
+//! - [`chat`], [`market`], `monitor`: what the live pages need from the server: posting to
 //!   chat rooms (and their presence counts), the simulated market, the health samples; their
-//!   background tasks run under [`supervise`].
+//!   background tasks run under `supervise`.
 //! - this file: the shared state, the router, and [`Server`], which binds, serves and shuts down.
 //!
 //! Shutdown is explicit because streams never end by themselves: axum's graceful shutdown waits
@@ -28,14 +34,14 @@ mod assets;
 pub mod chat;
 pub mod client_addr;
 pub mod config;
-pub mod cors;
-pub mod counter_stream;
-pub mod edge;
+mod cors;
+mod counter_stream;
+mod edge;
 pub mod market;
-pub mod mercure;
-pub mod metrics;
-pub mod monitor;
-pub mod supervise;
+mod mercure;
+mod metrics;
+mod monitor;
+mod supervise;
 
 pub use config::Config;
 pub use metrics::Metrics;
@@ -53,18 +59,18 @@ use tower_http::set_header::SetResponseHeaderLayer;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub config: Arc<Config>,
-    pub leptos: LeptosOptions,
+    pub(crate) config: Arc<Config>,
+    pub(crate) leptos: LeptosOptions,
     pub metrics: Arc<Metrics>,
     pub hub: Hub,
-    pub auth: Arc<mercure::auth::Auth>,
-    pub cors: Arc<cors::Cors>,
-    pub chat_limiter: Arc<chat::RateLimiter>,
-    pub subscriber_limits: Arc<mercure::limits::SubscriberLimits>,
+    pub(crate) auth: Arc<mercure::auth::Auth>,
+    pub(crate) cors: Arc<cors::Cors>,
+    pub(crate) chat_limiter: Arc<chat::RateLimiter>,
+    pub(crate) subscriber_limits: Arc<mercure::limits::SubscriberLimits>,
     /// Open connections, counted against their caps.
-    pub connections: Arc<edge::budget::ConnectionBudget>,
+    pub(crate) connections: Arc<edge::budget::ConnectionBudget>,
     /// Fires on shutdown; every stream ends when it does.
-    pub shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -104,19 +110,6 @@ impl Server {
     /// The configuration is checked first (keys, CORS), so a bad one is refused before the port
     /// is taken.
     pub async fn bind(config: Config) -> Result<Self, Error> {
-        Self::bind_to(config, None).await
-    }
-
-    /// As [`bind`](Self::bind), with this store instead of the SQLite file in `--data-dir`: for
-    /// embedding, and for tests of what clients see when the store fails.
-    pub async fn bind_with_history(
-        config: Config,
-        history: Arc<dyn History>,
-    ) -> Result<Self, Error> {
-        Self::bind_to(config, Some(history)).await
-    }
-
-    async fn bind_to(config: Config, history: Option<Arc<dyn History>>) -> Result<Self, Error> {
         let auth = mercure::auth::Auth::from_config(&config)?;
         let cors = cors::Cors::new(&config.cors_origins)?;
         let listener = TcpListener::bind(config.addr)
@@ -139,9 +132,8 @@ impl Server {
                  A token that may publish and subscribe to every topic: {token}"
             );
         }
-        let history = match (history, &config.redis_url) {
-            (Some(history), _) => history,
-            (None, Some(url)) => {
+        let history: Arc<dyn History> = match &config.redis_url {
+            Some(url) => {
                 let history = RedisHistory::open(url, &config.redis_prefix)?
                     .wait_for_replicas(config.redis_wait_replicas, config.redis_wait_timeout);
                 tracing::info!(
@@ -151,7 +143,7 @@ impl Server {
                 );
                 Arc::new(history)
             }
-            (None, None) => {
+            None => {
                 let history = SqliteHistory::open(&config.data_dir)?;
                 tracing::info!("history in {}", history.path().display());
                 Arc::new(history)
@@ -331,7 +323,7 @@ fn spawn_tasks(state: &AppState) {
 }
 
 /// The whole HTTP surface.
-pub fn router(state: AppState) -> Router {
+fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
     let mut streams = Router::new().route(
         tidings_app::counter::STREAM_PATH,
@@ -378,7 +370,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Milliseconds since the Unix epoch: the timestamps the pages show.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

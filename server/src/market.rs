@@ -19,13 +19,13 @@ pub const SYMBOLS: [(&str, f64); 6] = [
 ];
 
 /// The walk: each tick, every price moves by a normally distributed fraction (σ = 0.4 %).
-pub struct Market {
+pub(crate) struct Market {
     rng: StdRng,
     prices: Vec<f64>,
 }
 
 impl Market {
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self {
             rng: StdRng::seed_from_u64(seed),
             prices: SYMBOLS.iter().map(|(_, p)| *p).collect(),
@@ -33,7 +33,7 @@ impl Market {
     }
 
     /// The next quote of every symbol.
-    pub fn tick(&mut self, at_ms: u64) -> Vec<Quote> {
+    pub(crate) fn tick(&mut self, at_ms: u64) -> Vec<Quote> {
         SYMBOLS
             .iter()
             .zip(&mut self.prices)
@@ -55,7 +55,7 @@ impl Market {
     }
 }
 
-pub async fn run(state: AppState, interval: Duration, seed: u64) {
+pub(crate) async fn run(state: AppState, interval: Duration, seed: u64) {
     let mut market = Market::new(seed);
     let mut ticks = tokio::time::interval(interval);
     loop {

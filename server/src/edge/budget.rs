@@ -92,10 +92,6 @@ impl ConnectionBudget {
         }
     }
 
-    pub fn max_total(&self) -> usize {
-        self.max_total
-    }
-
     /// Counts a new connection from `peer`, or says which cap refuses it.
     pub fn admit(&self, peer: IpAddr) -> Result<Admitted, Refused> {
         let peer = peer.to_canonical();

@@ -21,9 +21,9 @@ pub enum LimitError {
     #[error("too many subscriptions from your address: wait a moment")]
     TooFast(Duration),
     #[error("too many open subscriptions from your address (at most {0})")]
-    TooManyFromAddress(u32),
+    FromAddress(u32),
     #[error("the hub has too many open subscriptions; try again later")]
-    TooManyInAll,
+    InAll,
 }
 
 /// The subscription limits and the counts they watch.
@@ -81,11 +81,11 @@ impl SubscriberLimits {
         })?;
         let mut open = self.open.lock();
         if open.total >= self.max_total {
-            return Err(LimitError::TooManyInAll);
+            return Err(LimitError::InAll);
         }
         let count = open.by_address.entry(key).or_insert(0);
         if *count >= self.max_per_address {
-            return Err(LimitError::TooManyFromAddress(self.max_per_address));
+            return Err(LimitError::FromAddress(self.max_per_address));
         }
         *count += 1;
         open.total += 1;
@@ -117,13 +117,10 @@ mod tests {
         let _a2 = limits.admit(ip("10.0.0.1")).unwrap();
         assert_eq!(
             limits.admit(ip("10.0.0.1")).err(),
-            Some(LimitError::TooManyFromAddress(2))
+            Some(LimitError::FromAddress(2))
         );
         let _b = limits.admit(ip("10.0.0.2")).unwrap();
-        assert_eq!(
-            limits.admit(ip("10.0.0.3")).err(),
-            Some(LimitError::TooManyInAll)
-        );
+        assert_eq!(limits.admit(ip("10.0.0.3")).err(), Some(LimitError::InAll));
         drop(a1);
         let _a3 = limits
             .admit(ip("10.0.0.1"))
