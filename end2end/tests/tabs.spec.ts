@@ -49,7 +49,11 @@ test('ten tabs of mixed pages share one connection, and a closed leader is repla
     // The monitor counts the hub's subscribers: one, the leader's.
     const monitor = pages[7];
     await expect(monitor.locator('#metric-subscribers .value')).toHaveText('1', { timeout: 20_000 });
-    expect(await Promise.all(pages.map(leading))).toEqual(pages.map((_, i) => i === 0));
+    // One tab leads: the first, unless a follower took over from it (a leader stalled for
+    // seconds by a loaded machine is replaced, as designed).
+    const leaders = await Promise.all(pages.map(leading));
+    expect(leaders.filter(Boolean)).toHaveLength(1);
+    const first = leaders.indexOf(true);
 
     // Every tab gets what its own selectors match, and nothing else.
     await publishChat(request, server, 'tabs', 'first', 'to the room');
@@ -77,16 +81,19 @@ test('ten tabs of mixed pages share one connection, and a closed leader is repla
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
     })();
-    await expect(log(pages[1])).toContainText(['pubmessage 5']);
-    await pages[0].close();
-    const rest = pages.slice(1);
+    const chats = [0, 1, 2, 9].filter((i) => i !== first);
+    await expect(log(pages[chats[0]])).toContainText(['pubmessage 5']);
+    await pages[first].close();
+    const rest = pages.filter((_, i) => i !== first);
     await expect
       .poll(async () => (await Promise.all(rest.map(leading))).filter(Boolean).length, { timeout: 2_000 })
       .toBe(1);
     await publishing;
-    for (const i of [1, 2, 9]) await expect(log(pages[i])).toHaveText(expected);
-    await expect(monitor.locator('#metric-subscribers .value')).toHaveText('1', { timeout: 20_000 });
-    expect(errors.slice(1).flat()).toEqual([]);
+    for (const i of chats) await expect(log(pages[i])).toHaveText(expected);
+    const watcher = first === 7 ? await context.newPage() : monitor;
+    if (watcher !== monitor) await watcher.goto(`${server.url}/monitor`);
+    await expect(watcher.locator('#metric-subscribers .value')).toHaveText('1', { timeout: 20_000 });
+    expect(errors.filter((_, i) => i !== first).flat()).toEqual([]);
   } finally {
     await server.stop();
   }

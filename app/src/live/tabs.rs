@@ -21,13 +21,16 @@
 //! the next tab in the lock's queue leads: it resumes from its cursor and asks the others what
 //! they want (`who`); repeats are dropped by id. A leader that is frozen or stuck keeps the lock,
 //! so it posts a heartbeat every second: a visible tab that hears nothing for [`SILENCE_MS`]
-//! takes the lock over (`steal`), and the old leader, told so by the lock, steps down. A page
+//! asks it (`ping`), and if nothing comes back for [`PROBE_MS`] more takes the lock over
+//! (`steal`); the old leader, told so by the lock, steps down. The question keeps a tab that
+//! was itself stalled (its overdue timer running before the heartbeats queued for it) from
+//! taking over from a leader that is fine. A page
 //! going into the back-forward cache says `bye` and leaves the lock's queue; back, each of its
 //! subscriptions catches up on its own stream from the tab's cursor and joins again.
 //!
 //! Messages are arrays of strings (structured clones), the first being the kind:
 //! - `hello, tab, key, from, selectors…, "", named…, "", live_only…` · `bye, tab, key` · `who` ·
-//!   `beat`
+//!   `beat` · `ping` (answered with `beat`)
 //! - `status, word, seconds` (the leader's stream), and when open `, stands, selectors…` (its
 //!   last stored id and the selectors it covers)
 //! - `event, type, id, data, stored ("1" or ""), matched selectors…` (none: for every tab)
@@ -51,6 +54,8 @@ const LOCK: &str = "tidings-live-leader";
 const CHANNEL: &str = "tidings-live";
 /// How long a visible tab waits without hearing the leader before taking over.
 const SILENCE_MS: f64 = 4_000.0;
+/// How long a tab that asked a silent leader (`ping`) waits for any word before taking over.
+const PROBE_MS: f64 = 1_500.0;
 /// The leader's heartbeat.
 const BEAT: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -97,6 +102,8 @@ struct Tabs {
     withdraw: RefCell<Option<web_sys::AbortController>>,
     /// When the leader was last heard.
     heard_ms: Cell<f64>,
+    /// When this tab asked a silent leader whether it is there (`ping`), if it did.
+    asked_ms: Cell<Option<f64>>,
     /// The leader's stream, as last heard.
     status: Cell<LiveStatus>,
     _listeners: Vec<WindowListenerHandle>,
@@ -244,6 +251,7 @@ impl Tabs {
                 queued: Cell::new(false),
                 withdraw: RefCell::default(),
                 heard_ms: Cell::new(js_sys::Date::now()),
+                asked_ms: Cell::new(None),
                 status: Cell::new(LiveStatus::Connecting),
                 _listeners: vec![pagehide, pageshow],
                 _on_message: on_message,
@@ -378,6 +386,7 @@ impl Tabs {
                     leader.join(self, member, from);
                 }
             }
+            ("ping", Some(_)) => self.post(&["beat"]),
             ("bye", Some(leader)) => {
                 if let (Some(tab), Some(Ok(key))) = (parts.get(1), parts.get(2).map(|k| k.parse()))
                 {
@@ -459,15 +468,30 @@ impl Tabs {
         }
     }
 
-    /// Every second: a visible follower that has not heard the leader for a while takes over.
+    /// Every second: a visible follower that has not heard the leader for a while asks it, and
+    /// takes over if still nothing comes back.
     fn watch(self: &Rc<Self>) {
         if self.leading().is_some() || self.locals.borrow().is_empty() {
             return;
         }
         let visible = document().visibility_state() == web_sys::VisibilityState::Visible;
-        if visible && js_sys::Date::now() - self.heard_ms.get() > SILENCE_MS {
-            self.heard_ms.set(js_sys::Date::now());
-            self.request_lock(true);
+        let (now, heard) = (js_sys::Date::now(), self.heard_ms.get());
+        if !visible || now - heard <= SILENCE_MS {
+            self.asked_ms.set(None);
+            return;
+        }
+        match self.asked_ms.get() {
+            // Heard since the question, or asked only just now: not yet.
+            Some(asked) if heard < asked && now - asked > PROBE_MS => {
+                self.asked_ms.set(None);
+                self.heard_ms.set(now);
+                self.request_lock(true);
+            }
+            Some(asked) if heard < asked => {}
+            _ => {
+                self.asked_ms.set(Some(now));
+                self.post(&["ping"]);
+            }
         }
     }
 
