@@ -337,7 +337,7 @@ impl Hub {
         let (history, node) = (inner.history.clone(), inner.node.clone());
         let _ = tokio::task::spawn_blocking(move || {
             if let Some(store) = history.shared()
-                && let Err(error) = store.leave(node.name())
+                && let Err(error) = store.membership().leave(node.name())
             {
                 tracing::warn!("leaving the cluster's roster failed: {error}");
             }

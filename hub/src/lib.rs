@@ -58,8 +58,8 @@ pub use config::HubConfig;
 pub use error::{PublishError, SelectorRefused, SubscribeError, Unhealthy};
 pub use events::{ActiveSubscription, subscription_json, subscription_topic};
 pub use history::{
-    Cursor, Followed, Heads, History, HistoryError, Horizon, LiveEvent, NodeState, RedisHistory,
-    Refreshed, Retention, SharedHistory, SqliteHistory,
+    Cursor, Followed, Heads, History, HistoryError, Horizon, LiveEvent, Membership, NodeState,
+    RedisHistory, Refreshed, Retention, SharedHistory, SqliteHistory,
 };
 pub use hub::{Hub, Snapshot, Subscriptions};
 pub use live_id::LiveIdKey;

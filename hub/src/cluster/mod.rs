@@ -14,7 +14,7 @@ use crate::{
     error::SubscribeError,
     fanout::Fanout,
     health::Health,
-    history::{Cursor, History, HistoryError, SharedHistory},
+    history::{Cursor, History, HistoryError, Membership},
     node::Node,
     shutdown::Shutdown,
 };
@@ -40,7 +40,7 @@ impl Cluster {
         };
         let roster = spawn("roster", move || {
             if let Some(store) = cluster.history.shared() {
-                roster::run(&cluster, store);
+                roster::run(&cluster, store.membership());
             }
         })?;
         Ok(vec![follower, roster])
@@ -57,11 +57,11 @@ fn spawn(name: &str, run: impl FnOnce() + Send + 'static) -> Result<JoinHandle<(
 /// Runs a read of what the other nodes published, off the executor.
 pub(crate) async fn ask_other_nodes<T: Send + 'static>(
     history: &Arc<dyn History>,
-    read: impl FnOnce(&dyn SharedHistory) -> Result<T, HistoryError> + Send + 'static,
+    read: impl FnOnce(&dyn Membership) -> Result<T, HistoryError> + Send + 'static,
 ) -> Result<T, SubscribeError> {
     let history = history.clone();
     tokio::task::spawn_blocking(move || match history.shared() {
-        Some(store) => read(store),
+        Some(store) => read(store.membership()),
         None => Err(HistoryError::new("not a shared history")),
     })
     .await

@@ -9,14 +9,14 @@
 //!
 //! The topic counts are kept in Redis so that a read of the topics under one prefix (presence
 //! reads the chat rooms') costs what it returns, not every topic a node counts (see
-//! [`SharedHistory::other_counts`]); the subscriptions themselves are read only when the
+//! [`Membership::other_counts`]); the subscriptions themselves are read only when the
 //! subscriptions API asks.
 
 use super::Cluster;
 use crate::{
     events::documents,
     fanout::RosterTake,
-    history::{NodeState, SharedHistory},
+    history::{Membership, NodeState},
     registry::RosterLog,
 };
 use std::{
@@ -28,7 +28,7 @@ use std::{
 const PERIOD: Duration = Duration::from_millis(500);
 /// How long a node counts as alive after it last said so.
 const TTL: Duration = Duration::from_secs(5);
-pub(crate) fn run(cluster: &Cluster, store: &dyn SharedHistory) {
+pub(crate) fn run(cluster: &Cluster, store: &dyn Membership) {
     // Unknown until the first publish: which starts with everything.
     let mut published = Instant::now() - TTL;
     let mut failures = 0u32;

@@ -135,7 +135,14 @@ pub trait SharedHistory: Send + Sync {
     /// processes prune too. Says where the store stands, and whether it lost its history
     /// since it was opened (it must then be followed afresh).
     fn refresh(&self) -> Result<Refreshed>;
+    /// What the nodes sharing the store say about themselves.
+    fn membership(&self) -> &dyn Membership;
+}
 
+/// The nodes sharing a store: what each publishes about itself (its subscribers, its topic
+/// counts, that it is alive) and reads of the others'. Apart from the log: the roster's, not
+/// the fan-out's.
+pub trait Membership: Send + Sync {
     /// Publishes what `node` holds (see [`NodeState`]) for the other nodes to read, and that it
     /// is alive for `ttl`: past it, what it published expires. Returns the nodes alive now,
     /// sorted.

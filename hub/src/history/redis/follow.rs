@@ -6,7 +6,7 @@
 
 use super::{Entry, LIVE_MAX, RedisHistory, field, position, stored, update_args, update_of};
 use crate::{
-    history::{Cursor, Followed, LiveEvent, NodeState, Refreshed, Result, SharedHistory},
+    history::{Cursor, Followed, LiveEvent, Membership, Refreshed, Result, SharedHistory},
     update::Update,
 };
 use std::{
@@ -247,19 +247,7 @@ impl SharedHistory for RedisHistory {
         Ok(Refreshed { store, reset })
     }
 
-    fn publish_node(&self, node: &str, state: &NodeState, ttl: Duration) -> Result<Vec<String>> {
-        self.publish_member(node, state, ttl)
-    }
-
-    fn leave(&self, node: &str) -> Result<()> {
-        self.remove_member(node)
-    }
-
-    fn other_subscriptions(&self, node: &str) -> Result<Vec<String>> {
-        self.other_members_subscriptions(node)
-    }
-
-    fn other_counts(&self, node: &str, prefix: &str) -> Result<Vec<(String, usize)>> {
-        self.other_members_counts(node, prefix)
+    fn membership(&self) -> &dyn Membership {
+        self
     }
 }

@@ -1,11 +1,9 @@
-//! Membership: what each node publishes about itself for the others (its subscribers, its
-//! topic counts, that it is alive) and reads of theirs, with the scripts that keep it. Apart
-//! from the following: it is the roster's, not the fan-out's. The node methods of
-//! [`SharedHistory`](crate::history::SharedHistory), implemented in [`super::follow`], call
-//! these.
+//! Membership ([`Membership`]): what each node publishes about itself for the others (its
+//! subscribers, its topic counts, that it is alive) and reads of theirs, with the scripts that
+//! keep it. Apart from the following: it is the roster's, not the fan-out's.
 
 use super::RedisHistory;
-use crate::history::{NodeState, Result};
+use crate::history::{Membership, NodeState, Result};
 use std::time::Duration;
 
 /// KEYS: nodes. ARGV: node (empty: none), ttl in ms. Marks the node alive until now + ttl by
@@ -13,19 +11,14 @@ use std::time::Duration;
 pub(super) const ALIVE_LUA: &str = include_str!("alive.lua");
 
 /// KEYS: a node's topic counts (see
-/// [`SharedHistory::other_counts`](crate::history::SharedHistory::other_counts)). ARGV: pairs
+/// [`Membership::other_counts`]). ARGV: pairs
 /// (topic, change). Applies the changes, removing a topic whose count reaches 0, so the set holds
 /// only topics with subscribers.
 pub(super) const COUNTS_LUA: &str = include_str!("counts.lua");
 
-impl RedisHistory {
+impl Membership for RedisHistory {
     /// One pipeline: the changes, the keys' expiry, then the liveness script.
-    pub(super) fn publish_member(
-        &self,
-        node: &str,
-        state: &NodeState,
-        ttl: Duration,
-    ) -> Result<Vec<String>> {
+    fn publish_node(&self, node: &str, state: &NodeState, ttl: Duration) -> Result<Vec<String>> {
         let subs = self.node_key(node, "subs");
         let topics = self.node_key(node, "counts");
         let ttl_ms = ttl.as_millis() as u64;
@@ -83,7 +76,7 @@ impl RedisHistory {
         Ok(alive)
     }
 
-    pub(super) fn remove_member(&self, node: &str) -> Result<()> {
+    fn leave(&self, node: &str) -> Result<()> {
         self.with(|con| {
             redis::pipe()
                 .atomic()
@@ -99,7 +92,7 @@ impl RedisHistory {
         })
     }
 
-    pub(super) fn other_members_subscriptions(&self, node: &str) -> Result<Vec<String>> {
+    fn other_subscriptions(&self, node: &str) -> Result<Vec<String>> {
         let found: Vec<Vec<String>> = self.read_others(node, "subs", |pipe, key| {
             pipe.cmd("HVALS").arg(key);
         })?;
@@ -109,11 +102,7 @@ impl RedisHistory {
     /// One `ZRANGEBYLEX` per other node: the members from `prefix` up to (not including)
     /// `prefix` followed by the byte 0xff, which no UTF-8 text holds, are exactly the topics
     /// that `prefix` starts.
-    pub(super) fn other_members_counts(
-        &self,
-        node: &str,
-        prefix: &str,
-    ) -> Result<Vec<(String, usize)>> {
+    fn other_counts(&self, node: &str, prefix: &str) -> Result<Vec<(String, usize)>> {
         let from = [b"[", prefix.as_bytes()].concat();
         let to = [b"(", prefix.as_bytes(), b"\xff"].concat();
         let found: Vec<Vec<String>> = self.read_others(node, "counts", |pipe, key| {
@@ -129,7 +118,9 @@ impl RedisHistory {
             .filter(|(_, n)| *n > 0)
             .collect())
     }
+}
 
+impl RedisHistory {
     fn node_key(&self, node: &str, what: &str) -> String {
         format!("{}node:{node}:{what}", self.prefix)
     }
