@@ -123,6 +123,66 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_JWT_ALG", default_value = "HS256")]
     pub jwt_alg: JwtAlg,
 
+    /// The origin clients reach this server at, such as `https://example.com`: the hub's public
+    /// URL is it followed by `/.well-known/mercure`. It names the hub in Mercure 1.0 tokens
+    /// (their `aud`) and in its protected resource metadata. By default `http://` and the
+    /// address listened on (`localhost` for an unspecified one), with the port bound.
+    #[arg(long, env = "TIDINGS_PUBLIC_URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
+
+    /// An issuer whose Mercure 1.0 access tokens (`typ: at+jwt`) are accepted: a token's `iss`
+    /// must equal one exactly. Repeat the flag (or separate with commas) for several. Their
+    /// tokens verify with --publisher-jwt-key / --subscriber-jwt-key, except the tokens of the
+    /// --jwks-issuer, which verify with its JWK Set only. By default the public URL, unless
+    /// --jwks-url is given.
+    #[arg(
+        long = "jwt-issuer",
+        env = "TIDINGS_JWT_ISSUERS",
+        value_delimiter = ','
+    )]
+    pub jwt_issuers: Vec<String>,
+
+    /// The hub's resource identifier, which a Mercure 1.0 token's `aud` must name. By default
+    /// the public URL followed by `/.well-known/mercure`.
+    #[arg(long, env = "TIDINGS_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// An authorization server's JWK Set (`https://…`), whose keys verify the Mercure 1.0
+    /// tokens of the --jwks-issuer (EdDSA, ES256 and RS256 keys; at most 32 are kept).
+    #[arg(long, env = "TIDINGS_JWKS_URL", value_parser = parse_jwks_url)]
+    pub jwks_url: Option<String>,
+
+    /// The issuer the --jwks-url keys belong to; by default the one --jwt-issuer, when exactly
+    /// one is given.
+    #[arg(long, env = "TIDINGS_JWKS_ISSUER")]
+    pub jwks_issuer: Option<String>,
+
+    /// How long fetched JWKS keys are used before they are fetched again, such as `10m`.
+    #[arg(long, env = "TIDINGS_JWKS_CACHE", default_value = "10m",
+          value_parser = parse_positive_duration)]
+    pub jwks_cache: Duration,
+
+    /// The least time between two fetches of the JWK Set, such as `30s`. A token naming an
+    /// unknown `kid` fetches the set again, but no sooner: until then such tokens get 401.
+    #[arg(long, env = "TIDINGS_JWKS_MIN_INTERVAL", default_value = "30s",
+          value_parser = humantime::parse_duration)]
+    pub jwks_min_interval: Duration,
+
+    /// How long one fetch of the JWK Set may take, such as `5s`.
+    #[arg(long, env = "TIDINGS_JWKS_TIMEOUT", default_value = "5s",
+          value_parser = parse_positive_duration)]
+    pub jwks_timeout: Duration,
+
+    /// The largest JWK Set accepted, in bytes; a larger answer is discarded.
+    #[arg(long, env = "TIDINGS_JWKS_MAX_BYTES", default_value_t = 262_144)]
+    pub jwks_max_bytes: usize,
+
+    /// Most topic matchers (and most authorization details) one Mercure 1.0 token may carry;
+    /// a token with more gets 401 `invalid_token`.
+    #[arg(long, env = "TIDINGS_MAX_TOKEN_MATCHERS", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_token_matchers: u32,
+
     /// Refuse subscribers without a valid token (by default anonymous subscribers get public
     /// updates).
     #[arg(long, env = "TIDINGS_NO_ANONYMOUS")]
@@ -241,6 +301,49 @@ pub enum JwtAlg {
     Hs256,
     Rs256,
     Es256,
+    /// Ed25519 signatures (RFC 8037).
+    #[value(name = "EdDSA")]
+    EdDsa,
+}
+
+/// An origin, `scheme://host[:port]` with nothing after it, lower-cased; the error says how to
+/// write one.
+fn parse_origin(s: &str) -> Result<String, String> {
+    let bad = || format!("`{s}` is not an origin: write it as scheme://host[:port]");
+    let uri: http::Uri = s.parse().map_err(|_| bad())?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return Err(bad());
+    };
+    // An origin is compared byte for byte (with a browser's `Origin` header, or as the start of
+    // a token's `aud`), and never has a path or credentials: reject what could never match
+    // rather than ignore it silently.
+    if !matches!(scheme, "http" | "https")
+        || authority.as_str().contains('@')
+        || !s.trim_end_matches('/').ends_with(authority.as_str())
+    {
+        return Err(bad());
+    }
+    Ok(format!(
+        "{scheme}://{}",
+        authority.as_str().to_ascii_lowercase()
+    ))
+}
+
+/// `--public-url`: an origin.
+fn parse_public_url(s: &str) -> Result<String, String> {
+    parse_origin(s)
+}
+
+/// `--jwks-url`: an absolute `http` or `https` URL.
+fn parse_jwks_url(s: &str) -> Result<String, String> {
+    let bad = || format!("`{s}` is not an http:// or https:// URL");
+    let uri: http::Uri = s.parse().map_err(|_| bad())?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http" | "https"), Some(authority)) if !authority.as_str().contains('@') => {
+            Ok(s.to_owned())
+        }
+        _ => Err(bad()),
+    }
 }
 
 impl Config {
@@ -278,22 +381,9 @@ impl FromStr for CorsOrigin {
         if s == "*" {
             return Ok(CorsOrigin::Any);
         }
-        let bad = || format!("`{s}` is not an origin: write it as scheme://host[:port], or `*`");
-        let uri: http::Uri = s.parse().map_err(|_| bad())?;
-        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-            return Err(bad());
-        };
-        // An origin is compared byte for byte with the browser's `Origin` header, which never has
-        // a path or credentials: reject what could never match rather than ignore it silently.
-        if !matches!(scheme, "http" | "https")
-            || authority.as_str().contains('@')
-            || !s.trim_end_matches('/').ends_with(authority.as_str())
-        {
-            return Err(bad());
-        }
-        let origin = format!("{scheme}://{}", authority.as_str().to_ascii_lowercase());
+        let origin = parse_origin(s).map_err(|e| format!("{e}, or `*`"))?;
         Ok(CorsOrigin::Exact(
-            http::HeaderValue::from_str(&origin).map_err(|_| bad())?,
+            http::HeaderValue::from_str(&origin).map_err(|e| e.to_string())?,
         ))
     }
 }

@@ -119,6 +119,15 @@ impl Server {
                 source,
             })?;
         let addr = listener.local_addr().map_err(Error::Serve)?;
+        let public_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| default_public_url(addr));
+        let auth = auth.serving_at(&public_url, &config);
+        tracing::info!(
+            "Mercure 1.0 tokens name the hub as {}",
+            auth.resource().audience
+        );
         let leptos = LeptosOptions::builder()
             .output_name("tidings")
             .site_root(config.site_root.to_string_lossy().as_ref())
@@ -247,6 +256,16 @@ impl Server {
         // Commit whatever publishes were accepted before stopping.
         hub.shutdown().await;
         Ok(())
+    }
+}
+
+/// The public URL when `--public-url` is not given: `http://` and the bound address, with
+/// `localhost` for an unspecified one (`0.0.0.0`, `::`).
+fn default_public_url(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("http://localhost:{}", addr.port())
+    } else {
+        format!("http://{addr}")
     }
 }
 

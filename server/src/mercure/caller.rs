@@ -1,20 +1,32 @@
 //! Who is calling: a request's token, found and verified, as axum extractors.
 //!
-//! The token is looked for in the `Authorization: Bearer` header, then the `authorization` query
-//! parameter (for clients that cannot set headers, such as `EventSource`), then the
-//! `mercureAuthorization` cookie. Handlers take `Option<Publisher>` or `Option<Subscriber>`,
-//! which picks the key: `None` when the request has no token, a 401 when it has one that does
-//! not verify. Extractors run before the handler, so no request input is parsed for a caller
-//! whose token is bad.
+//! Two protocols share the hub, told apart per request:
+//!
+//! - **Mercure 1.0**: a request that selects topics with `match`/`match_*` parameters, or whose
+//!   token says `typ: at+jwt`. The token comes from the `Authorization: Bearer` header, else the
+//!   `__Secure-mercure_access_token` cookie, never from the URL; it must be an access token;
+//!   refusals are RFC 6750 challenges (`invalid_request` 400, `invalid_token` 401).
+//! - **Draft-07**, anything else, as before 1.0: the header, then the `authorization` query
+//!   parameter (for clients that cannot set headers, such as `EventSource`), then the cookies;
+//!   refusals are a plain-text 401.
+//!
+//! Handlers take `Option<Publisher>` or `Option<Subscriber>`, which picks the key: `None` when
+//! the request has no token, a refusal when it has one that does not verify. Extractors run
+//! before the handler, so no request input is parsed for a caller whose token is bad.
 
-use super::auth::{TokenError, TokenSource, Verified};
+use super::{
+    auth::{Role, TokenError, TokenSource, Verified, is_access_token},
+    challenge::{ACCESS_COOKIE, BearerError, Challenge},
+    plain,
+};
 use crate::AppState;
 use axum::{
     extract::OptionalFromRequestParts,
-    http::{HeaderMap, header, request::Parts},
+    http::{HeaderMap, StatusCode, header, request::Parts},
+    response::{IntoResponse, Response},
 };
 
-/// The cookie a browser can carry the token in.
+/// The cookie a browser can carry a draft-07 token in.
 pub const COOKIE_NAME: &str = "mercureAuthorization";
 
 /// A caller whose token verifies with the publisher key.
@@ -23,78 +35,171 @@ pub struct Publisher(pub Verified);
 /// A caller whose token verifies with the subscriber key.
 pub struct Subscriber(pub Verified);
 
+/// Why a request's token was refused.
+#[derive(Debug)]
+pub enum Refused {
+    /// A draft-07 request's token: as before 1.0.
+    Claim(TokenError),
+    /// A Mercure 1.0 token, or a 1.0 request's: a challenge.
+    Challenge(BearerError, Challenge),
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Refused::Claim(error) => error.into_response(),
+            Refused::Challenge(error, challenge) => {
+                let (status, reason) = match error {
+                    BearerError::InvalidRequest => (
+                        StatusCode::BAD_REQUEST,
+                        "a Mercure access token goes in the Authorization header (`Bearer <token>`) \
+                         or the __Secure-mercure_access_token cookie, never in the URL",
+                    ),
+                    BearerError::InvalidToken => (StatusCode::UNAUTHORIZED, "invalid token"),
+                    BearerError::InsufficientScope => {
+                        (StatusCode::FORBIDDEN, "the token does not allow this")
+                    }
+                };
+                challenge.apply(plain(status, reason))
+            }
+        }
+    }
+}
+
 impl OptionalFromRequestParts<AppState> for Publisher {
-    type Rejection = TokenError;
+    type Rejection = Refused;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
-    ) -> Result<Option<Self>, TokenError> {
-        let verified = verify(parts, |token, source| {
-            state.auth.verify_publisher(token, source)
-        })?;
-        Ok(verified.map(Publisher))
+    ) -> Result<Option<Self>, Refused> {
+        Ok(verify(parts, state, Role::Publisher).await?.map(Publisher))
     }
 }
 
 impl OptionalFromRequestParts<AppState> for Subscriber {
-    type Rejection = TokenError;
+    type Rejection = Refused;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
-    ) -> Result<Option<Self>, TokenError> {
-        let verified = verify(parts, |token, source| {
-            state.auth.verify_subscriber(token, source)
-        })?;
-        Ok(verified.map(Subscriber))
+    ) -> Result<Option<Self>, Refused> {
+        Ok(verify(parts, state, Role::Subscriber)
+            .await?
+            .map(Subscriber))
     }
 }
 
-/// The request's token, if any, verified by `verify`.
-fn verify(
-    parts: &Parts,
-    verify: impl FnOnce(&str, TokenSource) -> Result<Verified, TokenError>,
-) -> Result<Option<Verified>, TokenError> {
-    let query_token = query_token(parts.uri.query());
-    match find_token(&parts.headers, query_token.as_deref())? {
-        Some((token, source)) => verify(token, source).map(Some),
-        None => Ok(None),
-    }
+/// Where a token was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Header,
+    Query,
+    /// `mercureAuthorization`.
+    ClaimCookie,
+    /// `__Secure-mercure_access_token`.
+    AccessCookie,
 }
 
-/// The `authorization` query parameter of a request's query string, if any.
-fn query_token(query: Option<&str>) -> Option<String> {
-    form_urlencoded::parse(query?.as_bytes())
-        .find(|(name, _)| name == "authorization")
-        .map(|(_, value)| value.into_owned())
-}
-
-/// Finds the request's token: header, then query parameter, then cookie.
-fn find_token<'a>(
-    headers: &'a HeaderMap,
-    query_token: Option<&'a str>,
-) -> Result<Option<(&'a str, TokenSource)>, TokenError> {
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let value = value.to_str().map_err(|_| TokenError::NotBearer)?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or(TokenError::NotBearer)?;
-        return Ok(Some((token.trim(), TokenSource::Header)));
-    }
-    if let Some(token) = query_token {
-        return Ok(Some((token, TokenSource::Query)));
-    }
-    for value in headers.get_all(header::COOKIE) {
-        let Ok(value) = value.to_str() else { continue };
-        for pair in value.split(';') {
-            if let Some((name, token)) = pair.trim().split_once('=')
-                && name == COOKIE_NAME
-            {
-                return Ok(Some((token.trim_matches('"'), TokenSource::Cookie)));
-            }
+impl Place {
+    fn source(self) -> TokenSource {
+        match self {
+            Place::Header => TokenSource::Header,
+            Place::Query => TokenSource::Query,
+            Place::ClaimCookie | Place::AccessCookie => TokenSource::Cookie,
         }
     }
-    Ok(None)
+}
+
+/// The request's token, if any, verified for `role`.
+async fn verify(parts: &Parts, state: &AppState, role: Role) -> Result<Option<Verified>, Refused> {
+    let auth = &state.auth;
+    let challenge = |error| Refused::Challenge(error, auth.resource().refused(error));
+    let query = parts.uri.query().unwrap_or_default();
+    let uses_matchers = uses_matchers(query);
+    let found = if uses_matchers {
+        find_access_token(&parts.headers).map_err(|_| challenge(BearerError::InvalidRequest))?
+    } else {
+        find_token(&parts.headers, query).map_err(Refused::Claim)?
+    };
+    let Some((token, place)) = found else {
+        return Ok(None);
+    };
+    // The access cookie holds access tokens only; elsewhere the token's own `typ` tells.
+    if !uses_matchers && place != Place::AccessCookie && !is_access_token(&token) {
+        return auth
+            .verify_claim(role, &token, place.source())
+            .map(Some)
+            .map_err(Refused::Claim);
+    }
+    if matches!(place, Place::Query | Place::ClaimCookie) {
+        return Err(challenge(BearerError::InvalidRequest));
+    }
+    match auth
+        .verify_access_token(role, &token, place.source(), &state.hub)
+        .await
+    {
+        Ok(verified) => Ok(Some(verified)),
+        Err(error) => {
+            tracing::debug!("access token refused: {error}");
+            Err(challenge(BearerError::InvalidToken))
+        }
+    }
+}
+
+/// Whether a query selects topics the Mercure 1.0 way (`match`, `match_exact`, …).
+pub fn uses_matchers(query: &str) -> bool {
+    form_urlencoded::parse(query.as_bytes())
+        .any(|(name, _)| name == "match" || name.starts_with("match_"))
+}
+
+/// The `Authorization: Bearer` token; the scheme is matched without regard to case.
+fn bearer(headers: &HeaderMap) -> Option<Result<String, TokenError>> {
+    let value = headers.get(header::AUTHORIZATION)?;
+    let token = value.to_str().ok().and_then(|value| {
+        let (scheme, token) = value.split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned())
+    });
+    Some(token.ok_or(TokenError::NotBearer))
+}
+
+/// The value of the first cookie named `name`.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| {
+            let (key, token) = pair.trim().split_once('=')?;
+            (key == name).then(|| token.trim_matches('"').to_owned())
+        })
+}
+
+/// A Mercure 1.0 request's token: the header, else the access cookie. The header wins over any
+/// cookie (cookies are ambient, so both is no error).
+fn find_access_token(headers: &HeaderMap) -> Result<Option<(String, Place)>, TokenError> {
+    if let Some(token) = bearer(headers) {
+        return Ok(Some((token?, Place::Header)));
+    }
+    Ok(cookie(headers, ACCESS_COOKIE).map(|token| (token, Place::AccessCookie)))
+}
+
+/// A draft-07 request's token: the header, then the `authorization` query parameter, then the
+/// cookies (the access cookie first).
+fn find_token(headers: &HeaderMap, query: &str) -> Result<Option<(String, Place)>, TokenError> {
+    if let Some(token) = bearer(headers) {
+        return Ok(Some((token?, Place::Header)));
+    }
+    let query_token = form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == "authorization")
+        .map(|(_, value)| value.into_owned());
+    if let Some(token) = query_token {
+        return Ok(Some((token, Place::Query)));
+    }
+    Ok(cookie(headers, ACCESS_COOKIE)
+        .map(|token| (token, Place::AccessCookie))
+        .or_else(|| cookie(headers, COOKIE_NAME).map(|token| (token, Place::ClaimCookie))))
 }

@@ -4,11 +4,19 @@
 //! - [`subscribe`]: `GET /.well-known/mercure?topic=…` (the event stream)
 //! - [`publish`]: `POST /.well-known/mercure` (form-encoded updates)
 //! - [`subscriptions`]: `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]`
-//! - [`auth`]: keys, tokens and who may do what
-//! - [`caller`]: the extractors that find and verify a request's token
+//! - `GET /.well-known/oauth-protected-resource/.well-known/mercure`: the hub's protected
+//!   resource metadata (RFC 9728), by which clients know it speaks Mercure 1.0
+//!
+//! Beneath them, from the bottom: [`challenge`] (the hub as an OAuth protected resource: its
+//! metadata and Bearer challenges), [`jwks`] (an authorization server's keys), [`grants`] (what a
+//! 1.0 token's authorization details allow), [`auth`] (keys, and verifying both forms of token),
+//! [`caller`] (the extractors that find and verify a request's token).
 
 pub mod auth;
 pub mod caller;
+pub mod challenge;
+pub mod grants;
+pub mod jwks;
 pub mod limits;
 pub mod publish;
 pub mod subscribe;
@@ -45,6 +53,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             "/.well-known/mercure/subscriptions/{topic}/{subscriber}",
             get(subscriptions::one),
         )
+        .route(challenge::METADATA_PATH, get(challenge::metadata))
         .layer(DefaultBodyLimit::max(state.config.max_publish_bytes));
     match state.cors.hub_layer() {
         Some(cors) => router.layer(cors),

@@ -1,7 +1,10 @@
 //! `POST /.well-known/mercure`: publish an update.
 
 use super::{
-    auth::TokenSource, caller::Publisher, history_unavailable, history_unreachable, plain,
+    auth::TokenSource,
+    caller::Publisher,
+    challenge::{BearerError, Challenge},
+    history_unavailable, history_unreachable, plain,
 };
 use crate::{AppState, cors::Cors};
 use axum::{
@@ -22,9 +25,11 @@ pub enum PublishError {
     #[error(transparent)]
     Invalid(#[from] UpdateError),
     #[error("publishing needs a token")]
-    NoToken,
+    NoToken(Challenge),
     #[error("the token's mercure.publish claim does not allow topic {0:?}")]
     TopicNotAllowed(String),
+    #[error("the token does not grant publish on topic {0:?}")]
+    NotGranted(String, Challenge),
     #[error("cookie-authenticated requests must come from an allowed origin")]
     CrossSite,
     #[error("{0}")]
@@ -38,11 +43,23 @@ impl IntoResponse for PublishError {
             PublishError::Hub(HubError::Unavailable) => return history_unreachable(),
             PublishError::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PublishError::BadRetry | PublishError::Invalid(_) => StatusCode::BAD_REQUEST,
-            PublishError::NoToken => StatusCode::UNAUTHORIZED,
-            PublishError::TopicNotAllowed(_) | PublishError::CrossSite => StatusCode::FORBIDDEN,
+            PublishError::NoToken(_) => StatusCode::UNAUTHORIZED,
+            PublishError::TopicNotAllowed(_)
+            | PublishError::NotGranted(..)
+            | PublishError::CrossSite => StatusCode::FORBIDDEN,
             PublishError::Hub(HubError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
         };
-        plain(status, self)
+        let challenge = match &self {
+            PublishError::NoToken(challenge) | PublishError::NotGranted(_, challenge) => {
+                Some(challenge.clone())
+            }
+            _ => None,
+        };
+        let response = plain(status, self);
+        match challenge {
+            Some(challenge) => challenge.apply(response),
+            None => response,
+        }
     }
 }
 
@@ -52,7 +69,9 @@ pub async fn publish(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, PublishError> {
-    let Publisher(verified) = publisher.ok_or(PublishError::NoToken)?;
+    let resource = state.auth.resource();
+    let Publisher(verified) =
+        publisher.ok_or_else(|| PublishError::NoToken(resource.no_token()))?;
     if verified.source == TokenSource::Cookie && !same_or_allowed_origin(&headers, &state.cors) {
         return Err(PublishError::CrossSite);
     }
@@ -73,7 +92,14 @@ pub async fn publish(
         .topics()
         .find(|t| !allowed.iter().any(|s| s.matches(t)))
     {
-        return Err(PublishError::TopicNotAllowed(topic.to_owned()));
+        return Err(if verified.is_access_token() {
+            PublishError::NotGranted(
+                topic.to_owned(),
+                resource.refused(BearerError::InsufficientScope),
+            )
+        } else {
+            PublishError::TopicNotAllowed(topic.to_owned())
+        });
     }
 
     let started = Instant::now();

@@ -2,6 +2,7 @@
 
 use super::{
     caller::Subscriber,
+    challenge::Challenge,
     history_unavailable, history_unreachable,
     limits::{LimitError, Slot},
     plain,
@@ -37,7 +38,7 @@ pub enum SubscribeError {
     #[error("Last-Event-ID must be UTF-8 text without control characters")]
     BadLastEventId,
     #[error("this hub needs a subscriber token")]
-    AnonymousRefused,
+    AnonymousRefused(Challenge),
     #[error("{0}")]
     Hub(#[from] HubError),
 }
@@ -55,7 +56,7 @@ impl IntoResponse for SubscribeError {
             SubscribeError::QueryTooLong(_) => StatusCode::URI_TOO_LONG,
             SubscribeError::BadSelector(_, SelectorRefused::TooManyTemplates)
             | SubscribeError::Limit(_) => StatusCode::TOO_MANY_REQUESTS,
-            SubscribeError::AnonymousRefused => StatusCode::UNAUTHORIZED,
+            SubscribeError::AnonymousRefused(_) => StatusCode::UNAUTHORIZED,
             SubscribeError::Hub(HubError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
         };
         let retry_after = match &self {
@@ -63,7 +64,14 @@ impl IntoResponse for SubscribeError {
             SubscribeError::Limit(_) | SubscribeError::BadSelector(..) => Some(5),
             _ => None,
         };
+        let challenge = match &self {
+            SubscribeError::AnonymousRefused(challenge) => Some(challenge.clone()),
+            _ => None,
+        };
         let mut response = plain(status, self);
+        if let Some(challenge) = challenge {
+            response = challenge.apply(response);
+        }
         if let Some(seconds) = retry_after.filter(|_| status == StatusCode::TOO_MANY_REQUESTS) {
             response
                 .headers_mut()
@@ -92,15 +100,18 @@ pub async fn subscribe(
     if query.len() > config.max_query_bytes {
         return Err(SubscribeError::QueryTooLong(config.max_query_bytes));
     }
-    let (scope, payload, expires_at) = match subscriber {
-        Some(Subscriber(verified)) => (
-            verified.subscribe_selectors(&state.hub),
-            verified.claims.mercure.payload.clone(),
-            verified.expires_at(),
-        ),
-        None if state.config.no_anonymous => return Err(SubscribeError::AnonymousRefused),
-        None => (None, None, None),
+    let verified = match subscriber {
+        Some(Subscriber(verified)) => Some(verified),
+        None if state.config.no_anonymous => {
+            return Err(SubscribeError::AnonymousRefused(
+                state.auth.resource().no_token(),
+            ));
+        }
+        None => None,
     };
+    let scope = verified
+        .as_ref()
+        .and_then(|v| v.subscribe_selectors(&state.hub));
 
     let mut topics = Vec::new();
     let mut query_last_id = None;
@@ -127,6 +138,10 @@ pub async fn subscribe(
             config.max_templates_per_subscription,
         ));
     }
+    let payload = verified
+        .as_ref()
+        .and_then(|v| v.payload_for(topics.iter().map(String::as_str)));
+    let expires_at = verified.as_ref().and_then(|v| v.expires_at());
     let slot: Slot = state.subscriber_limits.admit(client)?;
     let selectors = topics
         .into_iter()

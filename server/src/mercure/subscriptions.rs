@@ -2,7 +2,11 @@
 //! JSON-LD documents as in the Mercure spec. A subscriber token whose `mercure.subscribe` claim
 //! matches the requested URL's path is needed.
 
-use super::{caller::Subscriber, plain};
+use super::{
+    caller::Subscriber,
+    challenge::{BearerError, Challenge},
+    plain,
+};
 use crate::AppState;
 use axum::{
     extract::{Path, State},
@@ -15,9 +19,11 @@ use tidings_hub::subscription_topic;
 #[derive(Debug, thiserror::Error)]
 pub enum SubscriptionsError {
     #[error("the subscriptions API needs a subscriber token")]
-    NoToken,
+    NoToken(Challenge),
     #[error("the token's mercure.subscribe claim does not cover {0}")]
     NotAllowed(String),
+    #[error("the token does not grant subscribe on {0}")]
+    NotGranted(String, Challenge),
     #[error("no such subscription")]
     NotFound,
     #[error("{0}")]
@@ -26,9 +32,11 @@ pub enum SubscriptionsError {
 
 impl IntoResponse for SubscriptionsError {
     fn into_response(self) -> Response {
-        let status = match self {
-            SubscriptionsError::NoToken => StatusCode::UNAUTHORIZED,
-            SubscriptionsError::NotAllowed(_) => StatusCode::FORBIDDEN,
+        let status = match &self {
+            SubscriptionsError::NoToken(_) => StatusCode::UNAUTHORIZED,
+            SubscriptionsError::NotAllowed(_) | SubscriptionsError::NotGranted(..) => {
+                StatusCode::FORBIDDEN
+            }
             SubscriptionsError::NotFound => StatusCode::NOT_FOUND,
             SubscriptionsError::Hub(tidings_hub::SubscribeError::Unavailable) => {
                 return super::history_unreachable();
@@ -40,7 +48,16 @@ impl IntoResponse for SubscriptionsError {
                 return super::history_unavailable();
             }
         };
-        plain(status, self)
+        let challenge = match &self {
+            SubscriptionsError::NoToken(challenge)
+            | SubscriptionsError::NotGranted(_, challenge) => Some(challenge.clone()),
+            _ => None,
+        };
+        let response = plain(status, self);
+        match challenge {
+            Some(challenge) => challenge.apply(response),
+            None => response,
+        }
     }
 }
 
@@ -50,11 +67,18 @@ fn authorize(
     subscriber: Option<Subscriber>,
     uri: &Uri,
 ) -> Result<(), SubscriptionsError> {
-    let Subscriber(verified) = subscriber.ok_or(SubscriptionsError::NoToken)?;
+    let resource = state.auth.resource();
+    let Subscriber(verified) =
+        subscriber.ok_or_else(|| SubscriptionsError::NoToken(resource.no_token()))?;
     let path = uri.path();
     let allowed = verified.subscribe_selectors(&state.hub).unwrap_or_default();
     if allowed.iter().any(|s| s.matches(path)) {
         Ok(())
+    } else if verified.is_access_token() {
+        Err(SubscriptionsError::NotGranted(
+            path.to_owned(),
+            resource.refused(BearerError::InsufficientScope),
+        ))
     } else {
         Err(SubscriptionsError::NotAllowed(path.to_owned()))
     }

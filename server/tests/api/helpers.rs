@@ -47,6 +47,84 @@ pub fn sign_with(key: &str, alg: jsonwebtoken::Algorithm, claims: serde_json::Va
     jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, &key).unwrap()
 }
 
+/// A compact JWS of these header and claims, signed with `key` by `alg`, whatever the header
+/// says (so a test can put anything in it).
+pub fn sign_raw(
+    header: serde_json::Value,
+    claims: serde_json::Value,
+    key: &jsonwebtoken::EncodingKey,
+    alg: jsonwebtoken::Algorithm,
+) -> String {
+    use base64::Engine;
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let message = format!("{}.{}", b64(header), b64(claims));
+    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), key, alg).unwrap();
+    format!("{message}.{signature}")
+}
+
+/// The public URL of the servers [`TestServer::start_v1`] starts, as the Mercure 1.0
+/// conformance suite expects it: the default issuer, and (with the hub's path) the audience.
+pub const PUBLIC_URL: &str = "https://localhost";
+
+/// The hub's resource identifier at [`PUBLIC_URL`].
+pub const AUDIENCE: &str = "https://localhost/.well-known/mercure";
+
+/// The metadata's URL at [`PUBLIC_URL`], as challenges name it.
+pub const METADATA_URL: &str =
+    "https://localhost/.well-known/oauth-protected-resource/.well-known/mercure";
+
+/// A Mercure authorization detail granting `actions` on exact `topics`.
+pub fn detail(actions: &[&str], topics: &[&str]) -> serde_json::Value {
+    let topics: Vec<_> = topics
+        .iter()
+        .map(|t| serde_json::json!({ "match": t }))
+        .collect();
+    serde_json::json!({
+        "type": "https://mercure.rocks/authorization-detail",
+        "actions": actions,
+        "topics": topics,
+    })
+}
+
+/// The claims of a valid Mercure 1.0 token for a [`TestServer::start_v1`] server, with these
+/// authorization details; a test changes what it checks.
+pub fn access_claims(details: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "iss": PUBLIC_URL,
+        "aud": AUDIENCE,
+        "exp": now() + 3600,
+        "authorization_details": details,
+    })
+}
+
+/// An HS256 Mercure 1.0 access token (`typ: at+jwt`) with these claims, signed with `key`.
+pub fn access_token(key: &str, claims: serde_json::Value) -> String {
+    sign_raw(
+        serde_json::json!({ "alg": "HS256", "typ": "at+jwt" }),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(key.as_bytes()),
+        jsonwebtoken::Algorithm::HS256,
+    )
+}
+
+/// A publisher's access token granting publish on these exact topics.
+pub fn publisher_access_token(topics: &[&str]) -> String {
+    access_token(
+        PUBLISHER_KEY,
+        access_claims(serde_json::json!([detail(&["publish"], topics)])),
+    )
+}
+
+/// A subscriber's access token granting subscribe on these exact topics.
+pub fn subscriber_access_token(topics: &[&str]) -> String {
+    access_token(
+        SUBSCRIBER_KEY,
+        access_claims(serde_json::json!([detail(&["subscribe"], topics)])),
+    )
+}
+
 /// Seconds since the Unix epoch, for `exp` and `nbf` claims.
 pub fn now() -> u64 {
     std::time::SystemTime::now()
@@ -107,6 +185,15 @@ impl TestServer {
         }
     }
 
+    /// A server with [`test_config`] changed by `configure`, serving at [`PUBLIC_URL`].
+    pub async fn start_v1(configure: impl FnOnce(&mut Config)) -> Self {
+        Self::start(|config| {
+            config.public_url = Some(PUBLIC_URL.into());
+            configure(config);
+        })
+        .await
+    }
+
     /// A server with [`test_config`] as it is.
     pub async fn start_default() -> Self {
         Self::start(|_| {}).await
@@ -148,6 +235,19 @@ impl TestServer {
             response.text().await
         );
         response.text().await.unwrap()
+    }
+
+    /// A publish of `form` with this access token in the `__Secure-mercure_access_token` cookie,
+    /// sent from this server's own origin; a test adds what else it needs.
+    pub fn post_form_with_cookie(&self, cookie: &str, form: &[(&str, &str)]) -> RequestBuilder {
+        self.client
+            .post(self.url(HUB))
+            .header(reqwest::header::ORIGIN, &self.base)
+            .header(
+                reqwest::header::COOKIE,
+                format!("__Secure-mercure_access_token={cookie}"),
+            )
+            .form(form)
     }
 
     /// The hub's URL with this query.

@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod access_tokens;
 mod assets;
 mod auth;
 mod chat;
