@@ -9,10 +9,9 @@ use crate::{
     events::ActiveSubscription,
     fanout::Fanout,
     health::Health,
-    history::{History, HistoryError},
-    mark::EARLIEST,
+    history::{self, History, HistoryError},
     node::Node,
-    selector::{Interner, Selector},
+    selector::{Interner, MatchKind, Selector},
     shutdown::Shutdown,
     stats::{Counters, Stats},
     stream::Streams,
@@ -41,6 +40,8 @@ struct Inner {
     shutdown: Arc<Shutdown>,
     /// One compiled copy of each template in use, shared by subscriptions and token claims.
     interner: Interner,
+    /// What URL patterns are resolved against.
+    hub_url: url::Url,
     /// The writer's thread and the cluster's, joined on shutdown.
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -116,6 +117,7 @@ impl Hub {
             buffer: config.subscriber_buffer,
             announce: config.subscription_events,
         });
+        let hub_url = config.base_url();
         Ok(Hub {
             inner: Arc::new(Inner {
                 config,
@@ -128,6 +130,7 @@ impl Hub {
                 counters,
                 shutdown,
                 interner: Interner::new(),
+                hub_url,
                 threads: Mutex::new(threads),
             }),
         })
@@ -144,6 +147,21 @@ impl Hub {
             return Err(SelectorRefused::TooManyTemplates);
         }
         Ok(interner.parse(text)?)
+    }
+
+    /// Parses a Mercure 1.0 matcher (a `match…` parameter, or a grant's): see
+    /// [`Interner::parse_matcher`]. A new URL pattern is refused once the hub holds
+    /// `max_templates` distinct templates and patterns.
+    pub fn parse_matcher(&self, kind: MatchKind, text: &str) -> Result<Selector, SelectorRefused> {
+        let interner = &self.inner.interner;
+        if kind == MatchKind::UrlPattern
+            && text != "*"
+            && interner.len() >= self.inner.config.max_templates
+            && !interner.contains_url_pattern(text)
+        {
+            return Err(SelectorRefused::TooManyTemplates);
+        }
+        Ok(interner.parse_matcher(kind, text, &self.inner.hub_url)?)
     }
 
     /// Parses a token claim's selectors through the same shared templates; ones that cannot
@@ -198,22 +216,9 @@ impl Hub {
         let (head, head_id) = self.inner.fanout.head();
         let history = self.inner.history.clone();
         let (updates, newest) = tokio::task::spawn_blocking(move || {
-            let mut found = Vec::new();
-            let mut before = head + 1;
-            let mut scanned = 0;
-            while found.len() < limit && scanned < max_scan {
-                let chunk = history.read_back(before, 512)?;
-                let Some(oldest) = chunk.last() else { break };
-                before = oldest.position;
-                scanned += chunk.len();
-                found.extend(chunk.into_iter().map(|s| s.update).filter(|u| {
-                    !u.is_private() && selectors.iter().any(|s| s.matches_any(u.topics()))
-                }));
-            }
-            let newest = found.first().map(|u| u.id().to_owned());
-            found.truncate(limit);
-            found.reverse();
-            Ok::<_, HistoryError>((found, newest))
+            history::newest_matching(&*history, head, limit, max_scan, |u| {
+                !u.is_private() && selectors.iter().any(|s| s.matches_any(u.topics()))
+            })
         })
         .await
         .map_err(|_| SubscribeError::ShuttingDown)?
@@ -230,11 +235,7 @@ impl Hub {
     /// Every active subscription (one per subscriber and selector), sorted by selector and
     /// subscriber, on every node of a cluster; and the id of the last update fanned out here.
     pub async fn subscriptions(&self) -> Result<Subscriptions, SubscribeError> {
-        let last_event_id = self
-            .inner
-            .fanout
-            .last_id()
-            .unwrap_or_else(|| EARLIEST.to_owned());
+        let last_event_id = self.inner.fanout.last_id();
         let mut active = self.inner.fanout.active();
         if self.inner.history.shared().is_some() {
             let node = self.inner.node.clone();

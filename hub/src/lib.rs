@@ -14,7 +14,7 @@
 //!
 //! | layer | modules | what they hold |
 //! |---|---|---|
-//! | 0 | `sse`, `index`, `mark`, `stats`, `selector`, `config`, `node`, `shutdown` | leaves: the SSE encoding (once per event, shared as [`bytes::Bytes`]); the prefix index; an event's place in the order (`Mark`, [`EARLIEST`]); the counters; selectors (exact, `*`, RFC 6570 templates, the interner); [`HubConfig`]; this node's name and leadership; the two-step shutdown |
+//! | 0 | `sse`, `index`, `mark`, `stats`, `selector`, `config`, `node`, `shutdown` | leaves: the SSE encoding (once per event, shared as [`bytes::Bytes`]); the prefix index; an event's place in the order (`Mark`, [`EARLIEST`]); the counters; selectors (exact, `*`, RFC 6570 templates, Mercure 1.0 URL patterns, the interner); [`HubConfig`]; this node's name and leadership; the two-step shutdown |
 //! | 1 | `update`, `live_id` | an [`Update`], parsed once at the edge from a [`NewUpdate`]; the ids of live-only events, which carry their own place |
 //! | 2 | `history`, `subscriber`, `encodings`, `queue` | the storage boundary ([`History`], SQLite and Redis); who a subscriber is and what it may receive; the shared encodings of large stored updates; a subscriber's bounded queue and its item |
 //! | 3 | `registry`, `events`, `error` | who wants what (the index), the head, and the record of who came and went, with no lock of its own; subscription events and documents; the errors callers see, with one classification of a history error |
@@ -64,7 +64,9 @@ pub use history::{
 pub use hub::{Hub, Snapshot, Subscriptions};
 pub use live_id::LiveIdKey;
 pub use mark::EARLIEST;
-pub use selector::{Interner, MAX_SELECTOR_LEN, Selector, SelectorError};
+pub use selector::{
+    Interner, MAX_SELECTOR_LEN, MatchKind, Selector, SelectorError, UrlPatternMatcher,
+};
 pub use sse::{Event, comment};
 pub use stats::Stats;
 pub use stream::{HISTORY_GAP_EVENT, LIVE_EVENT, SubscriptionStream};

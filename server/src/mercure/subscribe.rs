@@ -18,17 +18,26 @@ use axum::{
 };
 use futures_util::StreamExt;
 use std::convert::Infallible;
-use tidings_hub::{SelectorRefused, SubscribeError as HubError, SubscribeRequest};
+use tidings_hub::{MatchKind, SelectorRefused, SubscribeError as HubError, SubscribeRequest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubscribeError {
-    #[error("missing topic: subscribe with ?topic=<selector>")]
+    #[error("missing topic: subscribe with ?topic=<selector> (or, Mercure 1.0, ?match=<topic>)")]
     NoTopic,
+    #[error(
+        "{0:?} is not a matcher this hub supports (match, match_exact, match_urlpattern); \
+         parameter names starting with \"match\" are reserved"
+    )]
+    UnknownMatcher(String),
+    #[error(
+        "a subscription uses either topic (draft-07) or match parameters (Mercure 1.0), not both"
+    )]
+    MixedProtocols,
     #[error("the query is longer than {0} bytes")]
     QueryTooLong(usize),
     #[error("too many topics (at most {0})")]
     TooManyTopics(u32),
-    #[error("too many URI templates among the topics (at most {0})")]
+    #[error("too many URI templates or URL patterns among the topics (at most {0})")]
     TooManyTemplates(u32),
     #[error("topic {0:?}: {1}")]
     BadSelector(String, SelectorRefused),
@@ -48,9 +57,12 @@ impl IntoResponse for SubscribeError {
             SubscribeError::Hub(HubError::Storage) => return history_unavailable(),
             SubscribeError::Hub(HubError::Unavailable) => return history_unreachable(),
             SubscribeError::NoTopic
+            | SubscribeError::UnknownMatcher(_)
+            | SubscribeError::MixedProtocols
             | SubscribeError::TooManyTopics(_)
             | SubscribeError::TooManyTemplates(_)
             | SubscribeError::BadSelector(_, SelectorRefused::Invalid(_))
+            | SubscribeError::BadSelector(_, SelectorRefused::BadMatcher(_))
             | SubscribeError::BadLastEventId => StatusCode::BAD_REQUEST,
             SubscribeError::QueryTooLong(_) => StatusCode::URI_TOO_LONG,
             SubscribeError::BadSelector(_, SelectorRefused::TooManyTemplates)
@@ -103,40 +115,67 @@ pub async fn subscribe(
     };
 
     let mut topics = Vec::new();
+    let mut matchers = Vec::new();
     let mut query_last_id = None;
     let mut routed = false;
     for (name, value) in form_urlencoded::parse(query.as_bytes()) {
         match &*name {
             "topic" => topics.push(value.into_owned()),
             "lastEventID" => query_last_id = Some(value.into_owned()),
+            // Mercure 1.0's; the first one wins (the spec's rule for a query and a body).
+            "last_event_id" => {
+                query_last_id.get_or_insert_with(|| value.into_owned());
+            }
             // Tidings' own: each update is preceded by the indices of the selectors it matches
             // (one connection serving several tabs). Other Mercure clients never send it.
             ROUTE_PARAMETER => routed = value == "1",
+            // Mercure 1.0 reserves every name starting with "match", in any case.
+            name if name
+                .get(..5)
+                .is_some_and(|m| m.eq_ignore_ascii_case("match")) =>
+            {
+                let kind = match name {
+                    "match" => Some(MatchKind::Exact),
+                    _ => name.strip_prefix("match_").and_then(MatchKind::from_name),
+                };
+                let kind = kind.ok_or_else(|| SubscribeError::UnknownMatcher(name.to_owned()))?;
+                matchers.push((kind, value.into_owned()));
+            }
             _ => {}
         }
     }
-    if topics.is_empty() {
+    // Chosen per request: Mercure 1.0 when it names its matchers, draft-07 otherwise.
+    let mercure_1 = !matchers.is_empty();
+    if mercure_1 && !topics.is_empty() {
+        return Err(SubscribeError::MixedProtocols);
+    }
+    let count = topics.len() + matchers.len();
+    if count == 0 {
         return Err(SubscribeError::NoTopic);
     }
-    if topics.len() > config.max_selectors as usize {
+    if count > config.max_selectors as usize {
         return Err(SubscribeError::TooManyTopics(config.max_selectors));
     }
-    let templates = topics.iter().filter(|t| t.contains('{')).count();
+    let templates = topics.iter().filter(|t| t.contains('{')).count()
+        + matchers
+            .iter()
+            .filter(|(kind, text)| *kind == MatchKind::UrlPattern && text != "*")
+            .count();
     if templates > config.max_templates_per_subscription as usize {
         return Err(SubscribeError::TooManyTemplates(
             config.max_templates_per_subscription,
         ));
     }
     let slot: Slot = state.subscriber_limits.admit(client)?;
-    let selectors = topics
-        .into_iter()
-        .map(|t| {
-            state
-                .hub
-                .parse_selector(&t)
-                .map_err(|e| SubscribeError::BadSelector(t, e))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut selectors = Vec::with_capacity(count);
+    for t in topics {
+        let parsed = state.hub.parse_selector(&t);
+        selectors.push(parsed.map_err(|e| SubscribeError::BadSelector(t, e))?);
+    }
+    for (kind, t) in matchers {
+        let parsed = state.hub.parse_matcher(kind, &t);
+        selectors.push(parsed.map_err(|e| SubscribeError::BadSelector(t, e))?);
+    }
 
     // The header (what a reconnecting browser sends) wins over the query parameter. Browsers
     // send the id as UTF-8 (HTAB and non-ASCII are legal in a field value).
@@ -155,6 +194,7 @@ pub async fn subscribe(
         return Err(SubscribeError::BadLastEventId);
     }
 
+    let asked_from = last_event_id.is_some();
     let subscription = state
         .hub
         .subscribe(SubscribeRequest {
@@ -166,8 +206,20 @@ pub async fn subscribe(
             routed,
         })
         .await?;
-    let header_value = HeaderValue::from_bytes(subscription.last_event_id.as_bytes())
-        .unwrap_or_else(|_| HeaderValue::from_static("earliest"));
+    // Mercure 1.0 says `earliest` when the id asked for is unknown or gone (draft-07 names the
+    // head the stream continues after, as before).
+    let header_value = match mercure_1 && subscription.history_gap {
+        true => HeaderValue::from_static("earliest"),
+        false => HeaderValue::from_bytes(subscription.last_event_id.as_bytes())
+            .unwrap_or_else(|_| HeaderValue::from_static("earliest")),
+    };
+    // Mercure 1.0's field, set when the request named an id to resume from.
+    let resume_field = (mercure_1 && asked_from).then(|| {
+        (
+            HeaderName::from_static("mercure-last-event-id"),
+            header_value.clone(),
+        )
+    });
     // The slot is held by the body: the subscription counts until its stream is dropped.
     let body = Body::from_stream(subscription.stream.map(move |chunk| {
         let _held = &slot;
@@ -189,6 +241,7 @@ pub async fn subscribe(
             ),
             (HeaderName::from_static("last-event-id"), header_value),
         ],
+        resume_field.map(|field| [field]),
         body,
     )
         .into_response())

@@ -15,6 +15,7 @@ mod errors;
 mod hostile;
 mod lean;
 mod load;
+mod mercure1;
 mod operations;
 mod pages;
 mod process;
