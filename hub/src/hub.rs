@@ -6,16 +6,17 @@ use crate::{
     cluster::{Cluster, ask_other_nodes},
     config::HubConfig,
     error::{PublishError, SelectorRefused, SubscribeError, Unhealthy},
-    events::ActiveSubscription,
+    events::{ActiveSubscription, Subscriptions},
     fanout::Fanout,
     health::Health,
-    history::{self, History, HistoryError},
+    history::{self, History, HistoryError, Snapshot},
     node::Node,
     selector::{Interner, MatchKind, Selector},
     shutdown::Shutdown,
     stats::{Counters, Stats},
     stream::Streams,
     subscribe::{SubscribeRequest, Subscribers, Subscription},
+    subscriber::Protocol,
     update::Update,
     writer::{Writer, WriterParts},
 };
@@ -44,21 +45,6 @@ struct Inner {
     hub_url: url::Url,
     /// The writer's thread and the cluster's, joined on shutdown.
     threads: Mutex<Vec<JoinHandle<()>>>,
-}
-
-/// The recent state of some topics, for rendering a page before it goes live.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    /// The newest matching public updates, oldest first.
-    pub updates: Vec<Arc<Update>>,
-    /// Subscribe with this as `lastEventID` to get exactly what comes after the snapshot.
-    pub last_event_id: String,
-}
-
-/// The active subscriptions, and the id of the last update fanned out.
-pub struct Subscriptions {
-    pub active: Vec<ActiveSubscription>,
-    pub last_event_id: String,
 }
 
 impl Hub {
@@ -139,29 +125,30 @@ impl Hub {
     /// Parses a subscriber's selector. A template in use elsewhere is shared, not compiled
     /// again; a new one is refused once the hub holds `max_templates` distinct ones.
     pub fn parse_selector(&self, text: &str) -> Result<Selector, SelectorRefused> {
-        let interner = &self.inner.interner;
-        if text.contains('{')
-            && interner.len() >= self.inner.config.max_templates
-            && !interner.contains(text)
-        {
-            return Err(SelectorRefused::TooManyTemplates);
-        }
-        Ok(interner.parse(text)?)
+        self.refuse_past_the_cap(None, text)?;
+        Ok(self.inner.interner.parse(text)?)
     }
 
     /// Parses a Mercure 1.0 matcher (a `match…` parameter, or a grant's): see
-    /// [`Interner::parse_matcher`]. A new URL pattern is refused once the hub holds
-    /// `max_templates` distinct templates and patterns.
+    /// [`Interner::parse_matcher`]; a new URL pattern counts against `max_templates`.
     pub fn parse_matcher(&self, kind: MatchKind, text: &str) -> Result<Selector, SelectorRefused> {
-        let interner = &self.inner.interner;
-        if kind == MatchKind::UrlPattern
-            && text != "*"
-            && interner.len() >= self.inner.config.max_templates
-            && !interner.contains_url_pattern(text)
-        {
-            return Err(SelectorRefused::TooManyTemplates);
+        self.refuse_past_the_cap(Some(kind), text)?;
+        Ok(self
+            .inner
+            .interner
+            .parse_matcher(kind, text, &self.inner.hub_url)?)
+    }
+
+    fn refuse_past_the_cap(
+        &self,
+        kind: Option<MatchKind>,
+        text: &str,
+    ) -> Result<(), SelectorRefused> {
+        let max = self.inner.config.max_templates;
+        match self.inner.interner.would_exceed(kind, text, max) {
+            true => Err(SelectorRefused::TooManyTemplates),
+            false => Ok(()),
         }
-        Ok(interner.parse_matcher(kind, text, &self.inner.hub_url)?)
     }
 
     /// Parses a token claim's selectors through the same shared templates; ones that cannot
@@ -195,7 +182,16 @@ impl Hub {
         &self,
         request: SubscribeRequest,
     ) -> Result<Subscription, SubscribeError> {
-        self.inner.subscribers.subscribe(request).await
+        self.subscribe_as(request, Protocol::Draft07).await
+    }
+
+    /// As [`Hub::subscribe`], announced and listed in the form of `protocol`.
+    pub async fn subscribe_as(
+        &self,
+        request: SubscribeRequest,
+        protocol: Protocol,
+    ) -> Result<Subscription, SubscribeError> {
+        self.inner.subscribers.subscribe(request, protocol).await
     }
 
     /// Up to `limit` of the newest public updates matching `selectors` (scanning at most

@@ -56,20 +56,23 @@ mod writer;
 
 pub use config::HubConfig;
 pub use error::{PublishError, SelectorRefused, SubscribeError, Unhealthy};
-pub use events::{ActiveSubscription, subscription_json, subscription_topic};
+pub use events::{
+    ActiveSubscription, SUBSCRIPTION_EVENT_TYPE, Subscriptions, subscription_json,
+    subscription_topic, subscription_topic_v1,
+};
 pub use history::{
     Cursor, Followed, Heads, History, HistoryError, Horizon, LiveEvent, Membership, NodeState,
-    RedisHistory, Refreshed, Retention, SharedHistory, SqliteHistory,
+    RedisHistory, Refreshed, Retention, SharedHistory, Snapshot, SqliteHistory,
 };
-pub use hub::{Hub, Snapshot, Subscriptions};
+pub use hub::Hub;
 pub use live_id::LiveIdKey;
 pub use mark::EARLIEST;
 pub use selector::{
-    Interner, MAX_SELECTOR_LEN, MatchKind, Selector, SelectorError, UrlPatternMatcher,
+    Interner, MAX_SELECTOR_LEN, MatchKind, MatcherError, Selector, SelectorError, UrlPatternMatcher,
 };
 pub use sse::{Event, comment};
 pub use stats::Stats;
 pub use stream::{HISTORY_GAP_EVENT, LIVE_EVENT, SubscriptionStream};
 pub use subscribe::{SubscribeRequest, Subscription};
-pub use subscriber::{ROUTE_EVENT, SubscriberInfo};
+pub use subscriber::{Protocol, ROUTE_EVENT, SubscriberInfo};
 pub use update::{MAX_TOPICS, NewUpdate, RESERVED_PATH, Stored, Update, UpdateError, new_id};

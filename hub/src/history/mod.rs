@@ -118,6 +118,15 @@ pub trait History: Send + Sync + 'static {
     }
 }
 
+/// The recent state of some topics, for rendering a page before it goes live.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The newest matching public updates, oldest first.
+    pub updates: Vec<Arc<Update>>,
+    /// Subscribe with this as `lastEventID` to get exactly what comes after the snapshot.
+    pub last_event_id: String,
+}
+
 /// Up to `limit` of the newest updates up to `head` that `wanted` accepts, oldest first
 /// (scanning at most `max_scan` back), and the newest one's id.
 pub(crate) fn newest_matching(

@@ -127,6 +127,17 @@ impl Interner {
         self.lookup_url_pattern(text).is_some()
     }
 
+    /// Whether parsing `text` (as a draft-07 selector, or a 1.0 matcher of `kind`) would add a
+    /// template or URL pattern to a table that holds `max` already: what a hub refuses.
+    pub fn would_exceed(&self, kind: Option<MatchKind>, text: &str, max: usize) -> bool {
+        let new = match kind {
+            None => text.contains('{') && !self.contains(text),
+            Some(MatchKind::UrlPattern) => text != "*" && !self.contains_url_pattern(text),
+            Some(MatchKind::Exact) => false,
+        };
+        new && self.len() >= max
+    }
+
     fn lookup(&self, text: &str) -> Option<Arc<Template>> {
         self.table.entries.lock().get(text).and_then(Weak::upgrade)
     }

@@ -3,7 +3,8 @@
 //!
 //! - [`subscribe`]: `GET /.well-known/mercure?topic=…` (the event stream)
 //! - [`publish`]: `POST /.well-known/mercure` (form-encoded updates)
-//! - [`subscriptions`]: `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]`
+//! - [`subscriptions`]: `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]`, and
+//!   Mercure 1.0's `…/subscriptions/{match_type}/{match}[/{subscriber}]`
 //! - [`auth`]: keys, tokens and who may do what
 //! - [`caller`]: the extractors that find and verify a request's token
 
@@ -44,6 +45,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route(
             "/.well-known/mercure/subscriptions/{topic}/{subscriber}",
             get(subscriptions::one),
+        )
+        .route(
+            "/.well-known/mercure/subscriptions/{match_type}/{match}/{subscriber}",
+            get(subscriptions::one_v1),
         )
         .layer(DefaultBodyLimit::max(state.config.max_publish_bytes));
     match state.cors.hub_layer() {

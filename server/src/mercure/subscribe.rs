@@ -18,7 +18,9 @@ use axum::{
 };
 use futures_util::StreamExt;
 use std::convert::Infallible;
-use tidings_hub::{MatchKind, SelectorRefused, SubscribeError as HubError, SubscribeRequest};
+use tidings_hub::{
+    MatchKind, Protocol, SelectorRefused, SubscribeError as HubError, SubscribeRequest,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubscribeError {
@@ -195,16 +197,23 @@ pub async fn subscribe(
     }
 
     let asked_from = last_event_id.is_some();
+    let protocol = match mercure_1 {
+        true => Protocol::Mercure1,
+        false => Protocol::Draft07,
+    };
     let subscription = state
         .hub
-        .subscribe(SubscribeRequest {
-            selectors,
-            scope,
-            payload,
-            last_event_id,
-            expires_at,
-            routed,
-        })
+        .subscribe_as(
+            SubscribeRequest {
+                selectors,
+                scope,
+                payload,
+                last_event_id,
+                expires_at,
+                routed,
+            },
+            protocol,
+        )
         .await?;
     // Mercure 1.0 says `earliest` when the id asked for is unknown or gone (draft-07 names the
     // head the stream continues after, as before).

@@ -195,3 +195,108 @@ async fn draft_07_requests_are_unchanged_by_the_new_parameters() {
     server.publish(&[("topic", "/d"), ("data", "two")]).await;
     assert_eq!(reader.expect_next().await.data, "two");
 }
+
+#[tokio::test]
+async fn subscription_events_and_the_api_take_the_1_0_form() {
+    use crate::helpers::{SUBSCRIBER_KEY, sign_with, subscriber_token};
+    use serde_json::{Value, json};
+
+    let server = TestServer::start_default().await;
+    // A watcher of every exact-matcher subscription, through a relative URL pattern resolved
+    // against the hub's URL, as the spec's example does.
+    let watcher_token = subscriber_token(&["*"]);
+    let watcher = server
+        .subscribe_request(&[(
+            "match_urlpattern",
+            "/.well-known/mercure/subscriptions/exact/:match/:subscriber",
+        )])
+        .bearer_auth(&watcher_token)
+        .send()
+        .await
+        .unwrap();
+    let mut watcher = SseReader::new(watcher);
+
+    let member_token = sign_with(
+        SUBSCRIBER_KEY,
+        jsonwebtoken::Algorithm::HS256,
+        json!({ "mercure": { "subscribe": ["/books/1"], "payload": { "name": "ann" } } }),
+    );
+    let member = server
+        .subscribe_request(&[("match", "/books/1")])
+        .bearer_auth(member_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(member.status(), StatusCode::OK);
+
+    let event = watcher.expect_next().await;
+    assert_eq!(event.event, "mercure", "the reserved event type");
+    let doc: Value = serde_json::from_str(&event.data).unwrap();
+    let subscriber = doc["subscriber"].as_str().unwrap().to_owned();
+    let id = format!(
+        "/.well-known/mercure/subscriptions/exact/%2Fbooks%2F1/{}",
+        subscriber.replace(':', "%3A")
+    );
+    assert_eq!(
+        doc,
+        json!({
+            "id": id,
+            "type": "subscription",
+            "match_type": "exact",
+            "match": "/books/1",
+            "subscriber": subscriber,
+            "active": true,
+            "payload": { "name": "ann" },
+        })
+    );
+    assert!(!event.id.is_empty(), "a live id to resume from");
+
+    // The API: the collection for that matcher, and the one subscription, as the event said.
+    let client = server.client();
+    let collection = client
+        .get(server.url("/.well-known/mercure/subscriptions/exact/%2Fbooks%2F1"))
+        .bearer_auth(&watcher_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(collection.status(), StatusCode::OK);
+    assert_eq!(collection.headers()["content-type"], "application/json");
+    let link = collection.headers()["link"].to_str().unwrap().to_owned();
+    assert!(
+        link.starts_with("</.well-known/mercure>; rel=\"mercure\"; last-event-id=\""),
+        "{link}"
+    );
+    let collection: Value = collection.json().await.unwrap();
+    assert_eq!(
+        collection["id"],
+        "/.well-known/mercure/subscriptions/exact/%2Fbooks%2F1"
+    );
+    assert_eq!(collection["type"], "subscriptions");
+    assert_eq!(collection["subscriptions"].as_array().unwrap().len(), 1);
+    assert_eq!(collection["subscriptions"][0]["id"], id.as_str());
+
+    let one = client
+        .get(server.url(&id))
+        .bearer_auth(&watcher_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(one.status(), StatusCode::OK);
+    let one: Value = one.json().await.unwrap();
+    assert_eq!(one, doc);
+    let missing = client
+        .get(server.url("/.well-known/mercure/subscriptions/exact/%2Fbooks%2F1/urn%3Auuid%3Ax"))
+        .bearer_auth(&watcher_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+
+    // Leaving is announced the same way.
+    drop(member);
+    let event = watcher.expect_next().await;
+    assert_eq!(event.event, "mercure");
+    let gone: Value = serde_json::from_str(&event.data).unwrap();
+    assert_eq!(gone["id"], id.as_str());
+    assert_eq!(gone["active"], false);
+}
