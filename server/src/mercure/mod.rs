@@ -1,7 +1,8 @@
 //! The Mercure hub over HTTP, at `/.well-known/mercure`: the protocol's surface mapped onto
 //! [`tidings_hub::Hub`], which does the work.
 //!
-//! - [`subscribe`]: `GET /.well-known/mercure?topic=…` (the event stream)
+//! - [`subscribe`]: `GET /.well-known/mercure?topic=…` (the event stream), or `QUERY` with the
+//!   parameters in a form body (Mercure 1.0)
 //! - [`publish`]: `POST /.well-known/mercure` (form-encoded updates)
 //! - [`subscriptions`]: `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]`, and
 //!   Mercure 1.0's `…/subscriptions/{match_type}/{match}[/{subscriber}]`
@@ -33,7 +34,12 @@ pub const DISCOVERY_LINK: &str = "</.well-known/mercure>; rel=\"mercure\"";
 /// The hub's routes.
 pub fn routes(state: &AppState) -> Router<AppState> {
     let router = Router::new()
-        .route(PATH, get(subscribe::subscribe).post(publish::publish))
+        .route(
+            PATH,
+            get(subscribe::subscribe)
+                .post(publish::publish)
+                .fallback(subscribe::subscribe_with_body),
+        )
         .route(
             "/.well-known/mercure/subscriptions",
             get(subscriptions::all),

@@ -13,9 +13,10 @@ use crate::{
 use axum::{
     body::Body,
     extract::{RawQuery, State},
-    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use bytes::Bytes;
 use futures_util::StreamExt;
 use std::convert::Infallible;
 use tidings_hub::{
@@ -37,6 +38,12 @@ pub enum SubscribeError {
     MixedProtocols,
     #[error("the query is longer than {0} bytes")]
     QueryTooLong(usize),
+    #[error("the body is longer than {0} bytes")]
+    BodyTooLong(usize),
+    #[error("a subscription's body must be application/x-www-form-urlencoded")]
+    NotAForm,
+    #[error("subscribe with GET (or QUERY with a form body); publish with POST")]
+    MethodNotAllowed,
     #[error("too many topics (at most {0})")]
     TooManyTopics(u32),
     #[error("too many URI templates or URL patterns among the topics (at most {0})")]
@@ -67,6 +74,9 @@ impl IntoResponse for SubscribeError {
             | SubscribeError::BadSelector(_, SelectorRefused::BadMatcher(_))
             | SubscribeError::BadLastEventId => StatusCode::BAD_REQUEST,
             SubscribeError::QueryTooLong(_) => StatusCode::URI_TOO_LONG,
+            SubscribeError::BodyTooLong(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            SubscribeError::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            SubscribeError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             SubscribeError::BadSelector(_, SelectorRefused::TooManyTemplates)
             | SubscribeError::Limit(_) => StatusCode::TOO_MANY_REQUESTS,
             SubscribeError::AnonymousRefused => StatusCode::UNAUTHORIZED,
@@ -77,7 +87,14 @@ impl IntoResponse for SubscribeError {
             SubscribeError::Limit(_) | SubscribeError::BadSelector(..) => Some(5),
             _ => None,
         };
+        let allow = matches!(self, SubscribeError::MethodNotAllowed);
         let mut response = plain(status, self);
+        if allow {
+            response.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, QUERY"),
+            );
+        }
         if let Some(seconds) = retry_after.filter(|_| status == StatusCode::TOO_MANY_REQUESTS) {
             response
                 .headers_mut()
@@ -101,6 +118,51 @@ pub async fn subscribe(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, SubscribeError> {
+    serve(state, client, subscriber, headers, query, None).await
+}
+
+/// `QUERY /.well-known/mercure` (Mercure 1.0, RFC 10008): the parameters in a form-encoded body,
+/// for matcher lists too long for a URL, joined with those of the query component (whose
+/// `last_event_id` wins). The body is bounded by `--max-query-bytes` too. Other methods the
+/// routes do not name get `405`.
+pub async fn subscribe_with_body(
+    State(state): State<AppState>,
+    ClientIp(client): ClientIp,
+    subscriber: Option<Subscriber>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Body,
+) -> Result<Response, SubscribeError> {
+    if method.as_str() != "QUERY" {
+        return Err(SubscribeError::MethodNotAllowed);
+    }
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !form {
+        return Err(SubscribeError::NotAForm);
+    }
+    let max = state.config.max_query_bytes;
+    let body = axum::body::to_bytes(body, max)
+        .await
+        .map_err(|_| SubscribeError::BodyTooLong(max))?;
+    serve(state, client, subscriber, headers, query, Some(body)).await
+}
+
+async fn serve(
+    state: AppState,
+    client: std::net::IpAddr,
+    subscriber: Option<Subscriber>,
+    headers: HeaderMap,
+    query: Option<String>,
+    body: Option<Bytes>,
+) -> Result<Response, SubscribeError> {
     let config = &state.config;
     let query = query.unwrap_or_default();
     if query.len() > config.max_query_bytes {
@@ -120,11 +182,13 @@ pub async fn subscribe(
     let mut matchers = Vec::new();
     let mut query_last_id = None;
     let mut routed = false;
-    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+    let body = body.unwrap_or_default();
+    let pairs = form_urlencoded::parse(query.as_bytes()).chain(form_urlencoded::parse(&body));
+    for (name, value) in pairs {
         match &*name {
             "topic" => topics.push(value.into_owned()),
             "lastEventID" => query_last_id = Some(value.into_owned()),
-            // Mercure 1.0's; the first one wins (the spec's rule for a query and a body).
+            // Mercure 1.0's; the first one wins: the query component's over the body's.
             "last_event_id" => {
                 query_last_id.get_or_insert_with(|| value.into_owned());
             }

@@ -300,3 +300,58 @@ async fn subscription_events_and_the_api_take_the_1_0_form() {
     assert_eq!(gone["id"], id.as_str());
     assert_eq!(gone["active"], false);
 }
+
+#[tokio::test]
+async fn query_carries_the_parameters_in_a_form_body_joined_with_the_query() {
+    let server = TestServer::start_default().await;
+    let query = reqwest::Method::from_bytes(b"QUERY").unwrap();
+    let first = server
+        .publish(&[("topic", "/in-body"), ("data", "old")])
+        .await;
+    // Matchers from both components; the query component's `last_event_id` wins over the body's.
+    let response = server
+        .client()
+        .request(
+            query.clone(),
+            server.subscribe_url(&[("match", "/in-query"), ("last_event_id", &first)]),
+        )
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("match=%2Fin-body&last_event_id=earliest")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["mercure-last-event-id"], first.as_str());
+    let mut reader = SseReader::new(response);
+    server
+        .publish(&[("topic", "/in-body"), ("data", "body")])
+        .await;
+    server
+        .publish(&[("topic", "/in-query"), ("data", "query")])
+        .await;
+    assert_eq!(reader.expect_next().await.data, "body");
+    assert_eq!(reader.expect_next().await.data, "query");
+
+    let url = server.url(crate::helpers::HUB);
+    let not_a_form = server
+        .client()
+        .request(query.clone(), &url)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_a_form.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let too_long = server
+        .client()
+        .request(query, &url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("match={}", "a".repeat(9000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_long.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let put = server.client().put(&url).send().await.unwrap();
+    assert_eq!(put.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(put.headers()["allow"], "GET, HEAD, POST, QUERY");
+}
