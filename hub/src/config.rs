@@ -19,12 +19,22 @@ pub struct HubConfig {
     pub publish_queue: usize,
     /// Publish subscription events on `/.well-known/mercure/subscriptions/{topic}/{subscriber}`.
     pub subscription_events: bool,
-    /// Distinct templates the hub holds at most, across every subscription: what bounds the
-    /// template tests one update can cost, whatever the subscribers send.
+    /// Distinct templates (and URL patterns) the hub holds at most, across every subscription:
+    /// what bounds the pattern tests one update can cost, whatever the subscribers send.
     pub max_templates: usize,
+    /// The hub's URL: what Mercure 1.0's URL patterns, and relative topics tested against them,
+    /// are resolved against. `None`: `http://localhost/.well-known/mercure`.
+    pub hub_url: Option<url::Url>,
 }
 
 impl HubConfig {
+    /// [`HubConfig::hub_url`], or its default.
+    pub(crate) fn base_url(&self) -> url::Url {
+        self.hub_url.clone().unwrap_or_else(|| {
+            url::Url::parse("http://localhost/.well-known/mercure").expect("a valid URL")
+        })
+    }
+
     pub(crate) fn prunes_by_age(&self) -> bool {
         self.history_max_age.is_some() || !self.volatile_topics.is_empty()
     }
@@ -41,6 +51,7 @@ impl Default for HubConfig {
             publish_queue: 16_384,
             subscription_events: true,
             max_templates: 10_000,
+            hub_url: None,
         }
     }
 }

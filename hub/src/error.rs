@@ -2,7 +2,10 @@
 //! are logged, not told. What a history error means to a caller is decided once, by
 //! [`Fault::of`].
 
-use crate::{history::HistoryError, selector::SelectorError};
+use crate::{
+    history::HistoryError,
+    selector::{MatcherError, SelectorError},
+};
 
 /// What a history error means to a caller: try again shortly (the store cannot be reached now,
 /// nothing says it lost anything), or not.
@@ -70,6 +73,8 @@ impl From<&HistoryError> for SubscribeError {
 pub enum SelectorRefused {
     #[error(transparent)]
     Invalid(#[from] SelectorError),
+    #[error(transparent)]
+    BadMatcher(#[from] MatcherError),
     #[error("the hub holds too many distinct templates; try again later or use exact topics")]
     TooManyTemplates,
 }

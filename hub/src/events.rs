@@ -7,10 +7,22 @@
 //! so connections coming and going cannot push a published update out of the history.
 
 use crate::{
-    subscriber::SubscriberInfo,
+    selector::{MatchKind, Selector},
+    subscriber::{Protocol, SubscriberInfo},
     update::{NewUpdate, RESERVED_PATH, Update},
 };
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+/// What RFC 6570's simple expansion encodes: everything but the unreserved characters
+/// (Mercure 1.0's topics and ids of subscription events encode each variable so, exactly once).
+const EXPANDED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The SSE `event:` of Mercure 1.0 subscription events, which publishers may not use.
+pub const SUBSCRIPTION_EVENT_TYPE: &str = "mercure";
 
 /// Whether a subscription event says the subscription opened or closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +40,54 @@ pub fn subscription_topic(selector: &str, subscriber: &str) -> String {
     )
 }
 
-/// The JSON-LD document of one subscription, as in the Mercure spec.
+/// The topic of a Mercure 1.0 subscription event: `…/subscriptions/{match_type}/{match}` and,
+/// given one, `/{subscriber}`.
+pub fn subscription_topic_v1(kind: MatchKind, matcher: &str, subscriber: Option<&str>) -> String {
+    let mut topic = format!(
+        "{RESERVED_PATH}/subscriptions/{}/{}",
+        kind.name(),
+        utf8_percent_encode(matcher, EXPANDED)
+    );
+    if let Some(subscriber) = subscriber {
+        topic.push('/');
+        topic.extend(utf8_percent_encode(subscriber, EXPANDED));
+    }
+    topic
+}
+
+/// A selector's matcher type in Mercure 1.0 terms: `*` (either type's wildcard) reads as
+/// `exact`.
+fn kind_of(selector: &Selector) -> MatchKind {
+    selector.kind().unwrap_or(MatchKind::Exact)
+}
+
+/// One subscription's document, in the form of the protocol it was made in.
+pub(crate) fn document(
+    info: &SubscriberInfo,
+    selector: &Selector,
+    active: bool,
+) -> serde_json::Value {
+    match info.protocol {
+        Protocol::Draft07 => subscription_json(info, selector.as_str(), active),
+        Protocol::Mercure1 => {
+            let kind = kind_of(selector);
+            let mut doc = serde_json::json!({
+                "id": subscription_topic_v1(kind, selector.as_str(), Some(info.id())),
+                "type": "subscription",
+                "match_type": kind.name(),
+                "match": selector.as_str(),
+                "subscriber": info.id(),
+                "active": active,
+            });
+            if let Some(payload) = info.payload() {
+                doc["payload"] = payload.clone();
+            }
+            doc
+        }
+    }
+}
+
+/// The JSON-LD document of one subscription, as in the Mercure spec (draft-07).
 pub fn subscription_json(info: &SubscriberInfo, selector: &str, active: bool) -> serde_json::Value {
     let mut doc = serde_json::json!({
         "@context": "https://mercure.rocks/",
@@ -44,16 +103,24 @@ pub fn subscription_json(info: &SubscriberInfo, selector: &str, active: bool) ->
     doc
 }
 
-/// The private update announcing one of `info`'s subscriptions.
+/// The private update announcing one of `info`'s subscriptions, in its protocol's form.
 pub(crate) fn subscription_update(
     info: &SubscriberInfo,
-    selector: &str,
+    selector: &Selector,
     activity: Activity,
 ) -> Update {
-    let json = subscription_json(info, selector, activity == Activity::Opened);
+    let json = document(info, selector, activity == Activity::Opened);
+    let (topic, event_type) = match info.protocol {
+        Protocol::Draft07 => (subscription_topic(selector.as_str(), info.id()), None),
+        Protocol::Mercure1 => (
+            subscription_topic_v1(kind_of(selector), selector.as_str(), Some(info.id())),
+            Some(SUBSCRIPTION_EVENT_TYPE.to_owned()),
+        ),
+    };
     NewUpdate {
         private: true,
-        ..NewUpdate::new(subscription_topic(selector, info.id()), json.to_string())
+        event_type,
+        ..NewUpdate::new(topic, json.to_string())
     }
     .parse_internal()
     .expect("a subscription topic is a valid topic")
@@ -65,7 +132,7 @@ pub(crate) fn documents(info: &SubscriberInfo) -> String {
     let docs: Vec<serde_json::Value> = info
         .selectors
         .iter()
-        .map(|s| subscription_json(info, s.as_str(), true))
+        .map(|s| document(info, s, true))
         .collect();
     serde_json::Value::Array(docs).to_string()
 }
@@ -74,6 +141,8 @@ pub(crate) fn documents(info: &SubscriberInfo) -> String {
 #[derive(Debug, Clone)]
 pub struct ActiveSubscription {
     pub selector: String,
+    /// For a Mercure 1.0 subscription, its matcher type; `None` for draft-07.
+    pub match_type: Option<MatchKind>,
     /// The subscriber's id.
     pub subscriber: String,
     /// Its JSON-LD document, as the Mercure spec describes it.
@@ -85,18 +154,31 @@ impl ActiveSubscription {
     pub(crate) fn of(info: &SubscriberInfo) -> impl Iterator<Item = Self> + '_ {
         info.selectors.iter().map(|selector| ActiveSubscription {
             selector: selector.as_str().to_owned(),
+            match_type: (info.protocol == Protocol::Mercure1).then(|| kind_of(selector)),
             subscriber: info.id.clone(),
-            document: subscription_json(info, selector.as_str(), true),
+            document: document(info, selector, true),
         })
     }
 
     /// From a subscription's document (as another node published it); `None` if it lacks the
     /// fields every document has.
     pub(crate) fn from_document(document: serde_json::Value) -> Option<Self> {
+        let text = |field: &str| Some(document.get(field)?.as_str()?.to_owned());
+        let (selector, match_type) = match text("match_type") {
+            Some(kind) => (text("match")?, Some(MatchKind::from_name(&kind)?)),
+            None => (text("topic")?, None),
+        };
         Some(ActiveSubscription {
-            selector: document.get("topic")?.as_str()?.to_owned(),
-            subscriber: document.get("subscriber")?.as_str()?.to_owned(),
+            selector,
+            match_type,
+            subscriber: text("subscriber")?,
             document,
         })
     }
+}
+
+/// The active subscriptions, and the id of the last update fanned out.
+pub struct Subscriptions {
+    pub active: Vec<ActiveSubscription>,
+    pub last_event_id: String,
 }

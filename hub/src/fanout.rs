@@ -17,7 +17,7 @@ use crate::{
     events::ActiveSubscription,
     history::{Heads, History},
     live_id,
-    mark::Mark,
+    mark::{EARLIEST, Mark},
     queue,
     registry::{Delivery, Head, Key, Registry, RosterLog},
     stats::Counters,
@@ -190,10 +190,11 @@ impl Fanout {
         (registry.head.position, registry.head.visible_id(None))
     }
 
-    /// The id of the last update fanned out, public or not.
-    pub(crate) fn last_id(&self) -> Option<String> {
+    /// The id of the last update fanned out, public or not, or [`EARLIEST`].
+    pub(crate) fn last_id(&self) -> String {
         let registry = self.registry.read();
-        registry.head.last.as_ref().map(|u| u.id().to_owned())
+        let last = registry.head.last.as_ref();
+        last.map_or_else(|| EARLIEST.to_owned(), |u| u.id().to_owned())
     }
 
     /// Subscribers now, and distinct selectors in the index.

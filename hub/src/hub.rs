@@ -6,17 +6,17 @@ use crate::{
     cluster::{Cluster, ask_other_nodes},
     config::HubConfig,
     error::{PublishError, SelectorRefused, SubscribeError, Unhealthy},
-    events::ActiveSubscription,
+    events::{ActiveSubscription, Subscriptions},
     fanout::Fanout,
     health::Health,
-    history::{History, HistoryError},
-    mark::EARLIEST,
+    history::{self, History, HistoryError, Snapshot},
     node::Node,
-    selector::{Interner, Selector},
+    selector::{Interner, MatchKind, Selector},
     shutdown::Shutdown,
     stats::{Counters, Stats},
     stream::Streams,
     subscribe::{SubscribeRequest, Subscribers, Subscription},
+    subscriber::Protocol,
     update::Update,
     writer::{Writer, WriterParts},
 };
@@ -41,23 +41,10 @@ struct Inner {
     shutdown: Arc<Shutdown>,
     /// One compiled copy of each template in use, shared by subscriptions and token claims.
     interner: Interner,
+    /// What URL patterns are resolved against.
+    hub_url: url::Url,
     /// The writer's thread and the cluster's, joined on shutdown.
     threads: Mutex<Vec<JoinHandle<()>>>,
-}
-
-/// The recent state of some topics, for rendering a page before it goes live.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    /// The newest matching public updates, oldest first.
-    pub updates: Vec<Arc<Update>>,
-    /// Subscribe with this as `lastEventID` to get exactly what comes after the snapshot.
-    pub last_event_id: String,
-}
-
-/// The active subscriptions, and the id of the last update fanned out.
-pub struct Subscriptions {
-    pub active: Vec<ActiveSubscription>,
-    pub last_event_id: String,
 }
 
 impl Hub {
@@ -116,6 +103,7 @@ impl Hub {
             buffer: config.subscriber_buffer,
             announce: config.subscription_events,
         });
+        let hub_url = config.base_url();
         Ok(Hub {
             inner: Arc::new(Inner {
                 config,
@@ -128,6 +116,7 @@ impl Hub {
                 counters,
                 shutdown,
                 interner: Interner::new(),
+                hub_url,
                 threads: Mutex::new(threads),
             }),
         })
@@ -136,14 +125,30 @@ impl Hub {
     /// Parses a subscriber's selector. A template in use elsewhere is shared, not compiled
     /// again; a new one is refused once the hub holds `max_templates` distinct ones.
     pub fn parse_selector(&self, text: &str) -> Result<Selector, SelectorRefused> {
-        let interner = &self.inner.interner;
-        if text.contains('{')
-            && interner.len() >= self.inner.config.max_templates
-            && !interner.contains(text)
-        {
-            return Err(SelectorRefused::TooManyTemplates);
+        self.refuse_past_the_cap(None, text)?;
+        Ok(self.inner.interner.parse(text)?)
+    }
+
+    /// Parses a Mercure 1.0 matcher (a `match…` parameter, or a grant's): see
+    /// [`Interner::parse_matcher`]; a new URL pattern counts against `max_templates`.
+    pub fn parse_matcher(&self, kind: MatchKind, text: &str) -> Result<Selector, SelectorRefused> {
+        self.refuse_past_the_cap(Some(kind), text)?;
+        Ok(self
+            .inner
+            .interner
+            .parse_matcher(kind, text, &self.inner.hub_url)?)
+    }
+
+    fn refuse_past_the_cap(
+        &self,
+        kind: Option<MatchKind>,
+        text: &str,
+    ) -> Result<(), SelectorRefused> {
+        let max = self.inner.config.max_templates;
+        match self.inner.interner.would_exceed(kind, text, max) {
+            true => Err(SelectorRefused::TooManyTemplates),
+            false => Ok(()),
         }
-        Ok(interner.parse(text)?)
     }
 
     /// Parses a token claim's selectors through the same shared templates; ones that cannot
@@ -177,7 +182,16 @@ impl Hub {
         &self,
         request: SubscribeRequest,
     ) -> Result<Subscription, SubscribeError> {
-        self.inner.subscribers.subscribe(request).await
+        self.subscribe_as(request, Protocol::Draft07).await
+    }
+
+    /// As [`Hub::subscribe`], announced and listed in the form of `protocol`.
+    pub async fn subscribe_as(
+        &self,
+        request: SubscribeRequest,
+        protocol: Protocol,
+    ) -> Result<Subscription, SubscribeError> {
+        self.inner.subscribers.subscribe(request, protocol).await
     }
 
     /// Up to `limit` of the newest public updates matching `selectors` (scanning at most
@@ -198,22 +212,9 @@ impl Hub {
         let (head, head_id) = self.inner.fanout.head();
         let history = self.inner.history.clone();
         let (updates, newest) = tokio::task::spawn_blocking(move || {
-            let mut found = Vec::new();
-            let mut before = head + 1;
-            let mut scanned = 0;
-            while found.len() < limit && scanned < max_scan {
-                let chunk = history.read_back(before, 512)?;
-                let Some(oldest) = chunk.last() else { break };
-                before = oldest.position;
-                scanned += chunk.len();
-                found.extend(chunk.into_iter().map(|s| s.update).filter(|u| {
-                    !u.is_private() && selectors.iter().any(|s| s.matches_any(u.topics()))
-                }));
-            }
-            let newest = found.first().map(|u| u.id().to_owned());
-            found.truncate(limit);
-            found.reverse();
-            Ok::<_, HistoryError>((found, newest))
+            history::newest_matching(&*history, head, limit, max_scan, |u| {
+                !u.is_private() && selectors.iter().any(|s| s.matches_any(u.topics()))
+            })
         })
         .await
         .map_err(|_| SubscribeError::ShuttingDown)?
@@ -230,11 +231,7 @@ impl Hub {
     /// Every active subscription (one per subscriber and selector), sorted by selector and
     /// subscriber, on every node of a cluster; and the id of the last update fanned out here.
     pub async fn subscriptions(&self) -> Result<Subscriptions, SubscribeError> {
-        let last_event_id = self
-            .inner
-            .fanout
-            .last_id()
-            .unwrap_or_else(|| EARLIEST.to_owned());
+        let last_event_id = self.inner.fanout.last_id();
         let mut active = self.inner.fanout.active();
         if self.inner.history.shared().is_some() {
             let node = self.inner.node.clone();

@@ -14,7 +14,7 @@
 //!
 //! | layer | modules | what they hold |
 //! |---|---|---|
-//! | 0 | `sse`, `index`, `mark`, `stats`, `selector`, `config`, `node`, `shutdown` | leaves: the SSE encoding (once per event, shared as [`bytes::Bytes`]); the prefix index; an event's place in the order (`Mark`, [`EARLIEST`]); the counters; selectors (exact, `*`, RFC 6570 templates, the interner); [`HubConfig`]; this node's name and leadership; the two-step shutdown |
+//! | 0 | `sse`, `index`, `mark`, `stats`, `selector`, `config`, `node`, `shutdown` | leaves: the SSE encoding (once per event, shared as [`bytes::Bytes`]); the prefix index; an event's place in the order (`Mark`, [`EARLIEST`]); the counters; selectors (exact, `*`, RFC 6570 templates, Mercure 1.0 URL patterns, the interner); [`HubConfig`]; this node's name and leadership; the two-step shutdown |
 //! | 1 | `update`, `live_id` | an [`Update`], parsed once at the edge from a [`NewUpdate`]; the ids of live-only events, which carry their own place |
 //! | 2 | `history`, `subscriber`, `encodings`, `queue` | the storage boundary ([`History`], SQLite and Redis); who a subscriber is and what it may receive; the shared encodings of large stored updates; a subscriber's bounded queue and its item |
 //! | 3 | `registry`, `events`, `error` | who wants what (the index), the head, and the record of who came and went, with no lock of its own; subscription events and documents; the errors callers see, with one classification of a history error |
@@ -56,18 +56,23 @@ mod writer;
 
 pub use config::HubConfig;
 pub use error::{PublishError, SelectorRefused, SubscribeError, Unhealthy};
-pub use events::{ActiveSubscription, subscription_json, subscription_topic};
+pub use events::{
+    ActiveSubscription, SUBSCRIPTION_EVENT_TYPE, Subscriptions, subscription_json,
+    subscription_topic, subscription_topic_v1,
+};
 pub use history::{
     Cursor, Followed, Heads, History, HistoryError, Horizon, LiveEvent, Membership, NodeState,
-    RedisHistory, Refreshed, Retention, SharedHistory, SqliteHistory,
+    RedisHistory, Refreshed, Retention, SharedHistory, Snapshot, SqliteHistory,
 };
-pub use hub::{Hub, Snapshot, Subscriptions};
+pub use hub::Hub;
 pub use live_id::LiveIdKey;
 pub use mark::EARLIEST;
-pub use selector::{Interner, MAX_SELECTOR_LEN, Selector, SelectorError};
+pub use selector::{
+    Interner, MAX_SELECTOR_LEN, MatchKind, MatcherError, Selector, SelectorError, UrlPatternMatcher,
+};
 pub use sse::{Event, comment};
 pub use stats::Stats;
 pub use stream::{HISTORY_GAP_EVENT, LIVE_EVENT, SubscriptionStream};
 pub use subscribe::{SubscribeRequest, Subscription};
-pub use subscriber::{ROUTE_EVENT, SubscriberInfo};
+pub use subscriber::{Protocol, ROUTE_EVENT, SubscriberInfo};
 pub use update::{MAX_TOPICS, NewUpdate, RESERVED_PATH, Stored, Update, UpdateError, new_id};

@@ -139,8 +139,8 @@ impl Registry {
                 Selector::Exact(topic) => {
                     self.exact.entry(topic.clone()).or_default().insert(key);
                 }
-                Selector::Any | Selector::Template(_) => {
-                    let name: Arc<str> = selector.as_str().into();
+                Selector::Any | Selector::Template(_) | Selector::UrlPattern(_) => {
+                    let name: Arc<str> = selector.index_key().into();
                     let pattern = self.patterns.entry(name.clone()).or_insert_with(|| {
                         self.prefixes.insert(selector.literal_prefix(), name);
                         Pattern {
@@ -183,12 +183,12 @@ impl Registry {
                         self.exact.remove(&**topic);
                     }
                 }
-                Selector::Any | Selector::Template(_) => {
-                    let name = selector.as_str();
-                    if let Some(pattern) = self.patterns.get_mut(name)
+                Selector::Any | Selector::Template(_) | Selector::UrlPattern(_) => {
+                    let name = selector.index_key();
+                    if let Some(pattern) = self.patterns.get_mut(&*name)
                         && pattern.keys.remove(&key)
                         && pattern.keys.is_empty()
-                        && let Some((name, _)) = self.patterns.remove_entry(name)
+                        && let Some((name, _)) = self.patterns.remove_entry(&*name)
                     {
                         self.prefixes.remove(selector.literal_prefix(), &name);
                     }

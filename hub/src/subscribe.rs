@@ -13,7 +13,7 @@ use crate::{
     registry::Key,
     selector::Selector,
     stream::{StreamState, Streams, SubscriptionStream},
-    subscriber::SubscriberInfo,
+    subscriber::{Protocol, SubscriberInfo},
     update::new_id,
     writer::Writer,
 };
@@ -74,6 +74,7 @@ impl Subscribers {
     pub(crate) async fn subscribe(
         self: &Arc<Self>,
         request: SubscribeRequest,
+        protocol: Protocol,
     ) -> Result<Subscription, SubscribeError> {
         let SubscribeRequest {
             selectors,
@@ -89,6 +90,7 @@ impl Subscribers {
             scope,
             payload,
             routed,
+            protocol,
         });
         // Where the client is, found before registering (the id was published earlier).
         let requested = match last_event_id {
@@ -197,7 +199,7 @@ impl Subscribers {
             return;
         }
         for selector in &info.selectors {
-            let update = subscription_update(info, selector.as_str(), activity);
+            let update = subscription_update(info, selector, activity);
             if !self.writer.try_publish_live(Arc::new(update)) {
                 tracing::warn!("publish queue full: subscription event dropped");
             }

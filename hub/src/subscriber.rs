@@ -11,6 +11,18 @@ use std::sync::Arc;
 /// so a client's last event id stays the update's.
 pub const ROUTE_EVENT: &str = "tidings-route";
 
+/// The Mercure version a subscription was made in: what its subscription events and documents
+/// look like.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// `topic=` selectors: JSON-LD documents on `…/subscriptions/{topic}/{subscriber}`.
+    #[default]
+    Draft07,
+    /// `match…=` matchers: JSON documents on `…/subscriptions/{match_type}/{match}/{subscriber}`,
+    /// sent as `event: mercure`.
+    Mercure1,
+}
+
 /// Who a subscriber is, for authorization and the active-subscriptions API.
 #[derive(Debug)]
 pub struct SubscriberInfo {
@@ -23,6 +35,7 @@ pub struct SubscriberInfo {
     pub(crate) payload: Option<serde_json::Value>,
     /// Whether each update is preceded by its route (see [`SubscriberInfo::route`]).
     pub(crate) routed: bool,
+    pub(crate) protocol: Protocol,
 }
 
 impl SubscriberInfo {

@@ -118,6 +118,40 @@ pub trait History: Send + Sync + 'static {
     }
 }
 
+/// The recent state of some topics, for rendering a page before it goes live.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The newest matching public updates, oldest first.
+    pub updates: Vec<Arc<Update>>,
+    /// Subscribe with this as `lastEventID` to get exactly what comes after the snapshot.
+    pub last_event_id: String,
+}
+
+/// Up to `limit` of the newest updates up to `head` that `wanted` accepts, oldest first
+/// (scanning at most `max_scan` back), and the newest one's id.
+pub(crate) fn newest_matching(
+    history: &dyn History,
+    head: u64,
+    limit: usize,
+    max_scan: usize,
+    wanted: impl Fn(&Update) -> bool,
+) -> Result<(Vec<Arc<Update>>, Option<String>)> {
+    let mut found = Vec::new();
+    let mut before = head + 1;
+    let mut scanned = 0;
+    while found.len() < limit && scanned < max_scan {
+        let chunk = history.read_back(before, 512)?;
+        let Some(oldest) = chunk.last() else { break };
+        before = oldest.position;
+        scanned += chunk.len();
+        found.extend(chunk.into_iter().map(|s| s.update).filter(|u| wanted(u)));
+    }
+    let newest = found.first().map(|u| u.id().to_owned());
+    found.truncate(limit);
+    found.reverse();
+    Ok((found, newest))
+}
+
 /// A history several hub processes share. Each one appends, and each one follows the store
 /// to fan out every update, its own included, so that every node delivers one order: the
 /// store's. Live-only events (subscription events, presence) travel beside the stored updates

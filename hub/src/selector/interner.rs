@@ -6,7 +6,10 @@
 //! ownership and concurrency (weak entries, a lock, a race between drop and lookup), not about
 //! what a selector matches.
 
-use super::{Selector, SelectorError, Template, parse_simple};
+use super::{
+    MatchKind, MatcherError, Selector, SelectorError, Template, UrlPatternMatcher, check,
+    is_format, parse_simple,
+};
 use parking_lot::Mutex;
 use std::{
     collections::HashMap,
@@ -31,6 +34,8 @@ pub struct Interner {
 #[derive(Default)]
 pub(super) struct Table {
     pub(super) entries: Mutex<HashMap<Arc<str>, Weak<Template>>>,
+    /// Mercure 1.0's URL patterns, likewise (one hub URL, so the text is the key).
+    pub(super) url_patterns: Mutex<HashMap<Arc<str>, Weak<UrlPatternMatcher>>>,
     /// Compilations started, for tests and metrics.
     pub(super) compiled: AtomicU64,
 }
@@ -67,14 +72,80 @@ impl Interner {
         Ok(Selector::Template(compiled))
     }
 
+    /// Parses a Mercure 1.0 matcher of type `kind`: `*` is the wildcard whatever the type; an
+    /// `exact` matcher is the text itself, byte for byte (braces included); a URL pattern is
+    /// compiled against `base` (the hub's URL), or shared if already in use. Refused: what
+    /// every selector is refused for, and Unicode format characters.
+    pub fn parse_matcher(
+        &self,
+        kind: MatchKind,
+        text: &str,
+        base: &url::Url,
+    ) -> Result<Selector, MatcherError> {
+        check(text)?;
+        if text.chars().any(is_format) {
+            return Err(MatcherError::Format);
+        }
+        if text == "*" {
+            return Ok(Selector::Any);
+        }
+        if kind == MatchKind::Exact {
+            return Ok(Selector::Exact(text.into()));
+        }
+        if let Some(held) = self.lookup_url_pattern(text) {
+            return Ok(Selector::UrlPattern(held));
+        }
+        self.table.compiled.fetch_add(1, Ordering::Relaxed);
+        let compiled = UrlPatternMatcher::compile(text, base, Some(&self.table))
+            .ok_or(MatcherError::InvalidUrlPattern)?;
+        let mut compiled = Arc::new(compiled);
+        let ours = {
+            let mut entries = self.table.url_patterns.lock();
+            match entries.get(text).and_then(Weak::upgrade) {
+                Some(theirs) => Some(std::mem::replace(&mut compiled, theirs)),
+                None => {
+                    entries.insert(compiled.source().clone(), Arc::downgrade(&compiled));
+                    None
+                }
+            }
+        };
+        // Dropped outside the lock: its `Drop` takes it.
+        drop(ours);
+        Ok(Selector::UrlPattern(compiled))
+    }
+
+    fn lookup_url_pattern(&self, text: &str) -> Option<Arc<UrlPatternMatcher>> {
+        self.table
+            .url_patterns
+            .lock()
+            .get(text)
+            .and_then(Weak::upgrade)
+    }
+
+    /// Whether `text` is a URL pattern already in the table (using it costs no compilation).
+    pub fn contains_url_pattern(&self, text: &str) -> bool {
+        self.lookup_url_pattern(text).is_some()
+    }
+
+    /// Whether parsing `text` (as a draft-07 selector, or a 1.0 matcher of `kind`) would add a
+    /// template or URL pattern to a table that holds `max` already: what a hub refuses.
+    pub fn would_exceed(&self, kind: Option<MatchKind>, text: &str, max: usize) -> bool {
+        let new = match kind {
+            None => text.contains('{') && !self.contains(text),
+            Some(MatchKind::UrlPattern) => text != "*" && !self.contains_url_pattern(text),
+            Some(MatchKind::Exact) => false,
+        };
+        new && self.len() >= max
+    }
+
     fn lookup(&self, text: &str) -> Option<Arc<Template>> {
         self.table.entries.lock().get(text).and_then(Weak::upgrade)
     }
 
-    /// How many distinct templates the table holds: the live ones, give or take one being
-    /// dropped right now. Cheap, unlike [`live_templates`](Self::live_templates).
+    /// How many distinct templates and URL patterns the table holds: the live ones, give or
+    /// take one being dropped right now. Cheap, unlike [`live_templates`](Self::live_templates).
     pub fn len(&self) -> usize {
-        self.table.entries.lock().len()
+        self.table.entries.lock().len() + self.table.url_patterns.lock().len()
     }
 
     /// Whether `text` is a template already in the table (using it costs no compilation).

@@ -12,12 +12,20 @@
 //! - `rfc6570`: the RFC 6570 grammar and the compiler from a template to a regular expression
 //!   (linear-time matching, bounded size); the long, self-contained part.
 //! - `interner`: compiling is the costly part, so an [`Interner`] compiles each distinct
-//!   template once and shares it while it is in use ([`Selector`] is cheap to clone).
+//!   template (and URL pattern) once and shares it while it is in use ([`Selector`] is cheap to
+//!   clone).
+//! - `urlpattern`: Mercure 1.0's URL Pattern matcher ([`MatchKind::UrlPattern`]).
+//!
+//! Mercure 1.0 names the matcher type instead of guessing it from the text ([`MatchKind`]):
+//! its `exact` matcher is byte-exact even when the text has braces, and `*` is the wildcard
+//! whatever the type.
 
 mod interner;
 mod rfc6570;
+mod urlpattern;
 
 pub use interner::Interner;
+pub use urlpattern::UrlPatternMatcher;
 
 use interner::Table;
 use regex::{Regex, RegexBuilder};
@@ -42,6 +50,38 @@ pub enum Selector {
     Exact(Arc<str>),
     /// A URI template (which also matches the topic equal to its own text).
     Template(Arc<Template>),
+    /// A Mercure 1.0 URL pattern, resolved against the hub's URL.
+    UrlPattern(Arc<UrlPatternMatcher>),
+}
+
+/// A Mercure 1.0 matcher type: what a `match_<type>` parameter (or a grant's `match_type`)
+/// names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchKind {
+    /// `match`, `match_exact`: byte-for-byte.
+    Exact,
+    /// `match_urlpattern`: a WHATWG URL Pattern.
+    UrlPattern,
+}
+
+impl MatchKind {
+    /// The canonical name (`exact`, `urlpattern`).
+    pub fn name(self) -> &'static str {
+        match self {
+            MatchKind::Exact => "exact",
+            MatchKind::UrlPattern => "urlpattern",
+        }
+    }
+
+    /// The matcher type named by a `match_type` value or a `match_…` suffix; `None` for a type
+    /// the hub does not support.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "exact" => Some(MatchKind::Exact),
+            "urlpattern" => Some(MatchKind::UrlPattern),
+            _ => None,
+        }
+    }
 }
 
 /// A compiled URI template.
@@ -68,6 +108,17 @@ pub enum SelectorError {
     Control,
 }
 
+/// Why a string cannot be a Mercure 1.0 matcher: what no selector may be, and more.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MatcherError {
+    #[error(transparent)]
+    Selector(#[from] SelectorError),
+    #[error("a matcher must not contain Unicode format characters (category Cf)")]
+    Format,
+    #[error("not a well-formed URL pattern")]
+    InvalidUrlPattern,
+}
+
 impl Selector {
     /// Parses a selector, compiling a template afresh. A string that is not a well-formed
     /// template (an unclosed `{`, say) is an exact selector: it still matches the topic equal
@@ -88,6 +139,25 @@ impl Selector {
             Selector::Any => "*",
             Selector::Exact(s) => s,
             Selector::Template(t) => t.as_str(),
+            Selector::UrlPattern(p) => p.as_str(),
+        }
+    }
+
+    /// The matcher type, in Mercure 1.0's terms (`*` and draft-07's templates have none).
+    pub fn kind(&self) -> Option<MatchKind> {
+        match self {
+            Selector::Exact(_) => Some(MatchKind::Exact),
+            Selector::UrlPattern(_) => Some(MatchKind::UrlPattern),
+            Selector::Any | Selector::Template(_) => None,
+        }
+    }
+
+    /// What an index keys a non-exact selector by: its text, set apart for a URL pattern (whose
+    /// text could also be a template's) by a control character no parsed text contains.
+    pub(crate) fn index_key(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Selector::UrlPattern(p) => format!("\u{1}{}", p.as_str()).into(),
+            other => other.as_str().into(),
         }
     }
 
@@ -98,10 +168,11 @@ impl Selector {
 
     /// A string that every topic this selector matches starts with, so that an index can skip
     /// selectors cheaply: `""` for `*`, the whole text for an exact selector, and a template's
-    /// literal text before its first `{` (literals match only themselves).
+    /// literal text before its first `{` (literals match only themselves); `""` for a URL
+    /// pattern (it matches topics resolved against the hub's URL, absolute or relative).
     pub fn literal_prefix(&self) -> &str {
         match self {
-            Selector::Any => "",
+            Selector::Any | Selector::UrlPattern(_) => "",
             Selector::Exact(s) => s,
             Selector::Template(t) => t.literal_prefix(),
         }
@@ -113,6 +184,7 @@ impl Selector {
             Selector::Any => true,
             Selector::Exact(s) => &**s == topic,
             Selector::Template(t) => t.matches(topic),
+            Selector::UrlPattern(p) => p.matches(topic),
         }
     }
 
@@ -125,6 +197,19 @@ impl Selector {
 /// The checks every selector goes through, and the selectors that need no compiling: `Some` for
 /// `*` and for a text without `{` (which cannot be a template with an expression).
 fn parse_simple(text: &str) -> Result<Option<Selector>, SelectorError> {
+    check(text)?;
+    if text == "*" {
+        return Ok(Some(Selector::Any));
+    }
+    if !text.contains('{') {
+        return Ok(Some(Selector::Exact(text.into())));
+    }
+    Ok(None)
+}
+
+/// The checks every selector and matcher goes through: not empty, bounded, no control
+/// character (C0, DEL, C1).
+fn check(text: &str) -> Result<(), SelectorError> {
     if text.is_empty() {
         return Err(SelectorError::Empty);
     }
@@ -134,13 +219,18 @@ fn parse_simple(text: &str) -> Result<Option<Selector>, SelectorError> {
     if text.chars().any(char::is_control) {
         return Err(SelectorError::Control);
     }
-    if text == "*" {
-        return Ok(Some(Selector::Any));
-    }
-    if !text.contains('{') {
-        return Ok(Some(Selector::Exact(text.into())));
-    }
-    Ok(None)
+    Ok(())
+}
+
+/// Unicode's format characters (general category Cf), which Mercure 1.0 refuses in matchers:
+/// invisible, they make two matchers that look alike differ.
+fn is_format(c: char) -> bool {
+    matches!(c,
+        '\u{AD}' | '\u{600}'..='\u{605}' | '\u{61C}' | '\u{6DD}' | '\u{70F}' | '\u{890}'..='\u{891}'
+        | '\u{8E2}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{110BD}' | '\u{110CD}' | '\u{13430}'..='\u{1343F}' | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{1D173}'..='\u{1D17A}' | '\u{E0001}' | '\u{E0020}'..='\u{E007F}')
 }
 
 impl fmt::Debug for Selector {

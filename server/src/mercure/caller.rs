@@ -2,10 +2,11 @@
 //!
 //! Two protocols share the hub, told apart per request:
 //!
-//! - **Mercure 1.0**: a request that selects topics with `match`/`match_*` parameters, or whose
-//!   token says `typ: at+jwt`. The token comes from the `Authorization: Bearer` header, else the
-//!   `__Secure-mercure_access_token` cookie, never from the URL; it must be an access token;
-//!   refusals are RFC 6750 challenges (`invalid_request` 400, `invalid_token` 401).
+//! - **Mercure 1.0**: a request that selects topics with `match…` parameters, a `QUERY` request,
+//!   or one whose token says `typ: at+jwt`. The token comes from the `Authorization: Bearer`
+//!   header, else the `__Secure-mercure_access_token` cookie, never from the URL; refusals are
+//!   RFC 6750 challenges (`invalid_request` 400, `invalid_token` 401). The cookie holds access
+//!   tokens only; the header may still hold a draft-07 token (for clients moving to 1.0).
 //! - **Draft-07**, anything else, as before 1.0: the header, then the `authorization` query
 //!   parameter (for clients that cannot set headers, such as `EventSource`), then the cookies;
 //!   refusals are a plain-text 401.
@@ -116,7 +117,9 @@ async fn verify(parts: &Parts, state: &AppState, role: Role) -> Result<Option<Ve
     let auth = &state.auth;
     let challenge = |error| Refused::Challenge(error, auth.resource().refused(error));
     let query = parts.uri.query().unwrap_or_default();
-    let uses_matchers = uses_matchers(query);
+    // A QUERY request's parameters are in its body, which extractors of the parts cannot read;
+    // the method is Mercure 1.0's own.
+    let uses_matchers = parts.method.as_str() == "QUERY" || uses_matchers(query);
     let found = if uses_matchers {
         find_access_token(&parts.headers).map_err(|_| challenge(BearerError::InvalidRequest))?
     } else {
@@ -125,12 +128,15 @@ async fn verify(parts: &Parts, state: &AppState, role: Role) -> Result<Option<Ve
     let Some((token, place)) = found else {
         return Ok(None);
     };
-    // The access cookie holds access tokens only; elsewhere the token's own `typ` tells.
-    if !uses_matchers && place != Place::AccessCookie && !is_access_token(&token) {
-        return auth
-            .verify_claim(role, &token, place.source())
-            .map(Some)
-            .map_err(Refused::Claim);
+    // The access cookie holds access tokens only; elsewhere the token's own `typ` tells. A
+    // draft-07 token still serves a Mercure 1.0 request from its header, refused in 1.0 form.
+    if place != Place::AccessCookie && !is_access_token(&token) {
+        let verified = auth.verify_claim(role, &token, place.source());
+        return match verified {
+            Ok(verified) => Ok(Some(verified)),
+            Err(_) if uses_matchers => Err(challenge(BearerError::InvalidToken)),
+            Err(error) => Err(Refused::Claim(error)),
+        };
     }
     if matches!(place, Place::Query | Place::ClaimCookie) {
         return Err(challenge(BearerError::InvalidRequest));
@@ -147,10 +153,13 @@ async fn verify(parts: &Parts, state: &AppState, role: Role) -> Result<Option<Ve
     }
 }
 
-/// Whether a query selects topics the Mercure 1.0 way (`match`, `match_exact`, …).
-pub fn uses_matchers(query: &str) -> bool {
-    form_urlencoded::parse(query.as_bytes())
-        .any(|(name, _)| name == "match" || name.starts_with("match_"))
+/// Whether a query selects topics the Mercure 1.0 way: a parameter named `match…` (Mercure 1.0
+/// reserves every such name, in any case; the subscribe handler refuses unknown ones).
+fn uses_matchers(query: &str) -> bool {
+    form_urlencoded::parse(query.as_bytes()).any(|(name, _)| {
+        name.get(..5)
+            .is_some_and(|m| m.eq_ignore_ascii_case("match"))
+    })
 }
 
 /// The `Authorization: Bearer` token; the scheme is matched without regard to case.

@@ -1,9 +1,11 @@
 //! The Mercure hub over HTTP, at `/.well-known/mercure`: the protocol's surface mapped onto
 //! [`tidings_hub::Hub`], which does the work.
 //!
-//! - [`subscribe`]: `GET /.well-known/mercure?topic=…` (the event stream)
+//! - [`subscribe`]: `GET /.well-known/mercure?topic=…` (the event stream), or `QUERY` with the
+//!   parameters in a form body (Mercure 1.0)
 //! - [`publish`]: `POST /.well-known/mercure` (form-encoded updates)
-//! - [`subscriptions`]: `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]`
+//! - [`subscriptions`]: `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]`, and
+//!   Mercure 1.0's `…/subscriptions/{match_type}/{match}[/{subscriber}]`
 //! - `GET /.well-known/oauth-protected-resource/.well-known/mercure`: the hub's protected
 //!   resource metadata (RFC 9728), by which clients know it speaks Mercure 1.0
 //!
@@ -40,7 +42,12 @@ pub const DISCOVERY_LINK: &str = "</.well-known/mercure>; rel=\"mercure\"";
 /// The hub's routes.
 pub fn routes(state: &AppState) -> Router<AppState> {
     let router = Router::new()
-        .route(PATH, get(subscribe::subscribe).post(publish::publish))
+        .route(
+            PATH,
+            get(subscribe::subscribe)
+                .post(publish::publish)
+                .fallback(subscribe::subscribe_with_body),
+        )
         .route(
             "/.well-known/mercure/subscriptions",
             get(subscriptions::all),
@@ -52,6 +59,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route(
             "/.well-known/mercure/subscriptions/{topic}/{subscriber}",
             get(subscriptions::one),
+        )
+        .route(
+            "/.well-known/mercure/subscriptions/{match_type}/{match}/{subscriber}",
+            get(subscriptions::one_v1),
         )
         .route(challenge::METADATA_PATH, get(challenge::metadata))
         .layer(DefaultBodyLimit::max(state.config.max_publish_bytes));

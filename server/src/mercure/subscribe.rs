@@ -14,22 +14,40 @@ use crate::{
 use axum::{
     body::Body,
     extract::{RawQuery, State},
-    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use bytes::Bytes;
 use futures_util::StreamExt;
 use std::convert::Infallible;
-use tidings_hub::{SelectorRefused, SubscribeError as HubError, SubscribeRequest};
+use tidings_hub::{
+    MatchKind, Protocol, SelectorRefused, SubscribeError as HubError, SubscribeRequest,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubscribeError {
-    #[error("missing topic: subscribe with ?topic=<selector>")]
+    #[error("missing topic: subscribe with ?topic=<selector> (or, Mercure 1.0, ?match=<topic>)")]
     NoTopic,
+    #[error(
+        "{0:?} is not a matcher this hub supports (match, match_exact, match_urlpattern); \
+         parameter names starting with \"match\" are reserved"
+    )]
+    UnknownMatcher(String),
+    #[error(
+        "a subscription uses either topic (draft-07) or match parameters (Mercure 1.0), not both"
+    )]
+    MixedProtocols,
     #[error("the query is longer than {0} bytes")]
     QueryTooLong(usize),
+    #[error("the body is longer than {0} bytes")]
+    BodyTooLong(usize),
+    #[error("a subscription's body must be application/x-www-form-urlencoded")]
+    NotAForm,
+    #[error("subscribe with GET (or QUERY with a form body); publish with POST")]
+    MethodNotAllowed,
     #[error("too many topics (at most {0})")]
     TooManyTopics(u32),
-    #[error("too many URI templates among the topics (at most {0})")]
+    #[error("too many URI templates or URL patterns among the topics (at most {0})")]
     TooManyTemplates(u32),
     #[error("topic {0:?}: {1}")]
     BadSelector(String, SelectorRefused),
@@ -49,11 +67,17 @@ impl IntoResponse for SubscribeError {
             SubscribeError::Hub(HubError::Storage) => return history_unavailable(),
             SubscribeError::Hub(HubError::Unavailable) => return history_unreachable(),
             SubscribeError::NoTopic
+            | SubscribeError::UnknownMatcher(_)
+            | SubscribeError::MixedProtocols
             | SubscribeError::TooManyTopics(_)
             | SubscribeError::TooManyTemplates(_)
             | SubscribeError::BadSelector(_, SelectorRefused::Invalid(_))
+            | SubscribeError::BadSelector(_, SelectorRefused::BadMatcher(_))
             | SubscribeError::BadLastEventId => StatusCode::BAD_REQUEST,
             SubscribeError::QueryTooLong(_) => StatusCode::URI_TOO_LONG,
+            SubscribeError::BodyTooLong(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            SubscribeError::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            SubscribeError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             SubscribeError::BadSelector(_, SelectorRefused::TooManyTemplates)
             | SubscribeError::Limit(_) => StatusCode::TOO_MANY_REQUESTS,
             SubscribeError::AnonymousRefused(_) => StatusCode::UNAUTHORIZED,
@@ -68,9 +92,16 @@ impl IntoResponse for SubscribeError {
             SubscribeError::AnonymousRefused(challenge) => Some(challenge.clone()),
             _ => None,
         };
+        let allow = matches!(self, SubscribeError::MethodNotAllowed);
         let mut response = plain(status, self);
         if let Some(challenge) = challenge {
             response = challenge.apply(response);
+        }
+        if allow {
+            response.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, QUERY"),
+            );
         }
         if let Some(seconds) = retry_after.filter(|_| status == StatusCode::TOO_MANY_REQUESTS) {
             response
@@ -95,6 +126,51 @@ pub async fn subscribe(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, SubscribeError> {
+    serve(state, client, subscriber, headers, query, None).await
+}
+
+/// `QUERY /.well-known/mercure` (Mercure 1.0, RFC 10008): the parameters in a form-encoded body,
+/// for matcher lists too long for a URL, joined with those of the query component (whose
+/// `last_event_id` wins). The body is bounded by `--max-query-bytes` too. Other methods the
+/// routes do not name get `405`.
+pub async fn subscribe_with_body(
+    State(state): State<AppState>,
+    ClientIp(client): ClientIp,
+    subscriber: Option<Subscriber>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Body,
+) -> Result<Response, SubscribeError> {
+    if method.as_str() != "QUERY" {
+        return Err(SubscribeError::MethodNotAllowed);
+    }
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !form {
+        return Err(SubscribeError::NotAForm);
+    }
+    let max = state.config.max_query_bytes;
+    let body = axum::body::to_bytes(body, max)
+        .await
+        .map_err(|_| SubscribeError::BodyTooLong(max))?;
+    serve(state, client, subscriber, headers, query, Some(body)).await
+}
+
+async fn serve(
+    state: AppState,
+    client: std::net::IpAddr,
+    subscriber: Option<Subscriber>,
+    headers: HeaderMap,
+    query: Option<String>,
+    body: Option<Bytes>,
+) -> Result<Response, SubscribeError> {
     let config = &state.config;
     let query = query.unwrap_or_default();
     if query.len() > config.max_query_bytes {
@@ -114,44 +190,75 @@ pub async fn subscribe(
         .and_then(|v| v.subscribe_selectors(&state.hub));
 
     let mut topics = Vec::new();
+    let mut matchers = Vec::new();
     let mut query_last_id = None;
     let mut routed = false;
-    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+    let body = body.unwrap_or_default();
+    let pairs = form_urlencoded::parse(query.as_bytes()).chain(form_urlencoded::parse(&body));
+    for (name, value) in pairs {
         match &*name {
             "topic" => topics.push(value.into_owned()),
             "lastEventID" => query_last_id = Some(value.into_owned()),
+            // Mercure 1.0's; the first one wins: the query component's over the body's.
+            "last_event_id" => {
+                query_last_id.get_or_insert_with(|| value.into_owned());
+            }
             // Tidings' own: each update is preceded by the indices of the selectors it matches
             // (one connection serving several tabs). Other Mercure clients never send it.
             ROUTE_PARAMETER => routed = value == "1",
+            // Mercure 1.0 reserves every name starting with "match", in any case.
+            name if name
+                .get(..5)
+                .is_some_and(|m| m.eq_ignore_ascii_case("match")) =>
+            {
+                let kind = match name {
+                    "match" => Some(MatchKind::Exact),
+                    _ => name.strip_prefix("match_").and_then(MatchKind::from_name),
+                };
+                let kind = kind.ok_or_else(|| SubscribeError::UnknownMatcher(name.to_owned()))?;
+                matchers.push((kind, value.into_owned()));
+            }
             _ => {}
         }
     }
-    if topics.is_empty() {
+    // Chosen per request: Mercure 1.0 when it names its matchers, draft-07 otherwise.
+    let mercure_1 = !matchers.is_empty();
+    if mercure_1 && !topics.is_empty() {
+        return Err(SubscribeError::MixedProtocols);
+    }
+    let count = topics.len() + matchers.len();
+    if count == 0 {
         return Err(SubscribeError::NoTopic);
     }
-    if topics.len() > config.max_selectors as usize {
+    if count > config.max_selectors as usize {
         return Err(SubscribeError::TooManyTopics(config.max_selectors));
     }
-    let templates = topics.iter().filter(|t| t.contains('{')).count();
+    let templates = topics.iter().filter(|t| t.contains('{')).count()
+        + matchers
+            .iter()
+            .filter(|(kind, text)| *kind == MatchKind::UrlPattern && text != "*")
+            .count();
     if templates > config.max_templates_per_subscription as usize {
         return Err(SubscribeError::TooManyTemplates(
             config.max_templates_per_subscription,
         ));
     }
-    let payload = verified
-        .as_ref()
-        .and_then(|v| v.payload_for(topics.iter().map(String::as_str)));
+    let own_matchers = topics
+        .iter()
+        .map(String::as_str)
+        .chain(matchers.iter().map(|(_, text)| text.as_str()));
+    let payload = verified.as_ref().and_then(|v| v.payload_for(own_matchers));
     let expires_at = verified.as_ref().and_then(|v| v.expires_at());
     let slot: Slot = state.subscriber_limits.admit(client)?;
-    let selectors = topics
-        .into_iter()
-        .map(|t| {
-            state
-                .hub
-                .parse_selector(&t)
-                .map_err(|e| SubscribeError::BadSelector(t, e))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut selectors = Vec::with_capacity(count);
+    for t in topics {
+        let parsed = state.hub.parse_selector(&t);
+        selectors.push(parsed.map_err(|e| SubscribeError::BadSelector(t, e))?);
+    }
+    for (kind, t) in matchers {
+        let parsed = state.hub.parse_matcher(kind, &t);
+        selectors.push(parsed.map_err(|e| SubscribeError::BadSelector(t, e))?);
+    }
 
     // The header (what a reconnecting browser sends) wins over the query parameter. Browsers
     // send the id as UTF-8 (HTAB and non-ASCII are legal in a field value).
@@ -170,19 +277,39 @@ pub async fn subscribe(
         return Err(SubscribeError::BadLastEventId);
     }
 
+    let asked_from = last_event_id.is_some();
+    let protocol = match mercure_1 {
+        true => Protocol::Mercure1,
+        false => Protocol::Draft07,
+    };
     let subscription = state
         .hub
-        .subscribe(SubscribeRequest {
-            selectors,
-            scope,
-            payload,
-            last_event_id,
-            expires_at,
-            routed,
-        })
+        .subscribe_as(
+            SubscribeRequest {
+                selectors,
+                scope,
+                payload,
+                last_event_id,
+                expires_at,
+                routed,
+            },
+            protocol,
+        )
         .await?;
-    let header_value = HeaderValue::from_bytes(subscription.last_event_id.as_bytes())
-        .unwrap_or_else(|_| HeaderValue::from_static("earliest"));
+    // Mercure 1.0 says `earliest` when the id asked for is unknown or gone (draft-07 names the
+    // head the stream continues after, as before).
+    let header_value = match mercure_1 && subscription.history_gap {
+        true => HeaderValue::from_static("earliest"),
+        false => HeaderValue::from_bytes(subscription.last_event_id.as_bytes())
+            .unwrap_or_else(|_| HeaderValue::from_static("earliest")),
+    };
+    // Mercure 1.0's field, set when the request named an id to resume from.
+    let resume_field = (mercure_1 && asked_from).then(|| {
+        (
+            HeaderName::from_static("mercure-last-event-id"),
+            header_value.clone(),
+        )
+    });
     // The slot is held by the body: the subscription counts until its stream is dropped.
     let body = Body::from_stream(subscription.stream.map(move |chunk| {
         let _held = &slot;
@@ -204,6 +331,7 @@ pub async fn subscribe(
             ),
             (HeaderName::from_static("last-event-id"), header_value),
         ],
+        resume_field.map(|field| [field]),
         body,
     )
         .into_response())

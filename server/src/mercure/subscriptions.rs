@@ -1,6 +1,10 @@
 //! The active-subscriptions API: `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]`,
-//! JSON-LD documents as in the Mercure spec. A subscriber token whose `mercure.subscribe` claim
-//! matches the requested URL's path is needed.
+//! JSON-LD documents as in the Mercure spec (draft-07); and Mercure 1.0's
+//! `…/subscriptions/{match_type}/{match}[/{subscriber}]`, JSON documents with the cursor in the
+//! `Link` header. A two-segment path whose first segment is a matcher type (`exact`,
+//! `urlpattern`) is 1.0's collection for that matcher; any other is draft-07's single
+//! subscription. A subscriber token whose subscribe claim matches the requested URL's path is
+//! needed. Every answer carries the `rel="mercure"` link with the `last-event-id` cursor.
 
 use super::{
     caller::Subscriber,
@@ -14,7 +18,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
-use tidings_hub::subscription_topic;
+use tidings_hub::{MatchKind, Subscriptions, subscription_topic, subscription_topic_v1};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubscriptionsError {
@@ -84,12 +88,23 @@ fn authorize(
     }
 }
 
-fn json_ld(doc: Value) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/ld+json")],
-        doc.to_string(),
-    )
-        .into_response()
+/// A document, with the cursor to subscribe from to miss no later change (Mercure 1.0's
+/// `rel="mercure"` link; draft-07 clients read `lastEventID` in the body).
+fn document(content_type: &'static str, doc: Value, last_event_id: &str) -> Response {
+    let link = format!(
+        "<{}>; rel=\"mercure\"; last-event-id=\"{}\"; type=\"mercure\"; content-type=\"application/json\"",
+        super::PATH,
+        last_event_id.replace(['"', '\\'], "")
+    );
+    let mut response = ([(header::CONTENT_TYPE, content_type)], doc.to_string()).into_response();
+    if let Ok(link) = header::HeaderValue::from_str(&link) {
+        response.headers_mut().insert(header::LINK, link);
+    }
+    response
+}
+
+fn json_ld(doc: Value, last_event_id: &str) -> Response {
+    document("application/ld+json", doc, last_event_id)
 }
 
 async fn collection(state: &AppState, id: String, topic: Option<&str>) -> Response {
@@ -105,13 +120,16 @@ async fn collection(state: &AppState, id: String, topic: Option<&str>) -> Respon
         .filter(|a| topic.is_none_or(|t| a.selector == t))
         .map(|a| a.document)
         .collect();
-    json_ld(json!({
-        "@context": "https://mercure.rocks/",
-        "id": id,
-        "type": "Subscriptions",
-        "lastEventID": last_event_id,
-        "subscriptions": subscriptions,
-    }))
+    json_ld(
+        json!({
+            "@context": "https://mercure.rocks/",
+            "id": id,
+            "type": "Subscriptions",
+            "lastEventID": last_event_id,
+            "subscriptions": subscriptions,
+        }),
+        &last_event_id,
+    )
 }
 
 pub async fn all(
@@ -134,22 +152,55 @@ pub async fn of_topic(
     Ok(collection(&state, id.trim_end_matches('/').to_owned(), Some(&topic)).await)
 }
 
+/// `…/subscriptions/{a}/{b}`: Mercure 1.0's collection for one matcher when `a` is a matcher
+/// type, else draft-07's one subscription.
 pub async fn one(
     State(state): State<AppState>,
     caller: Option<Subscriber>,
-    Path((topic, subscriber)): Path<(String, String)>,
+    Path((first, second)): Path<(String, String)>,
     uri: Uri,
 ) -> Result<Response, SubscriptionsError> {
     authorize(&state, caller, &uri)?;
-    let tidings_hub::Subscriptions {
+    let Subscriptions {
+        active,
+        last_event_id,
+    } = state.hub.subscriptions().await?;
+    if let Some(kind) = MatchKind::from_name(&first) {
+        let subscriptions: Vec<Value> = active
+            .into_iter()
+            .filter(|a| a.match_type == Some(kind) && a.selector == second)
+            .map(|a| a.document)
+            .collect();
+        let id = subscription_topic_v1(kind, &second, None);
+        let doc = json!({"id": id, "type": "subscriptions", "subscriptions": subscriptions});
+        return Ok(document("application/json", doc, &last_event_id));
+    }
+    let found = active
+        .into_iter()
+        .find(|a| a.match_type.is_none() && a.selector == first && a.subscriber == second)
+        .ok_or(SubscriptionsError::NotFound)?;
+    let mut doc = found.document;
+    doc["lastEventID"] = json!(last_event_id);
+    Ok(json_ld(doc, &last_event_id))
+}
+
+/// `…/subscriptions/{match_type}/{match}/{subscriber}`: one Mercure 1.0 subscription, its
+/// document as its subscription events carry it.
+pub async fn one_v1(
+    State(state): State<AppState>,
+    caller: Option<Subscriber>,
+    Path((kind, matcher, subscriber)): Path<(String, String, String)>,
+    uri: Uri,
+) -> Result<Response, SubscriptionsError> {
+    authorize(&state, caller, &uri)?;
+    let kind = MatchKind::from_name(&kind).ok_or(SubscriptionsError::NotFound)?;
+    let Subscriptions {
         active,
         last_event_id,
     } = state.hub.subscriptions().await?;
     let found = active
         .into_iter()
-        .find(|a| a.selector == topic && a.subscriber == subscriber)
+        .find(|a| a.match_type == Some(kind) && a.selector == matcher && a.subscriber == subscriber)
         .ok_or(SubscriptionsError::NotFound)?;
-    let mut doc = found.document;
-    doc["lastEventID"] = json!(last_event_id);
-    Ok(json_ld(doc))
+    Ok(document("application/json", found.document, &last_event_id))
 }

@@ -526,8 +526,9 @@ async fn an_access_token_comes_from_the_header_or_the_access_cookie_never_the_ur
     assert_eq!(in_old_cookie.status(), StatusCode::BAD_REQUEST);
     assert_eq!(challenge(&in_old_cookie), invalid_request);
 
-    // A request selecting with `match` is a Mercure 1.0 request: a draft-07 token in the URL is
-    // not looked at (so this one is anonymous, refused here), and one in the header is invalid.
+    // A request selecting with `match` is a Mercure 1.0 request: a token in the URL is not
+    // looked at (so this one is anonymous, refused here); a bad one in the header is refused
+    // with a challenge, while a good draft-07 one still serves.
     let subscriber = crate::helpers::subscriber_token(&["*"]);
     let response = server
         .subscribe_request(&[("match", "/t"), ("authorization", &subscriber)])
@@ -541,12 +542,36 @@ async fn an_access_token_comes_from_the_header_or_the_access_cookie_never_the_ur
     );
     let response = server
         .subscribe_request(&[("match_exact", "/t")])
-        .bearer_auth(&subscriber)
+        .bearer_auth("garbage")
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(challenge(&response), invalid_token());
+    let response = server
+        .subscribe_request(&[("match_exact", "/t")])
+        .bearer_auth(&subscriber)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // A QUERY request is Mercure 1.0's too, whatever its body selects.
+    let response = server
+        .client()
+        .request(
+            reqwest::Method::from_bytes(b"QUERY").unwrap(),
+            format!("{}?authorization={subscriber}", server.url(HUB)),
+        )
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body("match=/t")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        challenge(&response),
+        format!("Bearer resource_metadata=\"{METADATA_URL}\"")
+    );
     let response = server
         .subscribe_request(&[("match", "/t")])
         .header(header::AUTHORIZATION, "Basic abc")

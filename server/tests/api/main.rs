@@ -16,6 +16,7 @@ mod errors;
 mod hostile;
 mod lean;
 mod load;
+mod mercure1;
 mod operations;
 mod pages;
 mod process;
