@@ -133,10 +133,7 @@ impl Hub {
     /// [`Interner::parse_matcher`]; a new URL pattern counts against `max_templates`.
     pub fn parse_matcher(&self, kind: MatchKind, text: &str) -> Result<Selector, SelectorRefused> {
         self.refuse_past_the_cap(Some(kind), text)?;
-        Ok(self
-            .inner
-            .interner
-            .parse_matcher(kind, text, &self.inner.hub_url)?)
+        self.parse_grant(kind, text)
     }
 
     fn refuse_past_the_cap(
@@ -158,6 +155,16 @@ impl Hub {
             .iter()
             .filter_map(|s| self.inner.interner.parse(s).ok())
             .collect()
+    }
+
+    /// Parses a Mercure 1.0 token's grant (a `{match, match_type}` of its authorization
+    /// details) through the same shared patterns, as [`Hub::parse_matcher`] does but without
+    /// the cap: like claims, grants come from tokens the hub verified.
+    pub fn parse_grant(&self, kind: MatchKind, text: &str) -> Result<Selector, SelectorRefused> {
+        Ok(self
+            .inner
+            .interner
+            .parse_matcher(kind, text, &self.inner.hub_url)?)
     }
 
     /// Publishes an update. Returns its history position once it is durable and (with a

@@ -76,7 +76,6 @@ impl Resource {
             "bearer_methods_supported": ["header"],
             "mercure_cookie": ACCESS_COOKIE,
             "authorization_details_types_supported": [DETAIL_TYPE],
-            "mercure_matcher_types_supported": ["exact"],
         });
         if !authorization_servers.is_empty() {
             document["authorization_servers"] = json!(authorization_servers);

@@ -9,7 +9,7 @@
 
 use super::challenge::DETAIL_TYPE;
 use serde_json::Value;
-use tidings_hub::{Hub, MAX_SELECTOR_LEN, Selector};
+use tidings_hub::{Hub, MatchKind, Selector};
 
 /// The grants of one token.
 #[derive(Debug, Default)]
@@ -42,12 +42,6 @@ pub enum GrantsError {
     BadMatcher(String),
     #[error("more than {0} topic matchers or authorization details")]
     TooMany(usize),
-}
-
-/// How a matcher compares topics.
-enum MatchType {
-    Exact,
-    UrlPattern,
 }
 
 impl Grants {
@@ -125,36 +119,20 @@ fn non_empty_array(value: Option<&Value>) -> Option<&Vec<Value>> {
 }
 
 /// One `{match, match_type}` object: `match_type` absent means `exact`; `*` matches every topic
-/// whatever the type.
+/// whatever the type (the hub's parsing says so).
 fn parse_matcher(topic: &Value, hub: &Hub) -> Result<Selector, GrantsError> {
     let topic = topic.as_object().ok_or(GrantsError::BadTopics)?;
     let text = topic
         .get("match")
         .and_then(Value::as_str)
         .ok_or(GrantsError::BadTopics)?;
-    let match_type = match topic.get("match_type") {
-        None => MatchType::Exact,
-        Some(Value::String(t)) if t == "exact" => MatchType::Exact,
-        Some(Value::String(t)) if t == "urlpattern" => MatchType::UrlPattern,
-        Some(Value::String(t)) => return Err(GrantsError::UnknownMatchType(t.clone())),
+    let kind = match topic.get("match_type") {
+        None => MatchKind::Exact,
+        Some(Value::String(name)) => {
+            MatchKind::from_name(name).ok_or_else(|| GrantsError::UnknownMatchType(name.clone()))?
+        }
         Some(_) => return Err(GrantsError::BadTopics),
     };
-    let _ = hub;
-    let bad = || GrantsError::BadMatcher(text.chars().take(100).collect());
-    if text == "*" {
-        return Ok(Selector::Any);
-    }
-    match match_type {
-        MatchType::Exact => {
-            if text.is_empty()
-                || text.len() > MAX_SELECTOR_LEN
-                || text.chars().any(char::is_control)
-            {
-                return Err(bad());
-            }
-            Ok(Selector::Exact(text.into()))
-        }
-        // URL patterns come with the hub's matchers (`Hub::parse_matcher`).
-        MatchType::UrlPattern => Err(GrantsError::UnknownMatchType("urlpattern".into())),
-    }
+    hub.parse_grant(kind, text)
+        .map_err(|_| GrantsError::BadMatcher(text.chars().take(100).collect()))
 }

@@ -901,3 +901,150 @@ async fn a_jwks_url_without_an_issuer_refuses_to_start() {
             .await;
     assert!(log.contains("is not an origin"), "{log}");
 }
+
+/// A Mercure authorization detail granting `actions` on URL patterns.
+fn pattern_detail(actions: &[&str], patterns: &[&str]) -> Value {
+    let topics: Vec<_> = patterns
+        .iter()
+        .map(|p| json!({ "match": p, "match_type": "urlpattern" }))
+        .collect();
+    json!({
+        "type": "https://mercure.rocks/authorization-detail",
+        "actions": actions,
+        "topics": topics,
+    })
+}
+
+#[tokio::test]
+async fn url_pattern_grants_allow_publishing_and_reading_what_they_match() {
+    let server = TestServer::start_v1(|_| {}).await;
+    let publisher = access_token(
+        PUBLISHER_KEY,
+        access_claims(json!([pattern_detail(
+            &["publish"],
+            &[
+                "https://example.com/books/:id",
+                "https://example.com/users/:user/*"
+            ]
+        )])),
+    );
+    for (topic, status) in [
+        ("https://example.com/books/1", StatusCode::OK),
+        ("https://example.com/users/42/books/2", StatusCode::OK),
+        ("https://example.com/books/1/2", StatusCode::FORBIDDEN),
+        ("https://example.com/authors/1", StatusCode::FORBIDDEN),
+        ("https://example.org/books/1", StatusCode::FORBIDDEN),
+    ] {
+        let response = server
+            .post_form(Some(&publisher), &[("topic", topic)])
+            .await;
+        assert_eq!(response.status(), status, "{topic}");
+    }
+
+    // The spec's example: a subscriber listening to every book, allowed to read only book 1
+    // and its own namespace, which a private update reaches through an alternate topic.
+    let reader = access_token(
+        SUBSCRIBER_KEY,
+        access_claims(json!([
+            detail(&["subscribe"], &["https://example.com/books/1"]),
+            pattern_detail(&["subscribe"], &["https://example.com/users/42/*"]),
+        ])),
+    );
+    let response = server
+        .subscribe_request(&[("match_urlpattern", "https://example.com/books/:id")])
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = SseReader::new(response);
+    for (topics, id) in [
+        (&["https://example.com/books/2"][..], "not-granted"),
+        (&["https://example.com/books/1"], "granted"),
+        (
+            &[
+                "https://example.com/books/3",
+                "https://example.com/users/42/books/3",
+            ],
+            "through-the-alternate",
+        ),
+    ] {
+        let mut form: Vec<(&str, &str)> = topics.iter().map(|t| ("topic", *t)).collect();
+        form.extend([("id", id), ("private", "on"), ("data", "x")]);
+        server.publish(&form).await;
+    }
+    assert_eq!(stream.expect_next().await.id, "granted");
+    assert_eq!(stream.expect_next().await.id, "through-the-alternate");
+
+    // A malformed pattern invalidates the token.
+    let broken = access_token(
+        PUBLISHER_KEY,
+        access_claims(json!([pattern_detail(
+            &["publish"],
+            &["https://example.com/("]
+        )])),
+    );
+    let response = server
+        .post_form(Some(&broken), &[("topic", "https://example.com/books/1")])
+        .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(challenge(&response), invalid_token());
+}
+
+#[tokio::test]
+async fn a_url_pattern_grant_gives_its_payload_to_the_subscription_with_that_pattern() {
+    let server = TestServer::start_v1(|_| {}).await;
+    let token = access_token(
+        SUBSCRIBER_KEY,
+        access_claims(json!([
+            {"type": "https://mercure.rocks/authorization-detail", "actions": ["subscribe"],
+             "topics": [{"match": "https://example.com/foo"}], "payload": {"custom1": "foo"}},
+            {"type": "https://mercure.rocks/authorization-detail", "actions": ["subscribe"],
+             "topics": [{"match": "https://example.com/bar/:id", "match_type": "urlpattern"}],
+             "payload": {"custom2": "bar"}},
+            {"type": "https://mercure.rocks/authorization-detail", "actions": ["subscribe"],
+             "topics": [{"match": "*"}], "payload": {"custom3": "default"}},
+        ])),
+    );
+    let watcher = server
+        .subscribe_request(&[(
+            "match_urlpattern",
+            "/.well-known/mercure/subscriptions/:type/:match/:subscriber",
+        )])
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let mut watcher = SseReader::new(watcher);
+    // Its own subscription first: its pattern is not granted, so the `*` default applies.
+    let own: Value = serde_json::from_str(&watcher.expect_next().await.data).unwrap();
+    assert_eq!(own["payload"], json!({"custom3": "default"}));
+    let mut payloads = Vec::new();
+    let mut held = Vec::new();
+    for (name, value) in [
+        ("match_urlpattern", "https://example.com/bar/:id"),
+        ("match", "https://example.com/foo"),
+        ("match", "https://example.com/baz"),
+    ] {
+        let response = server
+            .subscribe_request(&[(name, value)])
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        held.push(response);
+        let event = watcher.expect_next().await;
+        let doc: Value = serde_json::from_str(&event.data).unwrap();
+        assert_eq!(doc["match"], value);
+        payloads.push(doc["payload"].clone());
+    }
+    assert_eq!(
+        payloads,
+        [
+            json!({"custom2": "bar"}),
+            json!({"custom1": "foo"}),
+            json!({"custom3": "default"})
+        ]
+    );
+}
