@@ -175,6 +175,8 @@ impl Server {
                     ),
                 ],
                 max_templates: config.max_templates,
+                // What Mercure 1.0's URL patterns, and relative topics, are resolved against.
+                hub_url: url::Url::parse(&format!("{public_url}{}", mercure::PATH)).ok(),
                 ..HubConfig::default()
             },
         )?;

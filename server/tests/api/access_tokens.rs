@@ -1048,3 +1048,16 @@ async fn a_url_pattern_grant_gives_its_payload_to_the_subscription_with_that_pat
         ]
     );
 }
+
+#[tokio::test]
+async fn url_patterns_resolve_against_the_public_url() {
+    let server = TestServer::start_v1(|_| {}).await;
+    let mut stream = server
+        .subscribe(&[("match_urlpattern", "https://localhost/books/:id")])
+        .await;
+    // A relative topic is the public URL's, not some other host's.
+    server
+        .publish(&[("topic", "/books/1"), ("id", "relative")])
+        .await;
+    assert_eq!(stream.expect_next().await.id, "relative");
+}
