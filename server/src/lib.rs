@@ -15,7 +15,7 @@
 //! - `edge`: the life of every connection: caps per address and in all, deadlines for heads
 //!   and idle time, and a new connection's event stream served without hyper's buffers.
 //! - `mercure`: the Mercure hub at `/.well-known/mercure`.
-//! - `metrics`: `/metrics` and `/healthz`.
+//! - `metrics`: `/metrics`, and the health probes `/healthz` and `/mercure/health/{ready,live}`.
 //! - [`chat`], [`market`], `monitor`: what the live pages need from the server: posting to
 //!   chat rooms (and their presence counts), the simulated market, the health samples; their
 //!   background tasks run under `supervise`.
@@ -364,6 +364,8 @@ fn router(state: AppState) -> Router {
         .route("/api/chat/{room}", axum::routing::post(chat::post))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(metrics::healthz))
+        .route("/mercure/health/ready", get(metrics::ready))
+        .route("/mercure/health/live", get(metrics::live))
         .merge(pages)
         .fallback_service(files)
         .with_state(state)
