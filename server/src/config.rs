@@ -159,6 +159,12 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_MAX_SUBSCRIBERS", default_value_t = 10_000)]
     pub max_subscribers: usize,
 
+    /// Most open subscriptions made with one token (the same token string, whichever address
+    /// uses it), on this node; more gets 429. Anonymous subscriptions count per address only.
+    #[arg(long, env = "TIDINGS_MAX_SUBSCRIBERS_PER_TOKEN", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_subscribers_per_token: u32,
+
     /// New subscriptions one client address may open per second, on average; more gets 429.
     #[arg(long, env = "TIDINGS_SUBSCRIBE_RATE", default_value_t = 20,
           value_parser = clap::value_parser!(u32).range(1..))]

@@ -169,12 +169,15 @@ impl Server {
                 ..HubConfig::default()
             },
         )?;
-        let subscriber_limits = Arc::new(mercure::limits::SubscriberLimits::new(
-            config.subscribe_rate,
-            config.subscribe_burst,
-            config.max_subscribers_per_address,
-            config.max_subscribers,
-        ));
+        let subscriber_limits = Arc::new(
+            mercure::limits::SubscriberLimits::new(
+                config.subscribe_rate,
+                config.subscribe_burst,
+                config.max_subscribers_per_address,
+                config.max_subscribers,
+            )
+            .per_token(config.max_subscribers_per_token),
+        );
         let connections = Arc::new(connection_budget(&config));
         let state = AppState {
             config: Arc::new(config),
