@@ -22,6 +22,13 @@ pub struct HubConfig {
     /// Distinct templates the hub holds at most, across every subscription: what bounds the
     /// template tests one update can cost, whatever the subscribers send.
     pub max_templates: usize,
+    /// A subscription's stream ends this long after it opened at the latest (at a random moment
+    /// in the last tenth of it, so streams opened together do not all end together), after a
+    /// `retry:` field asking the client to come back at once with its last id. Mercure 1.0 asks
+    /// for such a limit: a token's `exp` cannot take back a grant from a connection that is
+    /// already open, nor a changed grant or a new node reach it. `None`: no limit but the
+    /// token's `exp`.
+    pub max_stream_lifetime: Option<Duration>,
 }
 
 impl HubConfig {
@@ -41,6 +48,7 @@ impl Default for HubConfig {
             publish_queue: 16_384,
             subscription_events: true,
             max_templates: 10_000,
+            max_stream_lifetime: None,
         }
     }
 }

@@ -166,6 +166,7 @@ impl Server {
                     ),
                 ],
                 max_templates: config.max_templates,
+                max_stream_lifetime: config.max_stream_lifetime(),
                 ..HubConfig::default()
             },
         )?;
