@@ -7,7 +7,10 @@
 //! not verify. Extractors run before the handler, so no request input is parsed for a caller
 //! whose token is bad.
 
-use super::auth::{TokenError, TokenSource, Verified};
+use super::{
+    auth::{TokenError, TokenSource, Verified},
+    limits::TokenKey,
+};
 use crate::AppState;
 use axum::{
     extract::OptionalFromRequestParts,
@@ -20,8 +23,9 @@ pub const COOKIE_NAME: &str = "mercureAuthorization";
 /// A caller whose token verifies with the publisher key.
 pub struct Publisher(pub Verified);
 
-/// A caller whose token verifies with the subscriber key.
-pub struct Subscriber(pub Verified);
+/// A caller whose token verifies with the subscriber key, and which token it is (for the
+/// per-token subscription limit).
+pub struct Subscriber(pub Verified, pub TokenKey);
 
 impl OptionalFromRequestParts<AppState> for Publisher {
     type Rejection = TokenError;
@@ -44,10 +48,14 @@ impl OptionalFromRequestParts<AppState> for Subscriber {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Option<Self>, TokenError> {
+        let mut key = None;
         let verified = verify(parts, |token, source| {
+            key = Some(state.subscriber_limits.token_key(token));
             state.auth.verify_subscriber(token, source)
         })?;
-        Ok(verified.map(Subscriber))
+        Ok(verified
+            .zip(key)
+            .map(|(verified, key)| Subscriber(verified, key)))
     }
 }
 

@@ -109,8 +109,9 @@ impl IntoResponse for SubscribeError {
 pub const ROUTE_PARAMETER: &str = "tidings-route";
 
 /// Everything cheap comes before anything costly: the query's length, the token (verified by the
-/// extractor), the anonymous rule, the client's rate and open-subscription limits, and the
-/// number of selectors and templates are all checked before any selector is compiled.
+/// extractor), the anonymous rule, the client's rate and open-subscription limits (per address,
+/// per token, in all), and the number of selectors and templates are all checked before any
+/// selector is compiled.
 pub async fn subscribe(
     State(state): State<AppState>,
     ClientIp(client): ClientIp,
@@ -168,14 +169,15 @@ async fn serve(
     if query.len() > config.max_query_bytes {
         return Err(SubscribeError::QueryTooLong(config.max_query_bytes));
     }
-    let (scope, payload, expires_at) = match subscriber {
-        Some(Subscriber(verified)) => (
+    let (scope, payload, expires_at, token) = match subscriber {
+        Some(Subscriber(verified, token)) => (
             verified.subscribe_selectors(&state.hub),
             verified.claims.mercure.payload.clone(),
             verified.expires_at(),
+            Some(token),
         ),
         None if state.config.no_anonymous => return Err(SubscribeError::AnonymousRefused),
-        None => (None, None, None),
+        None => (None, None, None, None),
     };
 
     let mut topics = Vec::new();
@@ -232,7 +234,7 @@ async fn serve(
             config.max_templates_per_subscription,
         ));
     }
-    let slot: Slot = state.subscriber_limits.admit(client)?;
+    let slot: Slot = state.subscriber_limits.admit_with_token(client, token)?;
     let mut selectors = Vec::with_capacity(count);
     for t in topics {
         let parsed = state.hub.parse_selector(&t);

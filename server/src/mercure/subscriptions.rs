@@ -54,7 +54,7 @@ fn authorize(
     subscriber: Option<Subscriber>,
     uri: &Uri,
 ) -> Result<(), SubscriptionsError> {
-    let Subscriber(verified) = subscriber.ok_or(SubscriptionsError::NoToken)?;
+    let Subscriber(verified, _) = subscriber.ok_or(SubscriptionsError::NoToken)?;
     let path = uri.path();
     let allowed = verified.subscribe_selectors(&state.hub).unwrap_or_default();
     if allowed.iter().any(|s| s.matches(path)) {
