@@ -11,7 +11,7 @@
 //! characters decoded), no topic `*`, no id `earliest`, no type `mercure`, and no control or
 //! format character in a topic, an id or a type.
 
-use crate::{mark::EARLIEST, sse::Event};
+use crate::{mark::EARLIEST, selector::is_format, sse::Event};
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -265,47 +265,6 @@ fn resumable(id: &str) -> bool {
 fn is_forbidden_char(c: char) -> bool {
     c.is_control() || is_format(c)
 }
-
-/// Whether `c` is of general category Cf (Unicode 16.0; 17.0, which Mercure 1.0 cites, adds
-/// none).
-fn is_format(c: char) -> bool {
-    FORMAT
-        .binary_search_by(|&(low, high)| {
-            if high < c {
-                std::cmp::Ordering::Less
-            } else if low > c {
-                std::cmp::Ordering::Greater
-            } else {
-                std::cmp::Ordering::Equal
-            }
-        })
-        .is_ok()
-}
-
-/// The characters of general category Cf, as ranges in order.
-const FORMAT: &[(char, char)] = &[
-    ('\u{ad}', '\u{ad}'),
-    ('\u{600}', '\u{605}'),
-    ('\u{61c}', '\u{61c}'),
-    ('\u{6dd}', '\u{6dd}'),
-    ('\u{70f}', '\u{70f}'),
-    ('\u{890}', '\u{891}'),
-    ('\u{8e2}', '\u{8e2}'),
-    ('\u{180e}', '\u{180e}'),
-    ('\u{200b}', '\u{200f}'),
-    ('\u{202a}', '\u{202e}'),
-    ('\u{2060}', '\u{2064}'),
-    ('\u{2066}', '\u{206f}'),
-    ('\u{feff}', '\u{feff}'),
-    ('\u{fff9}', '\u{fffb}'),
-    ('\u{110bd}', '\u{110bd}'),
-    ('\u{110cd}', '\u{110cd}'),
-    ('\u{13430}', '\u{1343f}'),
-    ('\u{1bca0}', '\u{1bca3}'),
-    ('\u{1d173}', '\u{1d17a}'),
-    ('\u{e0001}', '\u{e0001}'),
-    ('\u{e0020}', '\u{e007f}'),
-];
 
 /// A fresh update id: `urn:uuid:` and a UUIDv7, so ids also sort by creation time.
 pub fn new_id() -> String {
@@ -595,15 +554,5 @@ mod tests {
             );
         }
         assert!(with(&|u| u.event_type = Some("é-✓ x".into())).is_ok());
-    }
-
-    /// The table of format characters is the regex crate's `\p{Cf}`, range for range.
-    #[test]
-    fn the_format_table_is_general_category_cf() {
-        let cf = regex::Regex::new(r"^\p{Cf}$").unwrap();
-        let mut buf = [0; 4];
-        for c in (0..=u32::from(char::MAX)).filter_map(char::from_u32) {
-            assert_eq!(is_format(c), cf.is_match(c.encode_utf8(&mut buf)), "{c:?}");
-        }
     }
 }
