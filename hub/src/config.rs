@@ -25,6 +25,13 @@ pub struct HubConfig {
     /// The hub's URL: what Mercure 1.0's URL patterns, and relative topics tested against them,
     /// are resolved against. `None`: `http://localhost/.well-known/mercure`.
     pub hub_url: Option<url::Url>,
+    /// A subscription's stream ends this long after it opened at the latest (at a random moment
+    /// in the last tenth of it, so streams opened together do not all end together), after a
+    /// `retry:` field asking the client to come back at once with its last id. Mercure 1.0 asks
+    /// for such a limit: a token's `exp` cannot take back a grant from a connection that is
+    /// already open, nor a changed grant or a new node reach it. `None`: no limit but the
+    /// token's `exp`.
+    pub max_stream_lifetime: Option<Duration>,
 }
 
 impl HubConfig {
@@ -52,6 +59,7 @@ impl Default for HubConfig {
             subscription_events: true,
             max_templates: 10_000,
             hub_url: None,
+            max_stream_lifetime: None,
         }
     }
 }

@@ -98,6 +98,7 @@ impl Hub {
                 encodings,
                 counters: counters.clone(),
                 heartbeat: config.heartbeat,
+                max_lifetime: config.max_stream_lifetime,
                 shutdown: shutdown.clone(),
             }),
             buffer: config.subscriber_buffer,

@@ -75,6 +75,15 @@ pub fn comment(text: &str) -> Bytes {
     buf.freeze()
 }
 
+/// Encodes a lone `retry:` field (then a blank line, which dispatches nothing, since there is no
+/// data): the client's reconnection delay from now on, in milliseconds.
+pub(crate) fn retry(milliseconds: u64) -> Bytes {
+    let mut buf = BytesMut::with_capacity(16);
+    field(&mut buf, b"retry", milliseconds.to_string().as_bytes());
+    buf.put_u8(b'\n');
+    buf.freeze()
+}
+
 fn field(buf: &mut BytesMut, name: &[u8], value: &[u8]) {
     buf.reserve(name.len() + value.len() + 3);
     buf.put_slice(name);

@@ -56,6 +56,12 @@ pub const HISTORY_GAP_EVENT: &str = "tidings-history-gap";
 /// to wait for; a client that subscribed live learns where it stands.
 pub const LIVE_EVENT: &str = "tidings-live";
 
+/// The reconnection delay a stream asks for when it ends at its maximum lifetime, in
+/// milliseconds: short, since the client lost nothing and is welcome back at once, but not so
+/// short that a client which keeps it (a browser keeps the last `retry:` for every later
+/// reconnection) would hammer a hub that is down.
+pub const LIFETIME_RETRY_MS: u64 = 1000;
+
 /// Updates a replay reads at once, at most.
 const REPLAY_ROWS: usize = 512;
 /// What one frame (the bytes handed to the connection at once) holds at most, counting the
@@ -81,7 +87,20 @@ pub(crate) struct Streams {
     pub encodings: Arc<Encodings>,
     pub counters: Arc<Counters>,
     pub heartbeat: Option<Duration>,
+    /// How long a stream may live (see [`HubConfig`](crate::HubConfig)).
+    pub max_lifetime: Option<Duration>,
     pub shutdown: Arc<Shutdown>,
+}
+
+impl Streams {
+    /// When a stream opening now is to end: at its maximum lifetime less up to a tenth of it,
+    /// drawn at random, so that streams opened together (after a restart, say) end spread out.
+    pub(crate) fn ends_at(&self) -> Option<Instant> {
+        self.max_lifetime.map(|lifetime| {
+            let spread = lifetime.mul_f64(rand::random::<f64>() / 10.0);
+            Instant::now() + (lifetime - spread)
+        })
+    }
 }
 
 pub(crate) struct StreamState<G> {
@@ -101,7 +120,13 @@ pub(crate) struct StreamState<G> {
     /// after.
     pub handoff_id: String,
     pub receiver: queue::Receiver,
+    /// The token's `exp`: the stream ends there, with no more to say (the token is no good).
     pub expires_at: Option<Instant>,
+    /// The stream's maximum lifetime: it ends there, after a `retry:` field, unless its token
+    /// expires first.
+    pub ends_at: Option<Instant>,
+    /// The `retry:` field was sent: the stream is over.
+    pub ended: bool,
     /// Held for its `Drop`: the subscriber leaves the registry with its stream.
     pub _guard: G,
 }
@@ -137,6 +162,9 @@ impl Stream for SubscriptionStream {
 
 impl<G> StreamState<G> {
     async fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.ended {
+            return None;
+        }
         if let Some(bytes) = self.pending.take() {
             return Some(bytes);
         }
@@ -235,10 +263,16 @@ impl<G> StreamState<G> {
         loop {
             let heartbeat = self.streams.heartbeat;
             let expiry = self.expires_at;
+            let end = self.ends_at;
             let item = tokio::select! {
                 biased;
                 () = self.streams.shutdown.streams_closed() => return None,
                 () = sleep_until(expiry) => return None,
+                () = sleep_until(end) => {
+                    // Whatever it was sent, the client resumes after: nothing is lost.
+                    self.ended = true;
+                    return Some(sse::retry(LIFETIME_RETRY_MS));
+                }
                 item = self.receiver.recv() => item,
                 () = sleep_for(heartbeat) => return Some(sse::comment("heartbeat")),
             };

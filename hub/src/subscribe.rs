@@ -27,7 +27,8 @@ pub struct SubscribeRequest {
     pub payload: Option<serde_json::Value>,
     /// The last event the client has: an id, [`EARLIEST`], or `None` for live updates only.
     pub last_event_id: Option<String>,
-    /// The stream ends at this instant (the token's `exp`).
+    /// The stream ends at this instant (the token's `exp`), or at the hub's maximum stream
+    /// lifetime if that comes first.
     pub expires_at: Option<Instant>,
     /// Precede each update with a [`ROUTE_EVENT`](crate::ROUTE_EVENT) naming which of
     /// `selectors` it matches, so that one connection can feed several readers (a browser's
@@ -149,6 +150,8 @@ impl Subscribers {
             handoff_id,
             receiver,
             expires_at,
+            ends_at: self.streams.ends_at(),
+            ended: false,
             _guard: guard,
         });
         Ok(Subscription {

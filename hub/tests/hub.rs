@@ -1122,3 +1122,58 @@ async fn a_routed_subscription_names_the_selectors_each_update_matches() {
     assert_eq!(plain.next().await.unwrap(), event("third", "3"));
     assert_eq!(plain.next().await.unwrap(), event("again", "2"));
 }
+
+/// `max_stream_lifetime`: a stream ends within its last tenth, with a lone `retry:` field, and
+/// the client resumes from its last id with nothing missing; a token expiring first ends it
+/// plainly (the token is no good for coming back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_at_its_maximum_lifetime_asking_the_client_back_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lifetime = Duration::from_millis(800);
+    let hub = start(
+        &dir,
+        HubConfig {
+            max_stream_lifetime: Some(lifetime),
+            ..HubConfig::default()
+        },
+    );
+    let opened = std::time::Instant::now();
+    let mut stream = hub.subscribe(request(&["/l"], None)).await.unwrap().stream;
+    hub.publish(update("/l", "l1", "")).await.unwrap();
+    let mut text = String::new();
+    while let Some(chunk) = tokio::time::timeout(WAIT, stream.next()).await.unwrap() {
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    let lived = opened.elapsed();
+    assert!(
+        lived >= lifetime.mul_f64(0.9) && lived < lifetime * 4,
+        "lived {lived:?}"
+    );
+    assert!(text.starts_with("id: l1\n"), "{text:?}");
+    assert!(
+        text.ends_with(&format!(
+            "\n\nretry: {}\n\n",
+            tidings_hub::LIFETIME_RETRY_MS
+        )),
+        "{text:?}"
+    );
+    hub.publish(update("/l", "l2", "")).await.unwrap();
+    let mut back = Events::new(
+        hub.subscribe(request(&["/l"], Some("l1")))
+            .await
+            .unwrap()
+            .stream,
+    );
+    assert_eq!(back.ids(1).await, ["l2"]);
+
+    let token_first = SubscribeRequest {
+        expires_at: Some(std::time::Instant::now() + Duration::from_millis(100)),
+        ..request(&["/l"], None)
+    };
+    let mut stream = hub.subscribe(token_first).await.unwrap().stream;
+    let mut text = String::new();
+    while let Some(chunk) = tokio::time::timeout(WAIT, stream.next()).await.unwrap() {
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert!(!text.contains("retry:"), "{text:?}");
+}

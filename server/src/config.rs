@@ -220,6 +220,20 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_MAX_SUBSCRIBERS", default_value_t = 10_000)]
     pub max_subscribers: usize,
 
+    /// Most open subscriptions made with one token (the same token string, whichever address
+    /// uses it), on this node; more gets 429. Anonymous subscriptions count per address only.
+    #[arg(long, env = "TIDINGS_MAX_SUBSCRIBERS_PER_TOKEN", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_subscribers_per_token: u32,
+
+    /// Longest life of a subscription's stream, such as `1h`: then it ends, after a `retry:`
+    /// field asking the client back at once, and the client resumes from its last id (nothing
+    /// is lost). Each stream ends at a random moment in the last tenth of it, so streams opened
+    /// together do not end together. A token's `exp` ends a stream sooner. `0s` turns it off.
+    #[arg(long, env = "TIDINGS_MAX_STREAM_LIFETIME", default_value = "1h",
+          value_parser = humantime::parse_duration)]
+    pub max_stream_lifetime: Duration,
+
     /// New subscriptions one client address may open per second, on average; more gets 429.
     #[arg(long, env = "TIDINGS_SUBSCRIBE_RATE", default_value_t = 20,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -363,6 +377,10 @@ impl Config {
         Duration::from_secs(self.shutdown_grace_secs)
     }
 
+    pub(crate) fn max_stream_lifetime(&self) -> Option<Duration> {
+        (!self.max_stream_lifetime.is_zero()).then_some(self.max_stream_lifetime)
+    }
+
     pub(crate) fn heartbeat(&self) -> Option<Duration> {
         (self.heartbeat_secs > 0).then(|| Duration::from_secs(self.heartbeat_secs))
     }
@@ -448,5 +466,21 @@ mod tests {
     #[test]
     fn zero_interval_is_rejected() {
         assert!(Config::try_parse_from(["tidings", "--stream-interval-ms", "0"]).is_err());
+    }
+
+    #[test]
+    fn the_stream_lifetime_is_a_duration_and_zero_turns_it_off() {
+        let lifetime = |args: &[&str]| {
+            Config::try_parse_from([&["tidings"], args].concat())
+                .unwrap()
+                .max_stream_lifetime()
+        };
+        assert_eq!(lifetime(&[]), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            lifetime(&["--max-stream-lifetime", "90s"]),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(lifetime(&["--max-stream-lifetime", "0s"]), None);
+        assert!(Config::try_parse_from(["tidings", "--max-stream-lifetime", "soon"]).is_err());
     }
 }

@@ -15,7 +15,7 @@
 //! - `edge`: the life of every connection: caps per address and in all, deadlines for heads
 //!   and idle time, and a new connection's event stream served without hyper's buffers.
 //! - `mercure`: the Mercure hub at `/.well-known/mercure`.
-//! - `metrics`: `/metrics` and `/healthz`.
+//! - `metrics`: `/metrics`, and the health probes `/healthz` and `/mercure/health/{ready,live}`.
 //! - [`chat`], [`market`], `monitor`: what the live pages need from the server: posting to
 //!   chat rooms (and their presence counts), the simulated market, the health samples; their
 //!   background tasks run under `supervise`.
@@ -177,15 +177,19 @@ impl Server {
                 max_templates: config.max_templates,
                 // What Mercure 1.0's URL patterns, and relative topics, are resolved against.
                 hub_url: url::Url::parse(&format!("{public_url}{}", mercure::PATH)).ok(),
+                max_stream_lifetime: config.max_stream_lifetime(),
                 ..HubConfig::default()
             },
         )?;
-        let subscriber_limits = Arc::new(mercure::limits::SubscriberLimits::new(
-            config.subscribe_rate,
-            config.subscribe_burst,
-            config.max_subscribers_per_address,
-            config.max_subscribers,
-        ));
+        let subscriber_limits = Arc::new(
+            mercure::limits::SubscriberLimits::new(
+                config.subscribe_rate,
+                config.subscribe_burst,
+                config.max_subscribers_per_address,
+                config.max_subscribers,
+            )
+            .per_token(config.max_subscribers_per_token),
+        );
         let connections = Arc::new(connection_budget(&config));
         let state = AppState {
             config: Arc::new(config),
@@ -385,6 +389,8 @@ fn router(state: AppState) -> Router {
         .route("/api/chat/{room}", axum::routing::post(chat::post))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(metrics::healthz))
+        .route("/mercure/health/ready", get(metrics::ready))
+        .route("/mercure/health/live", get(metrics::live))
         .merge(pages)
         .fallback_service(files)
         .with_state(state)

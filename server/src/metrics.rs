@@ -1,4 +1,5 @@
-//! Counters the server keeps about itself, and `GET /metrics` in the Prometheus text format.
+//! Counters the server keeps about itself, and `GET /metrics` in the Prometheus text format;
+//! the health probes: `GET /healthz`, `/mercure/health/ready` and `/mercure/health/live`.
 //!
 //! The hub counts its own figures (it knows nothing of Prometheus); this module reads a copy of
 //! them ([`tidings_hub::Stats`]) at scrape time. The format is small enough to write directly,
@@ -212,14 +213,46 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 pub async fn healthz(State(state): State<AppState>) -> Response {
     match state.hub.health().await {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
-        Err(reason) => {
-            tracing::error!("unhealthy: {reason}");
-            let line = if reason.unreachable {
-                "history unreachable: the shared store (Redis) does not answer\n"
-            } else {
-                "history unavailable\n"
-            };
-            (StatusCode::SERVICE_UNAVAILABLE, line).into_response()
-        }
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{}\n", unhealthy(&reason)),
+        )
+            .into_response(),
     }
+}
+
+/// `GET /mercure/health/ready`, the readiness probe at the reference Mercure hub's path: what
+/// `/healthz` checks (the history can be written; on a cluster, followed), answered as that
+/// hub answers, `{"status":"ok"}`, else 503 `{"status":"error","error":"…"}`.
+pub async fn ready(State(state): State<AppState>) -> Response {
+    match state.hub.health().await {
+        Ok(()) => health_json(StatusCode::OK, None),
+        Err(reason) => health_json(StatusCode::SERVICE_UNAVAILABLE, Some(unhealthy(&reason))),
+    }
+}
+
+/// `GET /mercure/health/live`, the liveness probe at the reference hub's path: the process
+/// answers requests. A failing history is not a reason to restart it (readiness says so, and
+/// the history recovers without one), so this asks nothing of the hub.
+pub async fn live() -> Response {
+    health_json(StatusCode::OK, None)
+}
+
+/// Logs why the hub is unhealthy, and returns the line a client is told: which of two things
+/// is wrong (the store cannot be reached, or it cannot be written), without the details.
+fn unhealthy(reason: &tidings_hub::Unhealthy) -> &'static str {
+    tracing::error!("unhealthy: {reason}");
+    if reason.unreachable {
+        "history unreachable: the shared store (Redis) does not answer"
+    } else {
+        "history unavailable"
+    }
+}
+
+fn health_json(status: StatusCode, error: Option<&str>) -> Response {
+    let body = match error {
+        None => serde_json::json!({ "status": "ok" }),
+        Some(error) => serde_json::json!({ "status": "error", "error": error }),
+    };
+    (status, axum::Json(body)).into_response()
 }

@@ -1,15 +1,19 @@
 //! Who is calling: a request's token, found and verified, as axum extractors.
 //!
-//! Two protocols share the hub, told apart per request:
+//! The token is looked for in the `Authorization: Bearer` header, then the `authorization` query
+//! parameter (for clients that cannot set headers, such as `EventSource`), then the
+//! `__Secure-mercure_access_token` cookie, then the `mercureAuthorization` cookie. Its form
+//! decides how it is verified:
 //!
-//! - **Mercure 1.0**: a request that selects topics with `match…` parameters, a `QUERY` request,
-//!   or one whose token says `typ: at+jwt`. The token comes from the `Authorization: Bearer`
-//!   header, else the `__Secure-mercure_access_token` cookie, never from the URL; refusals are
-//!   RFC 6750 challenges (`invalid_request` 400, `invalid_token` 401). The cookie holds access
-//!   tokens only; the header may still hold a draft-07 token (for clients moving to 1.0).
-//! - **Draft-07**, anything else, as before 1.0: the header, then the `authorization` query
-//!   parameter (for clients that cannot set headers, such as `EventSource`), then the cookies;
-//!   refusals are a plain-text 401.
+//! - A Mercure 1.0 access token (`typ: at+jwt`), as RFC 9068 and Mercure 1.0 say. It is taken
+//!   from the header or the access cookie only, never from the URL (nor the draft-07 cookie): a
+//!   malformed request, `400 invalid_request`. The access cookie holds access tokens only.
+//! - A draft-07 token, anything else: as before 1.0, whatever the request (so that clients move
+//!   over one step at a time).
+//!
+//! Refusals are RFC 6750 challenges (`invalid_request` 400, `invalid_token` 401) for a 1.0
+//! token, and for any token of a Mercure 1.0 request (one with `match…` parameters, or a
+//! `QUERY`); a draft-07 request's draft-07 token is refused as before, a plain-text 401.
 //!
 //! Handlers take `Option<Publisher>` or `Option<Subscriber>`, which picks the key: `None` when
 //! the request has no token, a refusal when it has one that does not verify. Extractors run
@@ -18,6 +22,7 @@
 use super::{
     auth::{Role, TokenError, TokenSource, Verified, is_access_token},
     challenge::{ACCESS_COOKIE, BearerError, Challenge},
+    limits::TokenKey,
     plain,
 };
 use crate::AppState;
@@ -33,8 +38,9 @@ pub const COOKIE_NAME: &str = "mercureAuthorization";
 /// A caller whose token verifies with the publisher key.
 pub struct Publisher(pub Verified);
 
-/// A caller whose token verifies with the subscriber key.
-pub struct Subscriber(pub Verified);
+/// A caller whose token verifies with the subscriber key, and which token it is (for the
+/// per-token subscription limit).
+pub struct Subscriber(pub Verified, pub TokenKey);
 
 /// Why a request's token was refused.
 #[derive(Debug)]
@@ -74,7 +80,8 @@ impl OptionalFromRequestParts<AppState> for Publisher {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Option<Self>, Refused> {
-        Ok(verify(parts, state, Role::Publisher).await?.map(Publisher))
+        let verified = verify(parts, state, Role::Publisher).await?;
+        Ok(verified.map(|(verified, _)| Publisher(verified)))
     }
 }
 
@@ -85,9 +92,10 @@ impl OptionalFromRequestParts<AppState> for Subscriber {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Option<Self>, Refused> {
-        Ok(verify(parts, state, Role::Subscriber)
-            .await?
-            .map(Subscriber))
+        let verified = verify(parts, state, Role::Subscriber).await?;
+        Ok(verified.map(|(verified, token)| {
+            Subscriber(verified, state.subscriber_limits.token_key(&token))
+        }))
     }
 }
 
@@ -112,29 +120,31 @@ impl Place {
     }
 }
 
-/// The request's token, if any, verified for `role`.
-async fn verify(parts: &Parts, state: &AppState, role: Role) -> Result<Option<Verified>, Refused> {
+/// The request's token, if any, verified for `role`, and the token itself.
+async fn verify(
+    parts: &Parts,
+    state: &AppState,
+    role: Role,
+) -> Result<Option<(Verified, String)>, Refused> {
     let auth = &state.auth;
     let challenge = |error| Refused::Challenge(error, auth.resource().refused(error));
     let query = parts.uri.query().unwrap_or_default();
     // A QUERY request's parameters are in its body, which extractors of the parts cannot read;
     // the method is Mercure 1.0's own.
-    let uses_matchers = parts.method.as_str() == "QUERY" || uses_matchers(query);
-    let found = if uses_matchers {
-        find_access_token(&parts.headers).map_err(|_| challenge(BearerError::InvalidRequest))?
-    } else {
-        find_token(&parts.headers, query).map_err(Refused::Claim)?
-    };
+    let mercure_1 = parts.method.as_str() == "QUERY" || uses_matchers(query);
+    let found = find_token(&parts.headers, query).map_err(|error| match mercure_1 {
+        true => challenge(BearerError::InvalidRequest),
+        false => Refused::Claim(error),
+    })?;
     let Some((token, place)) = found else {
         return Ok(None);
     };
-    // The access cookie holds access tokens only; elsewhere the token's own `typ` tells. A
-    // draft-07 token still serves a Mercure 1.0 request from its header, refused in 1.0 form.
+    // The access cookie holds access tokens only; elsewhere the token's own `typ` tells.
     if place != Place::AccessCookie && !is_access_token(&token) {
         let verified = auth.verify_claim(role, &token, place.source());
         return match verified {
-            Ok(verified) => Ok(Some(verified)),
-            Err(_) if uses_matchers => Err(challenge(BearerError::InvalidToken)),
+            Ok(verified) => Ok(Some((verified, token))),
+            Err(_) if mercure_1 => Err(challenge(BearerError::InvalidToken)),
             Err(error) => Err(Refused::Claim(error)),
         };
     }
@@ -145,7 +155,7 @@ async fn verify(parts: &Parts, state: &AppState, role: Role) -> Result<Option<Ve
         .verify_access_token(role, &token, place.source(), &state.hub)
         .await
     {
-        Ok(verified) => Ok(Some(verified)),
+        Ok(verified) => Ok(Some((verified, token))),
         Err(error) => {
             tracing::debug!("access token refused: {error}");
             Err(challenge(BearerError::InvalidToken))
@@ -187,17 +197,9 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         })
 }
 
-/// A Mercure 1.0 request's token: the header, else the access cookie. The header wins over any
-/// cookie (cookies are ambient, so both is no error).
-fn find_access_token(headers: &HeaderMap) -> Result<Option<(String, Place)>, TokenError> {
-    if let Some(token) = bearer(headers) {
-        return Ok(Some((token?, Place::Header)));
-    }
-    Ok(cookie(headers, ACCESS_COOKIE).map(|token| (token, Place::AccessCookie)))
-}
-
-/// A draft-07 request's token: the header, then the `authorization` query parameter, then the
-/// cookies (the access cookie first).
+/// The request's token: the header, then the `authorization` query parameter, then the cookies
+/// (the access cookie first). The header wins over any cookie (cookies are ambient, so both is
+/// no error).
 fn find_token(headers: &HeaderMap, query: &str) -> Result<Option<(String, Place)>, TokenError> {
     if let Some(token) = bearer(headers) {
         return Ok(Some((token?, Place::Header)));

@@ -1,11 +1,14 @@
 //! What one client may cost the hub: how often it may open subscriptions and how many it may
-//! hold open, and how many the hub holds in all. Each limit is a flag (see the configuration
-//! table in the README) and each refusal a `429` with a one-line reason.
+//! hold open (per address, and per token as Mercure 1.0 suggests), and how many the hub holds in
+//! all. Each limit is a flag (see the configuration table in the README) and each refusal a
+//! `429` with a one-line reason.
 //!
 //! The rate is governor's GCRA, keyed by client address; the open counts are one entry per
-//! address, updated in O(1) when a stream opens or closes (never a scan). IPv6 clients are
-//! keyed by their /64, the block one host is usually given, so that rotating addresses within
-//! it does not multiply a client's allowance.
+//! address and per token, updated in O(1) when a stream opens or closes (never a scan). IPv6
+//! clients are keyed by their /64, the block one host is usually given, so that rotating
+//! addresses within it does not multiply a client's allowance. A token is keyed by a hash of
+//! its text under this process's random keys: the counts hold no token, and nobody can make
+//! two tokens share a count.
 
 use crate::client_addr::limit_key;
 use governor::{
@@ -13,7 +16,14 @@ use governor::{
     clock::{Clock, DefaultClock},
 };
 use parking_lot::Mutex;
-use std::{collections::HashMap, net::IpAddr, num::NonZeroU32, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, RandomState},
+    net::IpAddr,
+    num::NonZeroU32,
+    sync::Arc,
+    time::Duration,
+};
 
 /// Why a subscription was refused by a limit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,6 +32,8 @@ pub enum LimitError {
     TooFast(Duration),
     #[error("too many open subscriptions from your address (at most {0})")]
     FromAddress(u32),
+    #[error("too many open subscriptions with this token (at most {0})")]
+    WithToken(u32),
     #[error("the hub has too many open subscriptions; try again later")]
     InAll,
 }
@@ -30,7 +42,10 @@ pub enum LimitError {
 pub struct SubscriberLimits {
     rate: DefaultKeyedRateLimiter<IpAddr>,
     max_per_address: u32,
+    max_per_token: u32,
     max_total: usize,
+    /// Keys the hash of a token's text.
+    tokens: RandomState,
     open: Arc<Mutex<Open>>,
 }
 
@@ -38,12 +53,19 @@ pub struct SubscriberLimits {
 struct Open {
     total: usize,
     by_address: HashMap<IpAddr, u32>,
+    by_token: HashMap<TokenKey, u32>,
 }
+
+/// Which token a subscription was made with, for the per-token count: see
+/// [`SubscriberLimits::token_key`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenKey(u64);
 
 /// One open subscription, counted until dropped (with its stream).
 pub struct Slot {
     open: Arc<Mutex<Open>>,
     key: IpAddr,
+    token: Option<TokenKey>,
 }
 
 impl Drop for Slot {
@@ -54,6 +76,14 @@ impl Drop for Slot {
             *count -= 1;
             if *count == 0 {
                 open.by_address.remove(&self.key);
+            }
+        }
+        if let Some(token) = self.token
+            && let Some(count) = open.by_token.get_mut(&token)
+        {
+            *count -= 1;
+            if *count == 0 {
+                open.by_token.remove(&token);
             }
         }
     }
@@ -68,13 +98,38 @@ impl SubscriberLimits {
         Self {
             rate: governor::RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
             max_per_address,
+            max_per_token: u32::MAX,
             max_total,
+            tokens: RandomState::new(),
             open: Arc::default(),
         }
     }
 
-    /// Counts a new subscription from `client`, or says which limit refuses it.
+    /// At most `max` open subscriptions per token (none: no limit).
+    pub fn per_token(self, max: u32) -> Self {
+        Self {
+            max_per_token: max,
+            ..self
+        }
+    }
+
+    /// The key the per-token count knows `token` (its compact JWT text) by.
+    pub fn token_key(&self, token: &str) -> TokenKey {
+        TokenKey(self.tokens.hash_one(token))
+    }
+
+    /// Counts a new anonymous subscription from `client`, or says which limit refuses it.
     pub fn admit(&self, client: IpAddr) -> Result<Slot, LimitError> {
+        self.admit_with_token(client, None)
+    }
+
+    /// Counts a new subscription from `client`, made with `token` if any, or says which limit
+    /// refuses it.
+    pub fn admit_with_token(
+        &self,
+        client: IpAddr,
+        token: Option<TokenKey>,
+    ) -> Result<Slot, LimitError> {
         let key = limit_key(client);
         self.rate.check_key(&key).map_err(|not_until| {
             LimitError::TooFast(not_until.wait_time_from(DefaultClock::default().now()))
@@ -83,15 +138,23 @@ impl SubscriberLimits {
         if open.total >= self.max_total {
             return Err(LimitError::InAll);
         }
-        let count = open.by_address.entry(key).or_insert(0);
-        if *count >= self.max_per_address {
+        if open.by_address.get(&key).copied().unwrap_or(0) >= self.max_per_address {
             return Err(LimitError::FromAddress(self.max_per_address));
         }
-        *count += 1;
+        if let Some(token) = token
+            && open.by_token.get(&token).copied().unwrap_or(0) >= self.max_per_token
+        {
+            return Err(LimitError::WithToken(self.max_per_token));
+        }
+        *open.by_address.entry(key).or_insert(0) += 1;
+        if let Some(token) = token {
+            *open.by_token.entry(token).or_insert(0) += 1;
+        }
         open.total += 1;
         Ok(Slot {
             open: self.open.clone(),
             key,
+            token,
         })
     }
 
@@ -153,5 +216,25 @@ mod tests {
             "others are not affected"
         );
         drop(slots);
+    }
+
+    #[test]
+    fn counts_open_subscriptions_per_token_whatever_the_address() {
+        let limits = SubscriberLimits::new(1000, 1000, 100, 100).per_token(2);
+        let (ann, bob) = (limits.token_key("ann.token"), limits.token_key("bob.token"));
+        assert_ne!(ann, bob);
+        let first = limits.admit_with_token(ip("10.0.0.1"), Some(ann)).unwrap();
+        let _second = limits.admit_with_token(ip("10.0.0.2"), Some(ann)).unwrap();
+        assert_eq!(
+            limits.admit_with_token(ip("10.0.0.3"), Some(ann)).err(),
+            Some(LimitError::WithToken(2))
+        );
+        let _other_token = limits.admit_with_token(ip("10.0.0.1"), Some(bob)).unwrap();
+        let _anonymous = limits.admit(ip("10.0.0.1")).unwrap();
+        drop(first);
+        let _again = limits
+            .admit_with_token(ip("10.0.0.3"), Some(ann))
+            .expect("a closed one frees its slot");
+        assert_eq!(limits.open.lock().by_token.len(), 2);
     }
 }

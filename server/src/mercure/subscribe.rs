@@ -117,8 +117,9 @@ impl IntoResponse for SubscribeError {
 pub const ROUTE_PARAMETER: &str = "tidings-route";
 
 /// Everything cheap comes before anything costly: the query's length, the token (verified by the
-/// extractor), the anonymous rule, the client's rate and open-subscription limits, and the
-/// number of selectors and templates are all checked before any selector is compiled.
+/// extractor), the anonymous rule, the client's rate and open-subscription limits (per address,
+/// per token, in all), and the number of selectors and templates are all checked before any
+/// selector is compiled.
 pub async fn subscribe(
     State(state): State<AppState>,
     ClientIp(client): ClientIp,
@@ -176,14 +177,14 @@ async fn serve(
     if query.len() > config.max_query_bytes {
         return Err(SubscribeError::QueryTooLong(config.max_query_bytes));
     }
-    let verified = match subscriber {
-        Some(Subscriber(verified)) => Some(verified),
+    let (verified, token) = match subscriber {
+        Some(Subscriber(verified, token)) => (Some(verified), Some(token)),
         None if state.config.no_anonymous => {
             return Err(SubscribeError::AnonymousRefused(
                 state.auth.resource().no_token(),
             ));
         }
-        None => None,
+        None => (None, None),
     };
     let scope = verified
         .as_ref()
@@ -249,7 +250,7 @@ async fn serve(
         .chain(matchers.iter().map(|(_, text)| text.as_str()));
     let payload = verified.as_ref().and_then(|v| v.payload_for(own_matchers));
     let expires_at = verified.as_ref().and_then(|v| v.expires_at());
-    let slot: Slot = state.subscriber_limits.admit(client)?;
+    let slot: Slot = state.subscriber_limits.admit_with_token(client, token)?;
     let mut selectors = Vec::with_capacity(count);
     for t in topics {
         let parsed = state.hub.parse_selector(&t);

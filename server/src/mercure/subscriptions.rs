@@ -72,7 +72,7 @@ fn authorize(
     uri: &Uri,
 ) -> Result<(), SubscriptionsError> {
     let resource = state.auth.resource();
-    let Subscriber(verified) =
+    let Subscriber(verified, _) =
         subscriber.ok_or_else(|| SubscriptionsError::NoToken(resource.no_token()))?;
     let path = uri.path();
     let allowed = verified.subscribe_selectors(&state.hub).unwrap_or_default();

@@ -526,20 +526,41 @@ async fn an_access_token_comes_from_the_header_or_the_access_cookie_never_the_ur
     assert_eq!(in_old_cookie.status(), StatusCode::BAD_REQUEST);
     assert_eq!(challenge(&in_old_cookie), invalid_request);
 
-    // A request selecting with `match` is a Mercure 1.0 request: a token in the URL is not
-    // looked at (so this one is anonymous, refused here); a bad one in the header is refused
-    // with a challenge, while a good draft-07 one still serves.
+    // An access token is never taken from the URL, whatever the request selects with; a
+    // draft-07 token keeps its places (an EventSource cannot send headers) for both.
     let subscriber = crate::helpers::subscriber_token(&["*"]);
+    let access = subscriber_access_token(&["/t"]);
+    for selecting in [("match", "/t"), ("topic", "/t")] {
+        let response = server
+            .subscribe_request(&[selecting, ("authorization", &access)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{selecting:?}");
+        assert_eq!(challenge(&response), invalid_request, "{selecting:?}");
+        let response = server
+            .subscribe_request(&[selecting, ("authorization", &subscriber)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{selecting:?}");
+    }
+    // A QUERY request is Mercure 1.0's too, whatever its body selects.
     let response = server
-        .subscribe_request(&[("match", "/t"), ("authorization", &subscriber)])
+        .client()
+        .request(
+            reqwest::Method::from_bytes(b"QUERY").unwrap(),
+            format!("{}?authorization={access}", server.url(HUB)),
+        )
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body("match=/t")
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        challenge(&response),
-        format!("Bearer resource_metadata=\"{METADATA_URL}\"")
-    );
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(challenge(&response), invalid_request);
+    // A Mercure 1.0 request's refusals are challenges, for a draft-07 token too; a good
+    // draft-07 token still serves it.
     let response = server
         .subscribe_request(&[("match_exact", "/t")])
         .bearer_auth("garbage")
@@ -555,23 +576,6 @@ async fn an_access_token_comes_from_the_header_or_the_access_cookie_never_the_ur
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    // A QUERY request is Mercure 1.0's too, whatever its body selects.
-    let response = server
-        .client()
-        .request(
-            reqwest::Method::from_bytes(b"QUERY").unwrap(),
-            format!("{}?authorization={subscriber}", server.url(HUB)),
-        )
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body("match=/t")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        challenge(&response),
-        format!("Bearer resource_metadata=\"{METADATA_URL}\"")
-    );
     let response = server
         .subscribe_request(&[("match", "/t")])
         .header(header::AUTHORIZATION, "Basic abc")
@@ -580,9 +584,10 @@ async fn an_access_token_comes_from_the_header_or_the_access_cookie_never_the_ur
         .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert_eq!(challenge(&response), invalid_request);
-    // While a draft-07 request keeps the draft-07 token's places.
+    // An access token in the header serves a 1.0 subscription.
     let response = server
-        .subscribe_request(&[("topic", "/t"), ("authorization", &subscriber)])
+        .subscribe_request(&[("match", "/t")])
+        .bearer_auth(&access)
         .send()
         .await
         .unwrap();

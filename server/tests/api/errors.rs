@@ -100,3 +100,61 @@ async fn a_corrupt_history_is_refused_at_start_with_a_clear_message() {
     assert!(log.contains("cannot be used"), "{log}");
     assert!(log.contains("history.sqlite3"), "{log}");
 }
+
+/// A history that cannot be written fails readiness (503, in the reference hub's JSON, without
+/// SQLite's words) while liveness holds: restarting the process would not help.
+#[tokio::test]
+async fn a_full_disk_fails_readiness_but_not_liveness() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ChildServer::spawn_with_file_limit(
+        &[
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--market-interval-ms",
+            "0",
+            "--monitor-interval-ms",
+            "0",
+        ],
+        256 * 1024,
+    )
+    .await;
+    let client = Client::new();
+    let token = publisher_token(&["*"]);
+    let probe = |path: &'static str| client.get(server.url(path)).send();
+    assert_eq!(
+        probe("/mercure/health/ready").await.unwrap().status(),
+        StatusCode::OK
+    );
+    let mut full = false;
+    for i in 0..200 {
+        let response = client
+            .post(server.url("/.well-known/mercure"))
+            .bearer_auth(&token)
+            .form(&[
+                ("topic", "/t"),
+                ("id", format!("fill-{i}").as_str()),
+                ("data", &"x".repeat(16 * 1024)),
+            ])
+            .send()
+            .await
+            .unwrap();
+        if response.status() != StatusCode::OK {
+            full = true;
+            break;
+        }
+    }
+    assert!(full, "the file size limit stopped the history");
+    let ready = probe("/mercure/health/ready").await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({ "status": "error", "error": "history unavailable" })
+    );
+    let live = probe("/mercure/health/live").await.unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    assert_eq!(
+        live.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!({ "status": "ok" })
+    );
+}

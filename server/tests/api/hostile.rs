@@ -430,3 +430,47 @@ async fn open_subscriptions_are_limited_per_address_and_in_all() {
     assert_eq!(fast.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(fast.headers().contains_key(header::RETRY_AFTER));
 }
+
+/// `--max-subscribers-per-token`: one token holds so many open subscriptions, whichever
+/// addresses use it; other tokens and anonymous subscribers are not affected.
+#[tokio::test]
+async fn open_subscriptions_are_limited_per_token() {
+    let server = TestServer::start(|c| c.max_subscribers_per_token = 2).await;
+    let token = subscriber_token(&["*"]);
+    let open = |from: &str, token: Option<&str>| {
+        let request =
+            crate::helpers::client_from(from).get(server.subscribe_url(&[("topic", "/t")]));
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        request.send()
+    };
+    let first = open("127.0.0.1", Some(&token)).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = open("127.0.0.2", Some(&token)).await.unwrap();
+    assert_eq!(second.status(), StatusCode::OK);
+    let third = open("127.0.0.3", Some(&token)).await.unwrap();
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(third.headers().contains_key(header::RETRY_AFTER));
+    assert_eq!(
+        third.text().await.unwrap(),
+        "too many open subscriptions with this token (at most 2)\n"
+    );
+    let other_token = open("127.0.0.3", Some(&subscriber_token(&["/t"])))
+        .await
+        .unwrap();
+    assert_eq!(other_token.status(), StatusCode::OK);
+    let anonymous = open("127.0.0.3", None).await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::OK);
+    // Closing one frees its place, once the server has seen it close.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + crate::helpers::WAIT;
+    while open("127.0.0.3", Some(&token)).await.unwrap().status() != StatusCode::OK {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a closed subscription gives its place back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

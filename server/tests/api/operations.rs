@@ -31,3 +31,25 @@ async fn metrics_healthz_and_the_discovery_link() {
         "</.well-known/mercure>; rel=\"mercure\""
     );
 }
+
+/// The reference Mercure hub's probes, beside `/healthz`: readiness is the history's health,
+/// liveness that the process answers; both as that hub answers them, in JSON.
+#[tokio::test]
+async fn the_mercure_health_probes_answer_ready_and_live() {
+    let server = TestServer::start_default().await;
+    for path in ["/mercure/health/ready", "/mercure/health/live"] {
+        let response = server.get(path).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/json",
+            "{path}"
+        );
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body, serde_json::json!({ "status": "ok" }), "{path}");
+    }
+    assert_eq!(
+        server.get("/mercure/health/other").await.status(),
+        StatusCode::NOT_FOUND
+    );
+}

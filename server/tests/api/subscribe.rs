@@ -276,3 +276,45 @@ async fn a_routed_subscription_says_which_selectors_each_update_matches() {
     assert_eq!(next().await, ("tidings-route".into(), "1".into()));
     assert_eq!(next().await, ("message".into(), "new".into()));
 }
+
+/// `--max-stream-lifetime`: a stream ends in the last tenth of its lifetime, its last bytes a
+/// `retry:` field asking the client back at once; the client that comes back with its last id
+/// misses nothing published while it was away.
+#[tokio::test]
+async fn a_stream_ends_at_its_maximum_lifetime_and_its_client_resumes_without_a_gap() {
+    let lifetime = Duration::from_secs(1);
+    let server = TestServer::start(|c| c.max_stream_lifetime = lifetime).await;
+    let opened = std::time::Instant::now();
+    let response = server
+        .subscribe_request(&[("topic", "/life")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let first = server.publish(&[("topic", "/life"), ("data", "1")]).await;
+    let body = tokio::time::timeout(WAIT, response.text())
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    let lived = opened.elapsed();
+    assert!(
+        lived >= lifetime.mul_f64(0.9) && lived < lifetime * 5,
+        "lived {lived:?}"
+    );
+    assert!(body.contains(&format!("id: {first}\n")), "{body:?}");
+    let retry = format!("\n\nretry: {}\n\n", tidings_hub::LIFETIME_RETRY_MS);
+    assert!(body.ends_with(&retry), "{body:?}");
+
+    let second = server.publish(&[("topic", "/life"), ("data", "2")]).await;
+    let third = server.publish(&[("topic", "/life"), ("data", "3")]).await;
+    let response = server
+        .subscribe_request(&[("topic", "/life")])
+        .header("last-event-id", &first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut back = SseReader::new(response);
+    assert_eq!(back.expect_next().await.id, second);
+    assert_eq!(back.expect_next().await.id, third);
+}
