@@ -126,24 +126,23 @@ impl Hub {
     /// Parses a subscriber's selector. A template in use elsewhere is shared, not compiled
     /// again; a new one is refused once the hub holds `max_templates` distinct ones.
     pub fn parse_selector(&self, text: &str) -> Result<Selector, SelectorRefused> {
-        self.refuse_past_the_cap(None, text)?;
+        self.cap(None, text)?;
         Ok(self.inner.interner.parse(text)?)
     }
 
     /// Parses a Mercure 1.0 matcher (a `match…` parameter, or a grant's): see
     /// [`Interner::parse_matcher`]; a new URL pattern counts against `max_templates`.
     pub fn parse_matcher(&self, kind: MatchKind, text: &str) -> Result<Selector, SelectorRefused> {
-        self.refuse_past_the_cap(Some(kind), text)?;
+        self.cap(Some(kind), text)?;
         self.parse_grant(kind, text)
     }
 
-    fn refuse_past_the_cap(
-        &self,
-        kind: Option<MatchKind>,
-        text: &str,
-    ) -> Result<(), SelectorRefused> {
-        let max = self.inner.config.max_templates;
-        match self.inner.interner.would_exceed(kind, text, max) {
+    /// Refuses a selector that would add a template or URL pattern past `max_templates`.
+    fn cap(&self, kind: Option<MatchKind>, text: &str) -> Result<(), SelectorRefused> {
+        let Inner {
+            interner, config, ..
+        } = &*self.inner;
+        match interner.would_exceed(kind, text, config.max_templates) {
             true => Err(SelectorRefused::TooManyTemplates),
             false => Ok(()),
         }
@@ -162,10 +161,8 @@ impl Hub {
     /// details) through the same shared patterns, as [`Hub::parse_matcher`] does but without
     /// the cap: like claims, grants come from tokens the hub verified.
     pub fn parse_grant(&self, kind: MatchKind, text: &str) -> Result<Selector, SelectorRefused> {
-        Ok(self
-            .inner
-            .interner
-            .parse_matcher(kind, text, &self.inner.hub_url)?)
+        let inner = &self.inner;
+        Ok(inner.interner.parse_matcher(kind, text, &inner.hub_url)?)
     }
 
     /// Publishes an update. Returns its history position once it is durable and (with a
