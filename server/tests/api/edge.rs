@@ -9,24 +9,6 @@ use tokio::{
     net::TcpStream,
 };
 
-/// The servers here run without their own publishers, with short deadlines where a test waits
-/// for one.
-async fn server(extra: &[&str]) -> (ChildServer, tempfile::TempDir) {
-    let data = tempfile::tempdir().unwrap();
-    let mut args = vec![
-        "--data-dir",
-        data.path().to_str().unwrap(),
-        "--market-interval-ms",
-        "0",
-        "--monitor-interval-ms",
-        "0",
-    ];
-    args.extend_from_slice(extra);
-    let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    (ChildServer::spawn(&args).await, data)
-}
-
 /// Reads one response head (up to its blank line), within [`WAIT`].
 async fn read_head(tcp: &mut TcpStream) -> String {
     let mut received = Vec::new();
@@ -79,7 +61,7 @@ async fn healthz(tcp: &mut TcpStream) {
 
 #[tokio::test]
 async fn a_head_has_one_deadline_from_its_first_byte() {
-    let (server, _data) = server(&["--head-timeout", "2s"]).await;
+    let (server, _data) = ChildServer::quiet(&["--head-timeout", "2s"]).await;
     // A stream's head (the lean path), one byte every 400 ms: 24 s to send in full.
     let tcp = server.connect_from("127.0.0.1").await;
     let head = format!("GET {HUB}?topic=/slow HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -99,7 +81,8 @@ async fn a_head_has_one_deadline_from_its_first_byte() {
 
 #[tokio::test]
 async fn a_kept_alive_connection_is_closed_when_idle_and_its_later_heads_have_the_deadline() {
-    let (server, _data) = server(&["--idle-timeout", "1s", "--head-timeout", "2s"]).await;
+    let (server, _data) =
+        ChildServer::quiet(&["--idle-timeout", "1s", "--head-timeout", "2s"]).await;
     // Idle after an answer: closed.
     let mut tcp = server.connect_from("127.0.0.1").await;
     tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -183,7 +166,7 @@ async fn one_address_cannot_take_every_descriptor() {
 
 #[tokio::test]
 async fn bare_carriage_returns_get_400_and_a_close_at_once() {
-    let (server, _data) = server(&[]).await;
+    let (server, _data) = ChildServer::quiet(&[]).await;
     let heads: [&[u8]; 2] = [
         b"GET /.well-known/mercure HTTP/1.1\rHost: x\r\r",
         b"GET / HTTP/1.1\r\nHo\x01st: x\rHost: y\r\r\r\r\r",
@@ -208,7 +191,7 @@ async fn bare_carriage_returns_get_400_and_a_close_at_once() {
 
 #[tokio::test]
 async fn a_request_needs_exactly_one_host_on_both_paths() {
-    let (server, _data) = server(&[]).await;
+    let (server, _data) = ChildServer::quiet(&[]).await;
     let stream = format!("GET {HUB}?topic=/t HTTP/1.1\r\n");
     for head in [
         format!("{stream}\r\n"),
@@ -244,7 +227,7 @@ async fn a_request_needs_exactly_one_host_on_both_paths() {
 
 #[tokio::test]
 async fn a_stream_served_by_hyper_notices_its_client_leaving() {
-    let (server, _data) = server(&["--heartbeat-secs", "0"]).await;
+    let (server, _data) = ChildServer::quiet(&["--heartbeat-secs", "0"]).await;
     let subscribe = format!("GET {HUB}?topic=/quiet HTTP/1.1\r\nHost: x\r\n\r\n");
     let mut streams = Vec::new();
     for i in 0..6 {
@@ -273,7 +256,7 @@ async fn a_stream_served_by_hyper_notices_its_client_leaving() {
 
 #[tokio::test]
 async fn counter_streams_share_the_subscription_budget() {
-    let (server, _data) = server(&["--max-subscribers-per-address", "3"]).await;
+    let (server, _data) = ChildServer::quiet(&["--max-subscribers-per-address", "3"]).await;
     let one = crate::helpers::client_from("127.0.0.5");
     let mut open = Vec::new();
     for _ in 0..2 {
@@ -304,7 +287,7 @@ async fn counter_streams_share_the_subscription_budget() {
 async fn behind_a_proxy_each_client_keeps_its_own_allowance_whatever_it_writes() {
     // The proxy is 127.0.0.1 and appends the address it saw; before it, each client wrote
     // bytes that are not text. Chat allows a burst of 5 posts per client.
-    let (server, _data) = server(&["--trusted-proxy", "127.0.0.1"]).await;
+    let (server, _data) = ChildServer::quiet(&["--trusted-proxy", "127.0.0.1"]).await;
     let proxy = reqwest::Client::new();
     let post = |forwarded: &'static [u8]| {
         let request = proxy
@@ -353,7 +336,8 @@ async fn wait_for_connections(client: &reqwest::Client, server: &ChildServer, co
 
 #[tokio::test]
 async fn a_request_in_progress_is_bounded_too() {
-    let (server, _data) = server(&["--idle-timeout", "1s", "--write-timeout", "1s"]).await;
+    let (server, _data) =
+        ChildServer::quiet(&["--idle-timeout", "1s", "--write-timeout", "1s"]).await;
     let client = reqwest::Client::new();
     let baseline = connections(&client, &server).await;
 

@@ -420,6 +420,24 @@ impl ChildServer {
         .await
     }
 
+    /// As [`spawn`](Self::spawn), with a data folder of its own (removed when dropped), its own
+    /// publishers off, and `extra`.
+    pub async fn quiet(extra: &[&str]) -> (Self, tempfile::TempDir) {
+        let data = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--market-interval-ms",
+            "0",
+            "--monitor-interval-ms",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        (Self::spawn(&args).await, data)
+    }
+
     /// As [`spawn`](Self::spawn), but no file the server writes may grow past `bytes`
     /// (`RLIMIT_FSIZE`, with SIGXFSZ ignored so a write fails instead of killing the process):
     /// a disk that is full, for real, as SQLite sees it.
