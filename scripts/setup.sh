@@ -2,7 +2,8 @@
 # Installs what building and testing Tidings needs, and only what is missing; safe to run again.
 #
 #   scripts/setup.sh          build tools: wasm32 target, cargo-leptos, wasm-bindgen CLI, wasm-opt
-#   scripts/setup.sh --test   also the test tools: Playwright (npm), Debian's Chromium and redis-server
+#   scripts/setup.sh --test   also the test tools: Playwright (npm), Debian's Chromium and redis-server,
+#                             and the openssl command (the HTTPS tests make their certificates with it)
 #   scripts/setup.sh --bench  also what `make bench` compares and runs on: Debian's redis-server,
 #                             nginx-light and libnginx-mod-nchan
 #
@@ -65,6 +66,7 @@ redis_server() { # the Redis tests and the cluster bench start (and kill) server
 if [ "${1:-}" = "--test" ]; then
   npm_ci end2end
   command -v chromium >/dev/null || apt_install chromium
+  command -v openssl >/dev/null || apt_install openssl
   redis_server
 fi
 

@@ -18,6 +18,23 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_ADDR", default_value = "127.0.0.1:3000")]
     pub addr: SocketAddr,
 
+    /// PEM file with the certificate chain (the server's own certificate first) to serve HTTPS
+    /// with, HTTP/2 and HTTP/1.1 on the same port; needs `--tls-key`. Read again on SIGHUP.
+    /// Without it the server speaks plain HTTP/1.1, and HTTP/2 with prior knowledge (h2c).
+    #[arg(long, env = "TIDINGS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file with the private key of `--tls-cert` (PKCS#8, PKCS#1 or SEC1). Read again on
+    /// SIGHUP.
+    #[arg(long, env = "TIDINGS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Most requests one HTTP/2 connection may have in progress at once (its concurrent
+    /// streams, an open event stream among them); a client queues the rest.
+    #[arg(long, env = "TIDINGS_MAX_STREAMS_PER_CONNECTION", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams_per_connection: u32,
+
     /// Folder holding the built site (JS, WASM, CSS and assets), as written by cargo-leptos.
     #[arg(long, env = "TIDINGS_SITE_ROOT", default_value = "target/site")]
     pub site_root: PathBuf,
@@ -482,5 +499,14 @@ mod tests {
         );
         assert_eq!(lifetime(&["--max-stream-lifetime", "0s"]), None);
         assert!(Config::try_parse_from(["tidings", "--max-stream-lifetime", "soon"]).is_err());
+    }
+
+    #[test]
+    fn tls_files_go_together() {
+        assert!(Config::try_parse_from(["tidings", "--tls-cert", "c.pem"]).is_err());
+        assert!(Config::try_parse_from(["tidings", "--tls-key", "k.pem"]).is_err());
+        let c = Config::try_parse_from(["tidings", "--tls-cert", "c.pem", "--tls-key", "k.pem"])
+            .unwrap();
+        assert_eq!(c.tls_key, Some(PathBuf::from("k.pem")));
     }
 }

@@ -13,7 +13,8 @@
 //! - `counter_stream`: `GET /web/StreamChat`, the seed's demo stream.
 //! - `assets`: the built site's files, precompressed and cached by name; pages compressed.
 //! - `edge`: the life of every connection: caps per address and in all, deadlines for heads
-//!   and idle time, and a new connection's event stream served without hyper's buffers.
+//!   and idle time, a new connection's event stream served without hyper's buffers, HTTP/2,
+//!   and TLS with its certificate reloaded on SIGHUP.
 //! - `mercure`: the Mercure hub at `/.well-known/mercure`.
 //! - `metrics`: `/metrics`, and the health probes `/healthz` and `/mercure/health/{ready,live}`.
 //! - [`chat`], [`market`], `monitor`: what the live pages need from the server: posting to
@@ -95,23 +96,31 @@ pub enum Error {
     Keys(#[from] mercure::auth::KeyError),
     #[error(transparent)]
     Cors(#[from] cors::MixedOrigins),
+    #[error(transparent)]
+    Tls(#[from] edge::tls::TlsError),
 }
 
 /// A bound, not yet running, server.
 pub struct Server {
     listener: TcpListener,
     state: AppState,
+    /// With `--tls-cert`: HTTPS.
+    tls: Option<Arc<edge::tls::Certificates>>,
 }
 
 impl Server {
     /// Binds the configured address. Binding before running lets callers (and tests) learn the
     /// real port when the configured one is 0.
     ///
-    /// The configuration is checked first (keys, CORS), so a bad one is refused before the port
-    /// is taken.
+    /// The configuration is checked first (keys, CORS, the TLS files), so a bad one is refused
+    /// before the port is taken.
     pub async fn bind(config: Config) -> Result<Self, Error> {
         let auth = mercure::auth::Auth::from_config(&config)?;
         let cors = cors::Cors::new(&config.cors_origins)?;
+        let tls = edge::tls::Certificates::from_config(
+            config.tls_cert.as_deref(),
+            config.tls_key.as_deref(),
+        )?;
         let listener = TcpListener::bind(config.addr)
             .await
             .map_err(|source| Error::Bind {
@@ -203,7 +212,11 @@ impl Server {
             connections,
             shutdown: CancellationToken::new(),
         };
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            tls,
+        })
     }
 
     /// The address actually bound.
@@ -223,11 +236,19 @@ impl Server {
     /// Serves until the shutdown token fires, then ends open streams and returns once every
     /// connection has closed or the grace period has passed, whichever is first.
     pub async fn run(self) -> Result<(), Error> {
-        let Self { listener, state } = self;
+        let Self {
+            listener,
+            state,
+            tls,
+        } = self;
         let shutdown = state.shutdown.clone();
         let grace = state.config.shutdown_grace();
         let hub = state.hub.clone();
-        tracing::info!("listening on http://{}", state.leptos.site_addr);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!("listening on {scheme}://{}", state.leptos.site_addr);
+        if let Some(certificates) = &tls {
+            tokio::spawn(certificates.clone().reload_on_hangup(shutdown.clone()));
+        }
         // On shutdown, hub streams end at once so their connections can close.
         let closing = hub.clone();
         let watcher = shutdown.clone();
@@ -242,6 +263,7 @@ impl Server {
             idle_timeout: config.idle_timeout,
             max_head_bytes: config.max_head_bytes as usize,
             write_timeout: config.write_timeout,
+            max_streams: config.max_streams_per_connection,
         };
         let budget = state.connections.clone();
         let edge = edge::Edge::new(
@@ -249,6 +271,7 @@ impl Server {
             STREAM_PATHS,
             limits,
             budget.clone(),
+            tls,
             shutdown.clone(),
         );
         tokio::spawn(edge.accept(listener));

@@ -4,14 +4,18 @@
 //! and writes it through [`Conn`], and an HTTP/1 event stream's body keeps reading it while
 //! hyper writes (hyper notices a close during a response only while its own read buffer is
 //! empty, so not behind pipelined bytes; see `Tracked` in the module above). A write that makes
-//! no progress for the write timeout fails, so a client that stops reading is let go.
+//! no progress for the write timeout fails, so a client that stops reading is let go. Over TLS,
+//! rustls reads and writes through a [`Conn`], so all of this holds beneath it.
 
 use parking_lot::Mutex;
 use std::{
     future::Future,
     io,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll, ready},
     time::Duration,
 };
@@ -154,13 +158,14 @@ impl AsyncWrite for Conn {
 }
 
 /// What the connection is doing, for its two deadlines: the time it may stay open with no
-/// request in progress (idle), and the time a request head may take from its first byte.
+/// request in progress (idle), and the time a request head may take from its first byte. Over
+/// TLS the bytes are the encrypted ones, so a handshake begins a head too.
 pub struct Clock {
     state: Mutex<State>,
     changed: Notify,
     /// HTTP/2 frames (pings, window updates) arrive between requests and begin no head: such a
     /// connection has only the idle deadline.
-    http2: bool,
+    http2: AtomicBool,
 }
 
 struct State {
@@ -181,7 +186,7 @@ pub enum Expired {
 impl Clock {
     pub fn new(http2: bool) -> Arc<Self> {
         Arc::new(Self {
-            http2,
+            http2: AtomicBool::new(http2),
             state: Mutex::new(State {
                 in_flight: 0,
                 idle_since: Instant::now(),
@@ -193,7 +198,7 @@ impl Clock {
 
     /// Bytes arrived: with no request in progress, they begin a head.
     fn bytes_read(&self) {
-        if self.http2 {
+        if self.http2.load(Ordering::Relaxed) {
             return;
         }
         let mut state = self.state.lock();
@@ -201,6 +206,16 @@ impl Clock {
             state.head_from = Some(Instant::now());
             self.changed.notify_one();
         }
+    }
+
+    /// The connection turned out to be HTTP/2 (a TLS handshake chose it): idle from now, with
+    /// only the idle deadline, the handshake's head deadline done with.
+    pub fn speaks_http2(&self) {
+        self.http2.store(true, Ordering::Relaxed);
+        let mut state = self.state.lock();
+        state.head_from = None;
+        state.idle_since = Instant::now();
+        self.changed.notify_one();
     }
 
     /// A head is complete and its request is being answered, until the guard is dropped (with

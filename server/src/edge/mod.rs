@@ -19,14 +19,25 @@
 //! keeps reading the socket (dropping what a client pipelines behind a stream), so a client that
 //! leaves is noticed at once on every path, not at the next failed write.
 //!
-//! An HTTP/2 connection (prior knowledge, the one way to it without TLS) has the idle deadline
+//! An HTTP/2 connection (prior knowledge on plain text, ALPN `h2` over TLS) has the idle deadline
 //! (between its streams; hyper's pings find a dead peer), hyper's header-list limit set to
-//! `--max-head-bytes`, and a send buffer per stream of 64 KiB.
+//! `--max-head-bytes`, at most `--max-streams-per-connection` streams in progress, and a send
+//! buffer per stream of 64 KiB. Each stream is a request of its own through the router, so the
+//! per-address subscription limits count every stream.
+//!
+//! With `--tls-cert` every connection is TLS ([`tls`]), under the same caps and deadlines: the
+//! handshake runs beneath the connection's clock, so it has the idle deadline until its first
+//! byte and then the head deadline, which goes on to cover the first request head over
+//! HTTP/1.1 (a handshake that never ends is closed with nothing said). ALPN picks the protocol;
+//! every request is hyper's (no lean path: rustls keeps buffers of its own anyway), and
+//! refusals past the caps are a close rather than a plain-text answer the client could not
+//! read.
 
 pub mod budget;
 mod conn;
 mod head;
 mod lean;
+pub mod tls;
 
 use axum::{Router, body::Body, extract::ConnectInfo};
 use budget::{Admitted, ConnectionBudget};
@@ -47,6 +58,7 @@ use std::{
     task::{Context, Poll},
     time::Duration,
 };
+use tls::Certificates;
 use tokio::{
     io::AsyncReadExt,
     net::{TcpListener, TcpStream},
@@ -66,6 +78,8 @@ pub struct Limits {
     pub max_head_bytes: usize,
     /// How long a write may make no progress.
     pub write_timeout: Duration,
+    /// The most streams an HTTP/2 connection may have in progress.
+    pub max_streams: u32,
 }
 
 /// What every connection task needs.
@@ -75,6 +89,8 @@ pub struct Edge {
     streams: &'static [&'static str],
     limits: Arc<Limits>,
     budget: Arc<ConnectionBudget>,
+    /// With a certificate, every connection is TLS.
+    tls: Option<Arc<Certificates>>,
     shutdown: CancellationToken,
 }
 
@@ -85,6 +101,7 @@ impl Edge {
         streams: &'static [&'static str],
         limits: Limits,
         budget: Arc<ConnectionBudget>,
+        tls: Option<Arc<Certificates>>,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
@@ -92,6 +109,7 @@ impl Edge {
             streams,
             limits: Arc::new(limits),
             budget,
+            tls,
             shutdown,
         }
     }
@@ -112,8 +130,11 @@ impl Edge {
                         tokio::spawn(self.clone().connection(tcp, peer, admitted));
                     }
                     // The answer fits any socket's send buffer: written at once or not at all.
+                    // A TLS client could not read it: it only sees the close.
                     Err(refused) => {
-                        let _ = tcp.try_write(&refused.response());
+                        if self.tls.is_none() {
+                            let _ = tcp.try_write(&refused.response());
+                        }
                     }
                 },
                 // Out of descriptors, or the like: as hyper's servers do, wait and go on (logged
@@ -133,6 +154,9 @@ impl Edge {
     }
 
     async fn connection(self, mut tcp: TcpStream, peer: SocketAddr, _admitted: Admitted) {
+        if let Some(certificates) = self.tls.clone() {
+            return Box::pin(self.serve_tls(tcp, peer, &certificates)).await;
+        }
         let head = tokio::select! {
             () = self.shutdown.cancelled() => return,
             head = self.first_head(&mut tcp) => head,
@@ -185,11 +209,59 @@ impl Edge {
         }
     }
 
-    /// Serves the connection with hyper, `buf` first.
+    /// Serves a plain-text connection with hyper, `buf` first: HTTP/2 if it opened with the
+    /// preface (prior knowledge), else HTTP/1.
     async fn hyper(self, tcp: TcpStream, buf: Vec<u8>, peer: SocketAddr) {
         let tcp = Arc::new(tcp);
         let http2 = buf.starts_with(head::H2_PREFACE);
         let clock = Clock::new(http2);
+        let io = Conn::new(buf, tcp.clone(), clock.clone(), self.limits.write_timeout);
+        self.serve(io, tcp, clock, http2, false, peer).await;
+    }
+
+    /// Serves a TLS connection: the handshake (under the connection's clock: see the module
+    /// docs), then hyper, in the protocol ALPN chose.
+    async fn serve_tls(self, tcp: TcpStream, peer: SocketAddr, certificates: &Certificates) {
+        let tcp = Arc::new(tcp);
+        let clock = Clock::new(false);
+        let io = Conn::new(
+            Vec::new(),
+            tcp.clone(),
+            clock.clone(),
+            self.limits.write_timeout,
+        );
+        let limits = &self.limits;
+        let stream = tokio::select! {
+            () = self.shutdown.cancelled() => return,
+            _ = clock.expired(limits.idle_timeout, limits.head_timeout) => return,
+            accepted = certificates.acceptor().accept(io) => match accepted {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::debug!("TLS handshake with {peer} failed: {error}");
+                    return;
+                }
+            },
+        };
+        let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        if http2 {
+            clock.speaks_http2();
+        }
+        self.serve(stream, tcp, clock, http2, true, peer).await;
+    }
+
+    /// Serves `io` (over `tcp`) with hyper until it closes, its clock expires or the server
+    /// shuts down. `tls`: `io` is TLS, so nothing may be written on `tcp` itself.
+    async fn serve<I>(
+        self,
+        io: I,
+        tcp: Arc<TcpStream>,
+        clock: Arc<Clock>,
+        http2: bool,
+        tls: bool,
+        peer: SocketAddr,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let limits = self.limits.clone();
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder
@@ -203,25 +275,28 @@ impl Edge {
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(limits.max_head_bytes).unwrap_or(u32::MAX))
             .max_send_buf_size(H2_SEND_BUFFER)
+            .max_concurrent_streams(limits.max_streams)
             .keep_alive_interval(limits.idle_timeout)
             .keep_alive_timeout(limits.head_timeout);
+        // The protocol is known before hyper: by the preface, or by ALPN.
+        let builder = if http2 {
+            builder.http2_only()
+        } else {
+            builder.http1_only()
+        };
         let service = Service {
             app: self.app.clone(),
             // HTTP/2 streams are not watched (each is closed by a frame of its own), and its
-            // spawned stream tasks must not keep the socket open past the connection.
+            // spawned stream tasks must not keep the socket open past the connection. Over TLS
+            // the watch reads beneath rustls: after a stream's answer (`connection: close`)
+            // nothing the client sends matters but its close.
             tcp: (!http2).then(|| tcp.clone()),
             clock: clock.clone(),
             peer,
             body_stall: limits.idle_timeout,
         };
-        let io = TokioIo::new(Conn::new(
-            buf,
-            tcp.clone(),
-            clock.clone(),
-            limits.write_timeout,
-        ));
         let serve = hyper::service::service_fn(move |request| service.clone().call(request));
-        let connection = builder.serve_connection(io, serve);
+        let connection = builder.serve_connection(TokioIo::new(io), serve);
         tokio::pin!(connection);
         // Once closing, the connection gets the head timeout to finish what it is doing.
         let mut closing: Option<Instant> = None;
@@ -233,7 +308,9 @@ impl Edge {
                     if closing.is_none() =>
                 {
                     if expired == Expired::Head {
-                        answer_and_close(&tcp, &Refusal::Timeout.response()).await;
+                        if !tls {
+                            answer_and_close(&tcp, &Refusal::Timeout.response()).await;
+                        }
                         return;
                     }
                     // Idle: for HTTP/1.1 this closes at once; HTTP/2 says GOAWAY first.

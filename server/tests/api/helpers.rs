@@ -404,9 +404,12 @@ fn ends_between_events(tail: &[u8]) -> bool {
 /// The real `tidings` binary as a child process on a free port.
 pub struct ChildServer {
     pub child: std::process::Child,
+    /// `http://host:port`, or `https://` when it serves TLS.
     pub base: String,
     /// Its log, line by line, as far as written.
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The client the helpers wait with (one that trusts its certificate, for HTTPS).
+    pub client: Client,
 }
 
 impl ChildServer {
@@ -504,7 +507,12 @@ impl ChildServer {
         })
         .await
         .unwrap();
-        Self { child, base, log }
+        Self {
+            child,
+            base,
+            log,
+            client: Client::new(),
+        }
     }
 
     /// Runs `tidings` with these arguments and variables (over the test keys) on a free port,
@@ -565,7 +573,8 @@ impl ChildServer {
 
     /// The `host:port` it listens on.
     pub fn addr(&self) -> std::net::SocketAddr {
-        self.base.trim_start_matches("http://").parse().unwrap()
+        let (_, addr) = self.base.split_once("://").unwrap();
+        addr.parse().unwrap()
     }
 
     /// A raw connection to it from this local address (any of 127.0.0.0/8).
@@ -599,9 +608,8 @@ impl ChildServer {
 
     /// Waits (within about 10 s) until `/metrics` has this line.
     pub async fn wait_for_metric(&self, line: &str) {
-        let client = Client::new();
         for _ in 0..100 {
-            let text = self.metrics(&client).await;
+            let text = self.metrics(&self.client).await;
             if text.lines().any(|l| l == line) {
                 return;
             }
@@ -613,6 +621,27 @@ impl ChildServer {
     /// Whether a log line so far contains `text`.
     pub fn logged(&self, text: &str) -> bool {
         self.log.lock().unwrap().iter().any(|l| l.contains(text))
+    }
+
+    /// Waits (within [`WAIT`]) until a log line contains `text`, `times` times in all.
+    pub async fn wait_for_log(&self, text: &str, times: usize) {
+        for _ in 0..100 {
+            let seen = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(text))
+                .count();
+            if seen >= times {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "never logged {text:?} {times} times: {:?}",
+            self.log.lock().unwrap()
+        );
     }
 
     pub fn signal(&self, signal: &str) {

@@ -24,3 +24,4 @@ mod publish;
 mod startup;
 mod subscribe;
 mod subscriptions;
+mod tls;
