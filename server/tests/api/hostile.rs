@@ -60,14 +60,7 @@ async fn connections_coming_and_going_leave_nothing_behind() {
     // Plain connections on one topic opening and closing, round after round, used to fill the
     // history with subscription events and leave the process hundreds of MB larger. The real
     // binary (with its allocator) over raw TCP; the scale is the bench's job (`make bench`).
-    let data = tempfile::tempdir().unwrap();
-    let server = ChildServer::spawn(&[
-        "--data-dir",
-        data.path().to_str().unwrap(),
-        "--market-interval-ms",
-        "0",
-        "--monitor-interval-ms",
-        "0",
+    let (server, _data) = ChildServer::quiet(&[
         "--max-subscribers-per-address",
         "100000",
         "--max-subscribers",

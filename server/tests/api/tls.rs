@@ -5,8 +5,9 @@
 //! over TLS and HTTP/2.
 
 use crate::helpers::{ChildServer, HUB, SseReader, TestServer, WAIT, publisher_token};
-use reqwest::{Client, StatusCode, Version};
+use reqwest::{Client, Response, StatusCode, Version};
 use std::{
+    net::IpAddr,
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
@@ -144,8 +145,21 @@ async fn publish(client: &Client, base: &str, topic: &str, data: &str) {
     assert_eq!(response.status(), StatusCode::OK);
 }
 
+/// `GET /healthz` with a new client (so on a new connection) built from `client`.
+async fn healthz(
+    client: reqwest::ClientBuilder,
+    server: &ChildServer,
+) -> reqwest::Result<Response> {
+    client
+        .build()
+        .unwrap()
+        .get(server.url("/healthz"))
+        .send()
+        .await
+}
+
 /// The certificate the server showed for this response.
-fn shown(response: &reqwest::Response) -> Vec<u8> {
+fn shown(response: &Response) -> Vec<u8> {
     let info = response
         .extensions()
         .get::<reqwest::tls::TlsInfo>()
@@ -266,14 +280,7 @@ async fn sighup_swaps_the_certificate_and_a_bad_file_keeps_the_one_in_use() {
     std::fs::copy(&one.key, &live.key).unwrap();
     let (server, _data) = https_server(&ca, &live, &[]).await;
     let shown_to_a_new_client = || async {
-        let response = ca
-            .client()
-            .build()
-            .unwrap()
-            .get(server.url("/healthz"))
-            .send()
-            .await
-            .unwrap();
+        let response = healthz(ca.client(), &server).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         shown(&response)
     };
@@ -366,27 +373,12 @@ async fn over_tls_a_handshake_has_the_head_deadline_and_connections_their_caps()
     // while another address is served.
     let _held = server.connect_from("127.0.0.3").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let same = ca
-        .client()
-        .local_address("127.0.0.3".parse::<std::net::IpAddr>().unwrap());
-    assert!(
-        same.build()
-            .unwrap()
-            .get(server.url("/healthz"))
-            .send()
-            .await
-            .is_err()
-    );
-    let other = ca
-        .client()
-        .local_address("127.0.0.4".parse::<std::net::IpAddr>().unwrap());
-    let served = other
-        .build()
-        .unwrap()
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let from = |address: &str| {
+        ca.client()
+            .local_address(address.parse::<IpAddr>().unwrap())
+    };
+    assert!(healthz(from("127.0.0.3"), &server).await.is_err());
+    let served = healthz(from("127.0.0.4"), &server).await.unwrap();
     assert_eq!(served.status(), StatusCode::OK);
 }
 
