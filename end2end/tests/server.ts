@@ -49,7 +49,7 @@ export class TidingsServer {
       const timer = setTimeout(() => reject(new Error(`tidings did not start:\n${log}`)), 30_000);
       const onData = (chunk: Buffer) => {
         log += chunk.toString();
-        const match = log.match(/listening on (http:\/\/[0-9.]+:\d+)/);
+        const match = log.match(/listening on (https?:\/\/[0-9.]+:\d+)/);
         if (match) {
           clearTimeout(timer);
           resolve(match[1]);
