@@ -143,8 +143,9 @@ pub struct Config {
     /// The origin clients reach this server at, such as `https://example.com`: the hub's public
     /// URL is it followed by `/.well-known/mercure`. It names the hub in Mercure 1.0 tokens
     /// (their `aud`) and in its protected resource metadata, and Mercure 1.0 URL patterns and
-    /// relative topics are resolved against it. By default `http://` and the address listened
-    /// on (`localhost` for an unspecified one), with the port bound.
+    /// relative topics are resolved against it. By default `http://` (`https://` with
+    /// `--tls-cert`) and the address listened on (`localhost` for an unspecified one), with the
+    /// port bound.
     #[arg(long, env = "TIDINGS_PUBLIC_URL", value_parser = parse_public_url)]
     pub public_url: Option<String>,
 

@@ -131,7 +131,7 @@ impl Server {
         let public_url = config
             .public_url
             .clone()
-            .unwrap_or_else(|| default_public_url(addr));
+            .unwrap_or_else(|| default_public_url(addr, tls.is_some()));
         let auth = auth.serving_at(&public_url, &config);
         tracing::info!(
             "Mercure 1.0 tokens name the hub as {}",
@@ -288,13 +288,14 @@ impl Server {
     }
 }
 
-/// The public URL when `--public-url` is not given: `http://` and the bound address, with
-/// `localhost` for an unspecified one (`0.0.0.0`, `::`).
-fn default_public_url(addr: SocketAddr) -> String {
+/// The public URL when `--public-url` is not given: `http://` (`https://` with TLS) and the
+/// bound address, with `localhost` for an unspecified one (`0.0.0.0`, `::`).
+fn default_public_url(addr: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
     if addr.ip().is_unspecified() {
-        format!("http://localhost:{}", addr.port())
+        format!("{scheme}://localhost:{}", addr.port())
     } else {
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
     }
 }
 

@@ -177,6 +177,16 @@ async fn https_negotiates_h2_whose_streams_flush_each_event_and_count_against_th
     assert_eq!(page.status(), StatusCode::OK);
     assert_eq!(page.version(), Version::HTTP_2, "ALPN chose h2");
     assert_eq!(shown(&page), issued.der);
+    // The hub names itself with the scheme it is reached by.
+    let metadata: serde_json::Value = client
+        .get(server.url("/.well-known/oauth-protected-resource/.well-known/mercure"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["resource"], server.url(HUB));
 
     // Two streams and a publish on one connection; each event arrives alone, at once (the
     // heartbeat, 15 s away, would push nothing out within the wait).
