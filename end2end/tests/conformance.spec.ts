@@ -2,8 +2,12 @@
 // the same publish/subscribe cases (exact, pattern, private, unknown id) in draft-07 (`topic=`)
 // and in Mercure 1.0 (`match…=`), on the same endpoint of one server.
 
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { APIRequestContext, Page } from '@playwright/test';
-import { test, expect, token, TidingsServer } from './server';
+import { test, expect, token, selfSigned, JWT_KEY, TidingsServer } from './server';
 
 type Received = { type: string; id: string; data: string };
 
@@ -17,7 +21,7 @@ async function listen(page: Page, name: string, query: string, named: string[] =
       const source = new EventSource(`/.well-known/mercure?${query}`);
       const record = (e: MessageEvent) => seen.push({ type: e.type, id: e.lastEventId, data: e.data });
       source.onmessage = record;
-      for (const type of named) source.addEventListener(type, record as EventListener);
+      for (const type of named) source.addEventListener(type, (e) => record(e as MessageEvent));
       w[`open_${name}`] = new Promise((resolve) => (source.onopen = resolve));
     },
     { name, query, named },
@@ -79,3 +83,56 @@ for (const version of ['draft-07', '1.0'] as const) {
     }
   });
 }
+
+/** An HS256 RFC 9068 access token (Mercure 1.0) signed with the test servers' key. */
+function accessToken(claims: object): string {
+  const b64 = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const unsigned = `${b64({ alg: 'HS256', typ: 'at+jwt' })}.${b64(claims)}`;
+  return `${unsigned}.${crypto.createHmac('sha256', JWT_KEY).update(unsigned).digest('base64url')}`;
+}
+
+test('a real EventSource, 1.0 over HTTPS: private updates through the access-token cookie', async ({ browser }) => {
+  // EventSource cannot send headers, and Mercure 1.0 never takes an access token from the URL:
+  // a browser presents it in the `__Secure-mercure_access_token` cookie, which needs HTTPS.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tidings-e2e-conformance-'));
+  const { cert, key } = selfSigned(dir);
+  const server = await TidingsServer.start([
+    '--market-interval-ms', '0', '--monitor-interval-ms', '0', '--tls-cert', cert, '--tls-key', key,
+  ]);
+  try {
+    const granted = await browser.newContext({ ignoreHTTPSErrors: true });
+    await granted.addCookies([{
+      name: '__Secure-mercure_access_token',
+      value: accessToken({
+        iss: server.url,
+        aud: `${server.url}/.well-known/mercure`,
+        exp: Math.floor(Date.now() / 1000) + 3600,
+        authorization_details: [{
+          type: 'https://mercure.rocks/authorization-detail',
+          actions: ['subscribe'],
+          topics: [{ match: 'https://example.com/secret' }],
+        }],
+      }),
+      url: server.url,
+      secure: true,
+    }]);
+    const anonymous = await browser.newContext({ ignoreHTTPSErrors: true });
+    const member = await granted.newPage();
+    const stranger = await anonymous.newPage();
+    for (const page of [member, stranger]) {
+      await page.goto(`${server.url}/`);
+      await listen(page, 'secret', q([['match', 'https://example.com/secret']]));
+    }
+    const response = await anonymous.request.post(`${server.url}/.well-known/mercure`, {
+      headers: { Authorization: `Bearer ${token({ mercure: { publish: ['*'] } })}` },
+      form: { topic: 'https://example.com/secret', data: 'secret', private: 'on' },
+    });
+    expect(response.status()).toBe(200);
+    const id = await response.text();
+    await expect.poll(() => seen(member, 'secret')).toEqual([{ type: 'message', id, data: 'secret' }]);
+    expect(await seen(stranger, 'secret')).toEqual([]);
+  } finally {
+    await server.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

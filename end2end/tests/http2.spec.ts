@@ -2,24 +2,11 @@
 // wait for one of HTTP/1.1's six connections: ten consoles (each keeps a stream of its own,
 // never the tabs' shared one) in one browser all stay live. Over HTTP/1.1 the seventh would hang.
 
-import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Page } from '@playwright/test';
-import { test, expect, token, watchConsole, TidingsServer } from './server';
-
-/** A self-signed certificate for 127.0.0.1 and its key, made now with `openssl`. */
-function selfSigned(dir: string): { cert: string; key: string } {
-  const cert = path.join(dir, 'cert.pem');
-  const key = path.join(dir, 'key.pem');
-  execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-    '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1',
-    '-addext', 'subjectAltName=IP:127.0.0.1',
-  ], { stdio: 'ignore' });
-  return { cert, key };
-}
+import { test, expect, token, watchConsole, selfSigned, TidingsServer } from './server';
 
 const protocol = (page: Page) =>
   page.evaluate(() => (performance.getEntriesByType('navigation')[0] as PerformanceNavigationTiming).nextHopProtocol);

@@ -3,7 +3,7 @@
 // The binary and the built site come from the Makefile (TIDINGS_BIN, TIDINGS_SITE_ROOT); each
 // server listens on its own free port, which it reports in its log.
 
-import { ChildProcess, spawn } from 'node:child_process';
+import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -220,3 +220,15 @@ export async function send(page: Page, text: string): Promise<void> {
 export const log = (page: Page) => page.locator('#chat-log .message');
 
 export { expect };
+
+/** A self-signed certificate for 127.0.0.1 and its key, made now with `openssl`. */
+export function selfSigned(dir: string): { cert: string; key: string } {
+  const cert = path.join(dir, 'cert.pem');
+  const key = path.join(dir, 'key.pem');
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+    '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1',
+    '-addext', 'subjectAltName=IP:127.0.0.1',
+  ], { stdio: 'ignore' });
+  return { cert, key };
+}
