@@ -124,6 +124,34 @@ pub async fn send_chat(room: String, name: String, text: String) -> Result<(), S
     chat.send(room, ChatPost { name, text }).await
 }
 
+/// The subscriber tokens the server gives its own pages: provided by the server as context (an
+/// `Arc<dyn PageTokens>`), since it holds the key.
+#[cfg(feature = "ssr")]
+pub trait PageTokens: Send + Sync + 'static {
+    /// A token that may subscribe to `subscribe`, for the server's configured lifetime; `None`
+    /// when the server cannot sign one.
+    fn issue(&self, subscribe: &[&str]) -> Option<SubscriberToken>;
+
+    /// Whether [`PageTokens::issue`] can sign: presence counts are private then.
+    fn signs(&self) -> bool;
+}
+
+#[cfg(feature = "ssr")]
+fn page_tokens() -> Option<std::sync::Arc<dyn PageTokens>> {
+    use_context::<std::sync::Arc<dyn PageTokens>>()
+}
+
+/// A fresh subscriber token for this app's pages: it may receive the private updates the pages
+/// show (the chat rooms' presence counts). The live module asks for one before a stream that
+/// needs it opens, and again before it ends (see `live`). An error when the server cannot sign
+/// tokens (an asymmetric `--jwt-alg`): presence is then public and no page asks.
+#[server(endpoint = "page_token")]
+pub async fn page_token() -> Result<SubscriberToken, ServerFnError> {
+    page_tokens()
+        .and_then(|tokens| tokens.issue(&[PRESENCE_TEMPLATE]))
+        .ok_or_else(|| ServerFnError::new("page tokens are not available"))
+}
+
 /// How many subscribers a chat room has now (its presence count), on every node; `0` when
 /// the other nodes cannot be asked (the live presence event corrects it).
 #[cfg(feature = "ssr")]
@@ -150,6 +178,7 @@ pub async fn load_chat(room: String) -> Result<ChatSnapshot, ServerFnError> {
         remembered_name: chat_service()
             .and_then(|chat| chat.remembered_name())
             .unwrap_or_default(),
+        private_presence: page_tokens().is_some_and(|tokens| tokens.signs()),
         last_event_id: snapshot.last_event_id,
     })
 }

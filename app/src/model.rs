@@ -15,6 +15,9 @@ pub fn presence_topic(room: &str) -> String {
 }
 
 pub const PRESENCE_EVENT: &str = "presence";
+/// Every room's presence topic: what a page token may subscribe to (presence counts are private
+/// updates when the server can sign page tokens).
+pub const PRESENCE_TEMPLATE: &str = "/chat/{room}/presence";
 /// One topic per symbol; pages subscribe with the template.
 pub const TICKER_TEMPLATE: &str = "/ticker/{symbol}";
 pub const NEWS_TOPIC: &str = "/news";
@@ -56,6 +59,15 @@ pub struct Presence {
     pub present: usize,
 }
 
+/// A subscriber token the server gives its own pages (see `api::page_token`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriberToken {
+    pub token: String,
+    /// How long it stays valid from when the server answered, in milliseconds (relative, so
+    /// the browser's clock need not agree with the server's).
+    pub expires_in_ms: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChatSnapshot {
     pub messages: Vec<ChatMessage>,
@@ -64,6 +76,9 @@ pub struct ChatSnapshot {
     /// The name this visitor last sent with (remembered by the server in a cookie), for the form.
     #[serde(default)]
     pub remembered_name: String,
+    /// Whether presence counts are private updates (the page subscribes with a page token).
+    #[serde(default)]
+    pub private_presence: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -319,7 +319,8 @@ fn accepts_html(request: &Parts) -> bool {
 }
 
 /// Publishes each room's presence count when it changes (checked every 250 ms), on the room's
-/// presence topic as a `presence` event. Rooms are the exact `/chat/{room}` subscriptions, on
+/// presence topic as a `presence` event, private when the server signs page tokens (the pages
+/// subscribe with one; see `page_tokens`). Rooms are the exact `/chat/{room}` subscriptions, on
 /// every node of a cluster.
 ///
 /// Only the leading node publishes, so each change is sent once, and only it reads the counts,
@@ -390,6 +391,8 @@ pub(crate) async fn presence_task(state: AppState) {
             // Presence is state, not history: sent to those connected, never stored.
             let Ok(update) = (NewUpdate {
                 event_type: Some(PRESENCE_EVENT.into()),
+                // For the pages' tokens when the server can sign them (see `page_tokens`).
+                private: state.auth.signs_page_tokens(),
                 ..NewUpdate::new(presence_topic(&room), data)
             })
             .parse() else {

@@ -252,6 +252,14 @@ pub struct Config {
           value_parser = humantime::parse_duration)]
     pub max_stream_lifetime: Duration,
 
+    /// Lifetime of the subscriber tokens the app gives its own pages, such as `15m` (the chat's
+    /// presence counts are private updates, which a page subscribes to with such a token). A
+    /// page fetches a fresh token before its token ends and moves its stream over without a gap;
+    /// the hub ends a stream when its token does. At least `2s`.
+    #[arg(long, env = "TIDINGS_PAGE_TOKEN_LIFETIME", default_value = "15m",
+          value_parser = parse_page_token_lifetime)]
+    pub page_token_lifetime: Duration,
+
     /// New subscriptions one client address may open per second, on average; more gets 429.
     #[arg(long, env = "TIDINGS_SUBSCRIBE_RATE", default_value_t = 20,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -363,6 +371,16 @@ fn parse_origin(s: &str) -> Result<String, String> {
 }
 
 /// `--public-url`: an origin.
+fn parse_page_token_lifetime(s: &str) -> Result<Duration, String> {
+    let lifetime = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if lifetime < Duration::from_secs(2) {
+        return Err(
+            "a page token lives at least 2s (its pages fetch the next one before it ends)".into(),
+        );
+    }
+    Ok(lifetime)
+}
+
 fn parse_public_url(s: &str) -> Result<String, String> {
     parse_origin(s)
 }
@@ -500,6 +518,20 @@ mod tests {
         );
         assert_eq!(lifetime(&["--max-stream-lifetime", "0s"]), None);
         assert!(Config::try_parse_from(["tidings", "--max-stream-lifetime", "soon"]).is_err());
+    }
+
+    #[test]
+    fn a_page_token_lives_at_least_two_seconds() {
+        let lifetime = |args: &[&str]| {
+            Config::try_parse_from([&["tidings"], args].concat()).map(|c| c.page_token_lifetime)
+        };
+        assert_eq!(lifetime(&[]).unwrap(), Duration::from_secs(900));
+        assert_eq!(
+            lifetime(&["--page-token-lifetime", "4s"]).unwrap(),
+            Duration::from_secs(4)
+        );
+        assert!(lifetime(&["--page-token-lifetime", "1s"]).is_err());
+        assert!(lifetime(&["--page-token-lifetime", "soon"]).is_err());
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub mod market;
 mod mercure;
 mod metrics;
 mod monitor;
+mod page_tokens;
 mod supervise;
 
 pub use config::Config;
@@ -384,8 +385,10 @@ fn router(state: AppState) -> Router {
     let leptos = state.leptos.clone();
     let hub = state.hub.clone();
     let chat: Arc<dyn tidings_app::api::ChatService> = Arc::new(chat::ChatDesk(state.clone()));
+    let page_tokens: Arc<dyn tidings_app::api::PageTokens> =
+        Arc::new(page_tokens::PageTokenDesk(state.clone()));
     // Pages advertise the hub, so Mercure clients can discover it from any of them. Server
-    // functions find the hub and the chat in their context.
+    // functions find the hub, the chat and the page tokens in their context.
     let pages = Router::new()
         .leptos_routes_with_context(
             &state,
@@ -393,6 +396,7 @@ fn router(state: AppState) -> Router {
             move || {
                 leptos::prelude::provide_context(hub.clone());
                 leptos::prelude::provide_context(chat.clone());
+                leptos::prelude::provide_context(page_tokens.clone());
             },
             move || shell(leptos.clone()),
         )

@@ -16,6 +16,13 @@
 //! last id every tab has seen; tabs drop any id they already have. A subscription with a token of
 //! its own (the console), or a browser without Web Locks, keeps a connection of its own.
 //!
+//! **Private updates.** A subscription that needs this app's page token ([`Credential::Page`]:
+//! the chat's presence counts) gets it from the server (`api::page_token`) before its stream
+//! opens, and a fresh one before it ends; the stream then moves to a new connection from its
+//! last id, the old one closing once the new is open: no gap, no repeat, the status stays
+//! `open` ([`source`]). The tabs share it: the leader's stream carries the page token when any
+//! tab's subscription needs it.
+//!
 //! **Coming back by itself.** A stream the browser gives up on (a reconnect answered with
 //! anything but 200: a proxy's 502 during a deploy, a 503 while Redis is away) is opened again
 //! ([`source`]), from the last stored id it showed, after a pause that doubles from 1 s to 30 s
@@ -65,6 +72,8 @@ pub enum LiveStatus {
     RetryingIn(u32),
     /// The server said the stream is complete (the counter's `204` after its last number).
     Finished,
+    /// The token the visitor gave has ended: a new one is needed.
+    Expired,
     Closed,
 }
 
@@ -76,6 +85,7 @@ impl LiveStatus {
             LiveStatus::Open => "open",
             LiveStatus::Reconnecting | LiveStatus::RetryingIn(_) => "reconnecting",
             LiveStatus::Finished => "finished",
+            LiveStatus::Expired => "expired",
             LiveStatus::Closed => "closed",
         }
     }
@@ -84,9 +94,24 @@ impl LiveStatus {
     pub fn label(self) -> String {
         match self {
             LiveStatus::RetryingIn(seconds) => format!("reconnecting in {seconds} s"),
+            LiveStatus::Expired => "token expired".to_owned(),
             other => other.as_str().to_owned(),
         }
     }
+}
+
+/// What a subscription shows the hub to receive private updates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Credential {
+    /// Nothing: public updates only.
+    #[default]
+    None,
+    /// A subscriber token the visitor gave (the console's), sent as the `authorization` query
+    /// parameter; used until its `exp`, then the stream stops ([`LiveStatus::Expired`]). Such a
+    /// subscription has a connection of its own.
+    Token(String),
+    /// This app's page token, fetched from the server and renewed before it ends.
+    Page,
 }
 
 /// What to subscribe to.
@@ -99,9 +124,8 @@ pub struct LiveOptions {
     pub named: Vec<&'static str>,
     /// How many events the list keeps (the oldest go first).
     pub capacity: usize,
-    /// A subscriber token, sent as the `authorization` query parameter. A subscription with a
-    /// token has a connection of its own.
-    pub token: Option<String>,
+    /// How it may receive private updates.
+    pub credential: Credential,
     /// A connection of its own rather than the tabs' shared one (the console: any selectors,
     /// which could take the shared subscription past the hub's limits).
     pub alone: bool,
@@ -113,9 +137,14 @@ pub struct LiveOptions {
 }
 
 impl LiveOptions {
+    /// The credential, a blank given token being none.
     #[cfg(feature = "hydrate")]
-    fn token(&self) -> Option<&str> {
-        self.token.as_deref().filter(|t| !t.trim().is_empty())
+    fn credential(&self) -> Credential {
+        match &self.credential {
+            Credential::Token(token) if token.trim().is_empty() => Credential::None,
+            Credential::Token(token) => Credential::Token(token.trim().to_owned()),
+            other => other.clone(),
+        }
     }
 }
 
@@ -136,7 +165,8 @@ pub fn use_live(options: LiveOptions) -> Live {
     {
         let sink = std::rc::Rc::new(sink::Sink::new(&options, live));
         // Shared with the other tabs where the browser can, alone otherwise.
-        let shared = if options.token().is_none() && !options.alone {
+        let own_token = matches!(options.credential(), Credential::Token(_));
+        let shared = if !own_token && !options.alone {
             tabs::subscribe(&options, sink.clone())
         } else {
             None

@@ -5,8 +5,19 @@
 //! delivered, after a pause that doubles from 1 s to 30 s (between half and all of it, so the
 //! pages of a deployment do not come back at once), and at once when the tab becomes visible or
 //! the network comes back. The status counts the pause down.
+//!
+//! **Tokens that end.** The hub ends a stream when its token expires. With the app's page token
+//! ([`Credential::Page`]) this fetches the token before opening, and a fresh one before it
+//! ends (three quarters into its life, or a minute before the end if that is later), then moves
+//! the stream over without a gap: the next connection opens, from the last stored id, with the
+//! fresh token, and the old one closes only once the next is open. Anything both deliver has
+//! the same id and is applied once ([`super::sink::Sink`]); the status stays `open`. A token
+//! the visitor gave ([`Credential::Token`], the console's) cannot be renewed here: at its `exp`
+//! the stream stops and says `token expired` rather than knocking with it again.
 
-use super::{HISTORY_GAP_EVENT, LIVE_EVENT, LiveOptions, LiveStatus, ROUTE_EVENT, hub_url_of};
+use super::{
+    Credential, HISTORY_GAP_EVENT, LIVE_EVENT, LiveOptions, LiveStatus, ROUTE_EVENT, hub_url_of,
+};
 use crate::event_source::{EventStream, ReadyState};
 use leptos::prelude::*;
 use std::{
@@ -26,7 +37,7 @@ pub struct Target {
     pub named: Vec<String>,
     /// Types whose ids are not stored by the hub: never where a new connection resumes from.
     pub live_only: Vec<String>,
-    pub token: Option<String>,
+    pub credential: Credential,
     /// A routed subscription: each update comes after a [`ROUTE_EVENT`].
     pub routed: bool,
 }
@@ -37,7 +48,7 @@ impl Target {
             selectors: options.selectors.clone(),
             named: options.named.iter().map(|s| (*s).to_owned()).collect(),
             live_only: options.live_only.iter().map(|s| (*s).to_owned()).collect(),
-            token: options.token().map(str::to_owned),
+            credential: options.credential(),
             routed,
         }
     }
@@ -48,8 +59,28 @@ impl Target {
 type OnEvent = Box<dyn Fn(&str, &str, &str, bool)>;
 type OnStatus = Box<dyn Fn(LiveStatus)>;
 
+/// A token in hand and, in the browser's clock (milliseconds), when it must be replaced and when
+/// it ends.
+struct Held {
+    token: String,
+    renew_ms: f64,
+    ends_ms: f64,
+}
+
 struct Inner {
     target: RefCell<Target>,
+    /// The page token in hand ([`Credential::Page`]).
+    page_token: RefCell<Option<Held>>,
+    /// Whether a page token is being fetched.
+    fetching: Cell<bool>,
+    /// When the token will be renewed (a page token) or the stream stopped (a given token).
+    token_timer: RefCell<Option<TimeoutHandle>>,
+    /// The connection that is current: only its events and errors count.
+    current: Cell<u64>,
+    /// Connections opened so far (each one's number).
+    opened: Cell<u64>,
+    /// The next connection, with a fresh token, until it is open: then it becomes `stream`.
+    next: RefCell<Option<(u64, EventStream)>>,
     /// The newest id the hub stores that this stream delivered (at first the one it started
     /// after): where it resumes from.
     stored_id: RefCell<Option<String>>,
@@ -75,6 +106,10 @@ impl Drop for Source {
     fn drop(&mut self) {
         // The stream's callbacks hold the state: taking it out breaks that cycle.
         drop(self.inner.stream.borrow_mut().take());
+        drop(self.inner.next.borrow_mut().take());
+        if let Some(timer) = self.inner.token_timer.borrow_mut().take() {
+            timer.clear();
+        }
         if let Some((retry, countdown)) = self.inner.retry.borrow_mut().take() {
             retry.clear();
             countdown.clear();
@@ -95,6 +130,12 @@ impl Source {
     ) -> Self {
         let inner = Rc::new(Inner {
             target: RefCell::new(target),
+            page_token: RefCell::default(),
+            fetching: Cell::new(false),
+            token_timer: RefCell::default(),
+            current: Cell::new(0),
+            opened: Cell::new(0),
+            next: RefCell::default(),
             stored_id: RefCell::new(from),
             last_was_live: Cell::new(false),
             stream: RefCell::default(),
@@ -126,6 +167,11 @@ impl Source {
 
     /// Reopens now, for `target`, after `from` (or where it stands, if `None`).
     pub fn reopen(&self, target: Target, from: Option<String>) {
+        if target.credential != self.inner.target.borrow().credential
+            && let Some(timer) = self.inner.token_timer.borrow_mut().take()
+        {
+            timer.clear();
+        }
         *self.inner.target.borrow_mut() = target;
         if from.is_some() {
             *self.inner.stored_id.borrow_mut() = from;
@@ -142,6 +188,9 @@ impl Source {
     pub fn dispose(self) {
         if let Some(stream) = &*self.inner.stream.borrow() {
             stream.close();
+        }
+        if let Some((_, next)) = &*self.inner.next.borrow() {
+            next.close();
         }
         leptos::task::spawn_local(async move { drop(self) });
     }
@@ -202,14 +251,174 @@ fn retry_later(inner: &Rc<Inner>) {
     }
 }
 
-/// Opens a connection that resumes after `stored_id`, replacing the current one.
+/// Opens a connection that resumes after `stored_id`, replacing the current one, once the
+/// token it needs is in hand.
 fn open(inner: &Rc<Inner>) {
     inner.open.set(false);
+    drop(inner.next.borrow_mut().take());
+    let credential = inner.target.borrow().credential.clone();
+    let token = match credential {
+        Credential::None => None,
+        Credential::Token(token) => {
+            let ends_ms = expiry_ms(&token);
+            if ends_ms.is_some_and(|ends| ends <= js_sys::Date::now()) {
+                expired(inner);
+                return;
+            }
+            if let Some(ends) = ends_ms {
+                arm_timer(inner, ends, expired);
+            }
+            Some(token)
+        }
+        Credential::Page => {
+            let held = inner
+                .page_token
+                .borrow()
+                .as_ref()
+                .filter(|held| held.renew_ms > js_sys::Date::now())
+                .map(|held| held.token.clone());
+            match held {
+                Some(token) => Some(token),
+                None => {
+                    // Opened again once it is here (or retried later if it cannot be had).
+                    fetch_page_token(inner, Then::Open);
+                    return;
+                }
+            }
+        }
+    };
+    connect(inner, token.as_deref(), false);
+}
+
+/// What to do with a page token once fetched.
+#[derive(Clone, Copy)]
+enum Then {
+    /// Open the stream with it.
+    Open,
+    /// Move the open stream over to it.
+    Move,
+}
+
+/// Fetches a page token from the server, then opens or moves the stream. Failing, an opening is
+/// retried after the usual pause; a move is tried again shortly, while the old token lasts.
+fn fetch_page_token(inner: &Rc<Inner>, then: Then) {
+    if inner.fetching.replace(true) {
+        return;
+    }
+    let weak = Rc::downgrade(inner);
+    leptos::task::spawn_local(async move {
+        let fetched = crate::api::page_token().await;
+        let Some(inner) = weak.upgrade() else { return };
+        inner.fetching.set(false);
+        if inner.target.borrow().credential != Credential::Page {
+            return;
+        }
+        match fetched {
+            Ok(fresh) => {
+                let now = js_sys::Date::now();
+                let life = fresh.expires_in_ms as f64;
+                let renew_ms = now + (life - 60_000.0).max(life * 0.75);
+                let token = fresh.token.clone();
+                *inner.page_token.borrow_mut() = Some(Held {
+                    token: fresh.token,
+                    renew_ms,
+                    ends_ms: now + life,
+                });
+                arm_timer(&inner, renew_ms, renew);
+                match then {
+                    Then::Open => open(&inner),
+                    Then::Move => connect(&inner, Some(&token), true),
+                }
+            }
+            Err(_) => match then {
+                Then::Open => retry_later(&inner),
+                Then::Move => {
+                    // Again in a few seconds, or before the token in hand ends.
+                    let ends = inner.page_token.borrow().as_ref().map(|held| held.ends_ms);
+                    let now = js_sys::Date::now();
+                    let soon = ends.map_or(now + 5_000.0, |ends| {
+                        now + (5_000.0f64).min((ends - now) / 2.0).max(250.0)
+                    });
+                    arm_timer(&inner, soon, renew);
+                }
+            },
+        }
+    });
+}
+
+/// The page token is due for renewal: fetch a fresh one and move the stream over to it (just
+/// keep it for the next opening if the stream is not open).
+fn renew(inner: &Rc<Inner>) {
+    if inner.stream.borrow().is_some() && inner.retry.borrow().is_none() {
+        fetch_page_token(inner, Then::Move);
+    } else if let Some(held) = &mut *inner.page_token.borrow_mut() {
+        // Fetched again when next opened.
+        held.renew_ms = 0.0;
+    }
+}
+
+/// The visitor's token has ended: stop, and say so.
+fn expired(inner: &Rc<Inner>) {
+    inner.open.set(false);
+    if let Some(stream) = inner.stream.borrow_mut().take() {
+        release(stream);
+    }
+    if let Some((retry, countdown)) = inner.retry.borrow_mut().take() {
+        retry.clear();
+        countdown.clear();
+    }
+    (inner.on_status)(LiveStatus::Expired);
+}
+
+/// Calls `then` at `due_ms` (the browser's clock), replacing the timer set before.
+fn arm_timer(inner: &Rc<Inner>, due_ms: f64, then: fn(&Rc<Inner>)) {
+    let weak = Rc::downgrade(inner);
+    let wait = (due_ms - js_sys::Date::now()).max(0.0);
+    let timer = set_timeout_with_handle(
+        move || {
+            if let Some(inner) = weak.upgrade() {
+                inner.token_timer.borrow_mut().take();
+                then(&inner);
+            }
+        },
+        std::time::Duration::from_millis(wait as u64),
+    )
+    .ok();
+    if let Some(old) = std::mem::replace(&mut *inner.token_timer.borrow_mut(), timer) {
+        old.clear();
+    }
+}
+
+/// When a JWT's `exp` falls, in milliseconds since the epoch; `None` without one (or for what
+/// does not read as a JWT: the hub will judge it).
+fn expiry_ms(token: &str) -> Option<f64> {
+    let payload = token.trim().split('.').nth(1)?;
+    let mut base64: String = payload
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    while !base64.len().is_multiple_of(4) {
+        base64.push('=');
+    }
+    // A binary string: one char per byte, enough to find a number in the JSON.
+    let json = window().atob(&base64).ok()?;
+    let claims: serde_json::Value = serde_json::from_str(&json).ok()?;
+    Some(claims.get("exp")?.as_f64()? * 1000.0)
+}
+
+/// Opens a connection with `token` that resumes after `stored_id`. `moving`: it replaces the
+/// current one only once it is open (the current one goes on delivering meanwhile); otherwise
+/// at once.
+fn connect(inner: &Rc<Inner>, token: Option<&str>, moving: bool) {
     let target = inner.target.borrow().clone();
     let url = hub_url_of(
         &target.selectors,
         inner.stored_id.borrow().as_deref(),
-        target.token.as_deref(),
+        token,
         target.routed,
     );
     let mut named: Vec<&str> = target.named.iter().map(String::as_str).collect();
@@ -218,15 +427,31 @@ fn open(inner: &Rc<Inner>) {
         named.push(ROUTE_EVENT);
         named.push(LIVE_EVENT);
     }
-    let handler = inner.clone();
+    let number = inner.opened.get() + 1;
+    inner.opened.set(number);
+    let handler = Rc::downgrade(inner);
     let opened = Rc::downgrade(inner);
     let failed = Rc::downgrade(inner);
     let stream = EventStream::open_named(
         &url,
         &named,
-        move |event_type, id, data| on_event(&handler, event_type, id, data),
+        move |event_type, id, data| {
+            if let Some(inner) = handler.upgrade().filter(|i| i.current.get() == number) {
+                on_event(&inner, event_type, id, data);
+            }
+        },
         move || {
-            if let Some(inner) = opened.upgrade() {
+            let Some(inner) = opened.upgrade() else {
+                return;
+            };
+            if let Some(next) = inner.take_next(number) {
+                // The next connection is open: it takes over, the old one closes.
+                inner.current.set(number);
+                if let Some(old) = inner.stream.replace(Some(next)) {
+                    release(old);
+                }
+            }
+            if inner.current.get() == number {
                 inner.attempts.set(0);
                 // A routed stream has everything up to now once its replay is done.
                 inner.open.set(!inner.target.borrow().routed);
@@ -237,6 +462,15 @@ fn open(inner: &Rc<Inner>) {
             let Some(inner) = failed.upgrade() else {
                 return;
             };
+            if let Some(next) = inner.take_next(number) {
+                // The move failed: the current connection goes on; try again shortly.
+                release(next);
+                arm_timer(&inner, js_sys::Date::now() + 1_000.0, renew);
+                return;
+            }
+            if inner.current.get() != number {
+                return;
+            }
             match ready {
                 // The browser would reconnect by itself, sending the last id it saw, which may
                 // be a live-only one or none (a stream opened live): reopen from the last stored
@@ -252,14 +486,39 @@ fn open(inner: &Rc<Inner>) {
             }
         },
     );
+    if moving {
+        if let Some(stream) = stream
+            && let Some((_, old)) = inner.next.replace(Some((number, stream)))
+        {
+            release(old);
+        }
+        return;
+    }
+    inner.current.set(number);
     if stream.is_none() {
         (inner.on_status)(LiveStatus::Closed);
     }
     if let Some(old) = inner.stream.replace(stream) {
-        // Perhaps called from one of the old stream's callbacks: close it now, release its
-        // callbacks once that one has returned.
-        old.close();
-        leptos::task::spawn_local(async move { drop(old) });
+        release(old);
+    }
+}
+
+/// Closes a connection now and drops it (its callbacks) once the callback running now, perhaps
+/// one of its own, has returned.
+fn release(stream: EventStream) {
+    stream.close();
+    leptos::task::spawn_local(async move { drop(stream) });
+}
+
+impl Inner {
+    /// Takes the next connection out, if it is the one numbered `number`.
+    fn take_next(&self, number: u64) -> Option<EventStream> {
+        let mut next = self.next.borrow_mut();
+        if next.as_ref().is_some_and(|(n, _)| *n == number) {
+            next.take().map(|(_, stream)| stream)
+        } else {
+            None
+        }
     }
 }
 

@@ -29,14 +29,15 @@
 //! subscriptions catches up on its own stream from the tab's cursor and joins again.
 //!
 //! Messages are arrays of strings (structured clones), the first being the kind:
-//! - `hello, tab, key, from, selectors…, "", named…, "", live_only…` · `bye, tab, key` · `who` ·
-//!   `beat` · `ping` (answered with `beat`)
+//! - `hello, tab, key, from, selectors…, "", named…, "", live_only…, "", flags…` (`page`: it
+//!   needs the page token, which the leader's stream then carries; see [`Credential::Page`]) ·
+//!   `bye, tab, key` · `who` · `beat` · `ping` (answered with `beat`)
 //! - `status, word, seconds` (the leader's stream), and when open `, stands, selectors…` (its
 //!   last stored id and the selectors it covers)
 //! - `event, type, id, data, stored ("1" or ""), matched selectors…` (none: for every tab)
 
 use super::{
-    LIVE_EVENT, LiveOptions, LiveStatus, ROUTE_EVENT,
+    Credential, LIVE_EVENT, LiveOptions, LiveStatus, ROUTE_EVENT,
     sink::Sink,
     source::{Source, Target},
 };
@@ -84,7 +85,12 @@ struct Member {
     selectors: Vec<String>,
     named: Vec<String>,
     live_only: Vec<String>,
+    /// It needs the page token.
+    page: bool,
 }
+
+/// The flag of a subscription that needs the page token, in `hello`.
+const PAGE_FLAG: &str = "page";
 
 /// This tab, as one of the origin's tabs.
 struct Tabs {
@@ -305,6 +311,7 @@ impl Tabs {
             selectors: local.target.selectors.clone(),
             named: local.target.named.clone(),
             live_only: local.target.live_only.clone(),
+            page: local.target.credential == Credential::Page,
         }
     }
 
@@ -340,11 +347,13 @@ impl Tabs {
             member.key.to_string(),
             from.unwrap_or_default(),
         ];
-        for list in [member.selectors, member.named] {
+        for list in [member.selectors, member.named, member.live_only] {
             parts.extend(list);
             parts.push(String::new());
         }
-        parts.extend(member.live_only);
+        if member.page {
+            parts.push(PAGE_FLAG.to_owned());
+        }
         self.post(&parts);
     }
 
@@ -661,12 +670,18 @@ fn parse_hello(parts: &[String]) -> Option<Member> {
     let selectors = lists.next()?.to_vec();
     let named = lists.next().unwrap_or_default().to_vec();
     let live_only = lists.next().unwrap_or_default().to_vec();
+    let page = lists
+        .next()
+        .unwrap_or_default()
+        .iter()
+        .any(|f| f == PAGE_FLAG);
     Some(Member {
         tab,
         key,
         selectors,
         named,
         live_only,
+        page,
     })
 }
 
@@ -684,7 +699,11 @@ impl Leader {
             selectors: union(members.iter().map(|m| m.selectors.clone())),
             named: union(members.iter().map(|m| m.named.clone())),
             live_only: union(members.iter().map(|m| m.live_only.clone())),
-            token: None,
+            credential: if members.iter().any(|m| m.page) {
+                Credential::Page
+            } else {
+                Credential::None
+            },
             routed: true,
         }
     }

@@ -6,7 +6,7 @@
 use crate::{
     api::{SendChat, load_chat},
     feed::{Feed, use_feed},
-    live::{LiveBadge, LiveOptions, use_live},
+    live::{Credential, LiveBadge, LiveOptions, use_live},
     model::*,
 };
 use leptos::prelude::*;
@@ -47,6 +47,12 @@ fn ChatRoom(room: String, snapshot: ChatSnapshot) -> impl IntoView {
         // Presence counts are never stored: resuming after one needs the last message's id.
         live_only: vec![PRESENCE_EVENT],
         capacity: 200,
+        // Presence counts are private when the server signs page tokens.
+        credential: if snapshot.private_presence {
+            Credential::Page
+        } else {
+            Credential::None
+        },
         ..LiveOptions::default()
     });
     let messages = use_feed(

@@ -3,7 +3,7 @@
 
 use crate::{
     browser,
-    live::{LiveBadge, LiveOptions, use_live},
+    live::{Credential, LiveBadge, LiveOptions, use_live},
 };
 use leptos::prelude::*;
 
@@ -25,6 +25,7 @@ pub fn ConsolePage() -> impl IntoView {
 fn ConsoleSubscribe() -> impl IntoView {
     let selectors = RwSignal::new(String::from("*"));
     let sub_token = RwSignal::new(String::new());
+    let page_token = RwSignal::new(false);
     let last_id = RwSignal::new(String::new());
     let active = RwSignal::new(None::<LiveOptions>);
     let subscribe = move |ev: leptos::ev::SubmitEvent| {
@@ -41,7 +42,11 @@ fn ConsoleSubscribe() -> impl IntoView {
         active.set(Some(LiveOptions {
             selectors: list,
             last_event_id: Some(last_id.get_untracked()).filter(|s| !s.trim().is_empty()),
-            token: Some(sub_token.get_untracked()),
+            credential: if page_token.get_untracked() {
+                Credential::Page
+            } else {
+                Credential::Token(sub_token.get_untracked())
+            },
             capacity: 200,
             keep_on_gap: true,
             alone: true,
@@ -54,7 +59,9 @@ fn ConsoleSubscribe() -> impl IntoView {
                 <h2>"Subscribe"</h2>
                 <form id="console-subscribe" on:submit=subscribe>
                     <label>"Selectors (one per line)" <textarea id="sub-selectors" rows="3" bind:value=selectors></textarea></label>
-                    <label>"Subscriber token (optional)" <input id="sub-token" type="password" bind:value=sub_token/></label>
+                    <label>"Subscriber token (optional; used until its exp)" <input id="sub-token" type="password" bind:value=sub_token/></label>
+                    <label class="inline"><input id="sub-page-token" type="checkbox" bind:checked=page_token/>
+                        " Or this app's page token (the chat rooms' presence; renewed before it ends)"</label>
                     <label>"Last event id (optional, or earliest)" <input id="sub-last-id" bind:value=last_id/></label>
                     <button type="submit">"Subscribe"</button>
                 </form>

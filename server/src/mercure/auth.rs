@@ -34,6 +34,9 @@ pub struct Auth {
     subscriber: DecodingKey,
     /// A token that may publish and subscribe to everything, when the key was generated here.
     pub generated_token: Option<String>,
+    /// Signs the app's own pages' subscriber tokens: the subscriber key, when it is an HS256
+    /// secret (an RS256/ES256/EdDSA key given is a public key, which cannot sign).
+    page_signer: Option<EncodingKey>,
     access: AccessPolicy,
 }
 
@@ -284,12 +287,15 @@ impl Auth {
                 });
                 (issuer, jwks)
             });
+        let page_signer =
+            (alg == JwtAlg::Hs256).then(|| EncodingKey::from_secret(subscriber_text.as_bytes()));
         Ok(Self {
             validation,
             alg: algorithm(alg),
             publisher,
             subscriber,
             generated_token,
+            page_signer,
             access: AccessPolicy {
                 self_issuers,
                 jwks,
@@ -313,6 +319,38 @@ impl Auth {
         let servers: Vec<String> = access.jwks.iter().map(|(i, _)| i.clone()).collect();
         access.resource = Resource::new(public_url, audience, &servers);
         self
+    }
+
+    /// A draft-07 subscriber token for one of the app's own pages: it may subscribe to
+    /// `subscribe` and ends in `lifetime` (whole seconds, at least one). Each one is distinct
+    /// (a random `jti`), so the per-token subscription limit counts one browser's. `None` when
+    /// this server holds no secret to sign with (`--jwt-alg` other than HS256). With the token,
+    /// its `exp` (seconds since the epoch).
+    pub fn page_token(&self, subscribe: &[&str], lifetime: Duration) -> Option<(String, u64)> {
+        #[derive(Serialize)]
+        struct PageClaims<'a> {
+            mercure: MercureClaim,
+            exp: u64,
+            jti: &'a str,
+        }
+        let key = self.page_signer.as_ref()?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+        let jti = format!("{:032x}", rand::random::<u128>());
+        let claims = PageClaims {
+            mercure: MercureClaim {
+                subscribe: Some(subscribe.iter().map(|s| (*s).to_owned()).collect()),
+                ..MercureClaim::default()
+            },
+            exp: now + lifetime.as_secs().max(1),
+            jti: &jti,
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key).ok()?;
+        Some((token, claims.exp))
+    }
+
+    /// Whether [`Auth::page_token`] can sign.
+    pub fn signs_page_tokens(&self) -> bool {
+        self.page_signer.is_some()
     }
 
     /// The hub as a protected resource: its identifier, metadata and challenges.

@@ -24,7 +24,7 @@ const ED_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
 MC4CAQAwBQYDK2VwBCIEIKECdYgTMk1fBUwchCX8J5uIVEeRcVhZyNlyOaCC2ZKd
 -----END PRIVATE KEY-----
 ";
-const ED_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+pub(crate) const ED_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
 MCowBQYDK2VwAyEA6QDiVDqKf/2Jb3je3N0CC6CvH/7WqMbwKd2OR1brpQU=
 -----END PUBLIC KEY-----
 ";

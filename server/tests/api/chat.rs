@@ -1,9 +1,14 @@
 //! Sending to a chat room, through `POST /api/chat/{room}` and the chat form's server function
 //! (`POST /api/send_chat`): validation, the rate limit, and the rooms' presence counts.
 
-use crate::helpers::{TestServer, WAIT, client_from, client_without_redirects};
+use crate::helpers::{
+    SUBSCRIBER_KEY, TestServer, WAIT, client_from, client_without_redirects, next_presence, now,
+    subscriber_token,
+};
 use reqwest::{StatusCode, header};
 use serde_json::Value;
+use std::time::Duration;
+use tidings_app::model::PRESENCE_TEMPLATE;
 
 #[tokio::test]
 async fn chat_posts_are_trimmed_and_published_on_the_room_topic() {
@@ -349,18 +354,114 @@ async fn x_forwarded_for_is_honoured_from_a_trusted_proxy() {
 #[tokio::test]
 async fn presence_counts_follow_a_rooms_subscribers() {
     let server = TestServer::start_default().await;
-    let mut presence = server.subscribe(&[("topic", "/chat/lobby/presence")]).await;
+    let token = subscriber_token(&[PRESENCE_TEMPLATE]);
+    let mut presence = server
+        .subscribe(&[("topic", "/chat/lobby/presence"), ("authorization", &token)])
+        .await;
     let member = server.subscribe(&[("topic", "/chat/lobby")]).await;
-    let event = presence.next_within(WAIT).await.unwrap();
-    assert_eq!(event.event, "presence");
-    assert_eq!(
-        serde_json::from_str::<Value>(&event.data).unwrap()["present"],
-        1
+    assert_eq!(next_presence(&mut presence).await, 1);
+    drop(member);
+    assert_eq!(next_presence(&mut presence).await, 0);
+}
+
+/// `POST /api/page_token`: the pages' server function.
+async fn ask_page_token(server: &TestServer) -> reqwest::Response {
+    server
+        .client()
+        .post(server.url("/api/page_token"))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A page token, as JSON.
+async fn page_token(server: &TestServer) -> Value {
+    let response = ask_page_token(server).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn presence_counts_are_private_and_a_page_token_receives_them() {
+    let server = TestServer::start_default().await;
+    let issued = page_token(&server).await;
+    let token = issued["token"].as_str().unwrap().to_owned();
+    let mut anonymous = server.subscribe(&[("topic", "/chat/lobby/presence")]).await;
+    let mut holder = server
+        .subscribe(&[("topic", "/chat/lobby/presence"), ("authorization", &token)])
+        .await;
+    let member = server.subscribe(&[("topic", "/chat/lobby")]).await;
+    assert_eq!(next_presence(&mut holder).await, 1);
+    // The anonymous one got nothing (a heartbeat comment is not an event).
+    assert!(
+        tokio::time::timeout(Duration::from_millis(600), anonymous.next())
+            .await
+            .is_err()
     );
     drop(member);
-    let event = presence.next_within(WAIT).await.unwrap();
-    assert_eq!(
-        serde_json::from_str::<Value>(&event.data).unwrap()["present"],
-        0
+}
+
+#[tokio::test]
+async fn a_page_token_may_receive_presence_only_and_ends_with_the_configured_lifetime() {
+    let server = TestServer::start(|config| {
+        config.page_token_lifetime = Duration::from_secs(120);
+    })
+    .await;
+    let issued = page_token(&server).await;
+    let expires_in_ms = issued["expires_in_ms"].as_u64().unwrap();
+    assert!(
+        (119_000..=120_000).contains(&expires_in_ms),
+        "{expires_in_ms}"
     );
+    let token = issued["token"].as_str().unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.required_spec_claims.clear();
+    let claims = jsonwebtoken::decode::<Value>(
+        token,
+        &jsonwebtoken::DecodingKey::from_secret(SUBSCRIBER_KEY.as_bytes()),
+        &validation,
+    )
+    .expect("signed with the subscriber key")
+    .claims;
+    assert_eq!(
+        claims["mercure"]["subscribe"],
+        serde_json::json!([PRESENCE_TEMPLATE])
+    );
+    assert!(claims["mercure"].get("publish").is_none());
+    let exp = claims["exp"].as_u64().unwrap();
+    assert!((now() + 119..=now() + 121).contains(&exp), "{exp}");
+    // Each one is distinct (the per-token limit counts one browser's subscriptions).
+    assert_ne!(page_token(&server).await["token"], issued["token"]);
+    // It cannot publish, nor read other private updates.
+    let refused = server
+        .post_form(Some(token), &[("topic", "/chat/lobby"), ("data", "x")])
+        .await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let mut reader = server
+        .subscribe(&[("topic", "/secret"), ("authorization", token)])
+        .await;
+    server
+        .publish(&[("topic", "/secret"), ("data", "hidden"), ("private", "on")])
+        .await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(600), reader.next())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn without_a_secret_to_sign_with_there_are_no_page_tokens_and_presence_is_public() {
+    let server = TestServer::start(|config| {
+        config.jwt_alg = tidings_server::config::JwtAlg::EdDsa;
+        config.publisher_jwt_key = Some(crate::access_tokens::ED_PUBLIC.into());
+        config.subscriber_jwt_key = None;
+    })
+    .await;
+    let response = ask_page_token(&server).await;
+    assert!(response.status().is_server_error(), "{}", response.status());
+    let mut presence = server.subscribe(&[("topic", "/chat/lobby/presence")]).await;
+    let member = server.subscribe(&[("topic", "/chat/lobby")]).await;
+    assert_eq!(next_presence(&mut presence).await, 1);
+    drop(member);
 }

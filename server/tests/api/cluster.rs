@@ -2,7 +2,9 @@
 //! test's own. Every node delivers one order (Redis's), a client resumes exactly on any node,
 //! and neither a node's `kill -9` nor Redis going away loses an acknowledged update.
 
-use crate::helpers::{ChildServer, HUB, SseReader, publisher_token, subscriber_token, urlencode};
+use crate::helpers::{
+    ChildServer, HUB, SseReader, next_presence, publisher_token, subscriber_token, urlencode,
+};
 use reqwest::{Client, StatusCode};
 use std::{
     collections::HashSet,
@@ -63,7 +65,9 @@ impl Cluster {
 
 /// A subscription to `topic` on `node`, after `last_event_id` if given.
 async fn subscribe(node: &ChildServer, topic: &str, last_event_id: Option<&str>) -> SseReader {
-    let mut query = vec![("topic", topic)];
+    // Presence counts are private updates: a page token's grant receives them.
+    let token = subscriber_token(&[tidings_app::model::PRESENCE_TEMPLATE]);
+    let mut query = vec![("topic", topic), ("authorization", &token)];
     if let Some(id) = last_event_id {
         query.push(("lastEventID", id));
     }
@@ -441,14 +445,6 @@ async fn eventually<T: std::fmt::Debug, F: std::future::Future<Output = T>>(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// The next presence count `reader` receives.
-async fn next_presence(reader: &mut SseReader) -> u64 {
-    let event = reader.expect_next().await;
-    assert_eq!(event.event, "presence");
-    let data: serde_json::Value = serde_json::from_str(&event.data).unwrap();
-    data["present"].as_u64().unwrap()
 }
 
 #[tokio::test]

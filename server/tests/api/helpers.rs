@@ -687,3 +687,11 @@ pub async fn read_to_close(tcp: &mut tokio::net::TcpStream) -> Vec<u8> {
         .unwrap();
     received
 }
+
+/// The next presence count `reader` receives (a chat room's `presence` event).
+pub async fn next_presence(reader: &mut SseReader) -> u64 {
+    let event = reader.expect_next().await;
+    assert_eq!(event.event, "presence");
+    let data: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+    data["present"].as_u64().unwrap()
+}
