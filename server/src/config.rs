@@ -167,14 +167,15 @@ pub struct Config {
     pub jwt_audience: Option<String>,
 
     /// An authorization server's JWK Set (`https://…`), whose keys verify the Mercure 1.0
-    /// tokens of the --jwks-issuer (EdDSA, ES256 and RS256 keys; at most 32 are kept).
-    #[arg(long, env = "TIDINGS_JWKS_URL", value_parser = parse_jwks_url)]
-    pub jwks_url: Option<String>,
+    /// tokens of its --jwks-issuer (EdDSA, ES256 and RS256 keys; at most 32 are kept). Repeat
+    /// the flag (or comma-separate the variable) for several authorization servers.
+    #[arg(long, env = "TIDINGS_JWKS_URL", value_parser = parse_jwks_url, value_delimiter = ',')]
+    pub jwks_url: Vec<String>,
 
-    /// The issuer the --jwks-url keys belong to; by default the one --jwt-issuer, when exactly
-    /// one is given.
-    #[arg(long, env = "TIDINGS_JWKS_ISSUER")]
-    pub jwks_issuer: Option<String>,
+    /// The issuer each --jwks-url's keys belong to, in the same order; one --jwks-url may go
+    /// without when exactly one --jwt-issuer is given (it is that one).
+    #[arg(long, env = "TIDINGS_JWKS_ISSUER", value_delimiter = ',')]
+    pub jwks_issuer: Vec<String>,
 
     /// How long fetched JWKS keys are used before they are fetched again, such as `10m`.
     #[arg(long, env = "TIDINGS_JWKS_CACHE", default_value = "10m",

@@ -67,7 +67,7 @@ pub enum KeyError {
     #[error("the JWT key is not an Ed25519 public key")]
     NotEd25519,
     #[error(
-        "--jwks-url needs --jwks-issuer (the issuer its keys belong to) unless exactly one --jwt-issuer is given"
+        "--jwks-url needs --jwks-issuer (the issuer its keys belong to) unless exactly one --jwt-issuer is given; with several, one --jwks-issuer each, in the same order, all different"
     )]
     JwksIssuer,
 }
@@ -210,8 +210,8 @@ impl Verified {
 struct AccessPolicy {
     /// Issuers whose tokens verify with the static keys.
     self_issuers: Vec<String>,
-    /// An authorization server's issuer and its key set.
-    jwks: Option<(String, Jwks)>,
+    /// The authorization servers' issuers and their key sets.
+    jwks: Vec<(String, Jwks)>,
     max_matchers: usize,
     resource: Resource,
 }
@@ -257,26 +257,30 @@ impl Auth {
             )
             .expect("HS256 signing cannot fail")
         });
-        let jwks_issuer = match (
-            &config.jwks_url,
-            &config.jwks_issuer,
+        let jwks_issuers: Vec<String> = match (
+            &config.jwks_url[..],
+            &config.jwks_issuer[..],
             &config.jwt_issuers[..],
         ) {
-            (None, _, _) => None,
-            (Some(_), Some(issuer), _) => Some(issuer.clone()),
-            (Some(_), None, [only]) => Some(only.clone()),
-            (Some(_), None, _) => return Err(KeyError::JwksIssuer),
+            ([_], [], [only]) => vec![only.clone()],
+            (urls, issuers, _) if urls.len() == issuers.len() => issuers.to_vec(),
+            _ => return Err(KeyError::JwksIssuer),
         };
+        if jwks_issuers.iter().any(String::is_empty)
+            || (1..jwks_issuers.len()).any(|i| jwks_issuers[..i].contains(&jwks_issuers[i]))
+        {
+            return Err(KeyError::JwksIssuer);
+        }
         let self_issuers = config
             .jwt_issuers
             .iter()
-            .filter(|i| !i.is_empty() && Some(*i) != jwks_issuer.as_ref())
+            .filter(|i| !i.is_empty() && !jwks_issuers.contains(i))
             .cloned()
             .collect();
         let jwks = config
             .jwks_url
-            .as_ref()
-            .zip(jwks_issuer)
+            .iter()
+            .zip(jwks_issuers)
             .map(|(url, issuer)| {
                 let jwks = Jwks::new(JwksConfig {
                     url: url.clone(),
@@ -286,7 +290,8 @@ impl Auth {
                     max_bytes: config.jwks_max_bytes,
                 });
                 (issuer, jwks)
-            });
+            })
+            .collect();
         let page_signer =
             (alg == JwtAlg::Hs256).then(|| EncodingKey::from_secret(subscriber_text.as_bytes()));
         Ok(Self {
@@ -309,7 +314,7 @@ impl Auth {
     /// `--jwt-issuer` and no `--jwks-url`), the default audience, and where the metadata is.
     pub fn serving_at(mut self, public_url: &str, config: &Config) -> Self {
         let access = &mut self.access;
-        if config.jwt_issuers.iter().all(String::is_empty) && access.jwks.is_none() {
+        if config.jwt_issuers.iter().all(String::is_empty) && access.jwks.is_empty() {
             access.self_issuers = vec![public_url.to_owned()];
         }
         let audience = config
@@ -421,8 +426,8 @@ impl Auth {
             .and_then(Value::as_str)
             .ok_or(AccessTokenError::NoIssuer)?;
         let access = &self.access;
-        let keys = match &access.jwks {
-            Some((jwks_issuer, jwks)) if jwks_issuer == issuer => jwks.keys_for(kid, alg).await,
+        let keys = match access.jwks.iter().find(|(i, _)| i == issuer) {
+            Some((_, jwks)) => jwks.keys_for(kid, alg).await,
             _ if access.self_issuers.iter().any(|i| i == issuer) => {
                 if alg != self.alg {
                     return Err(AccessTokenError::Algorithm(format!("{alg:?}")));

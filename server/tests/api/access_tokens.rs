@@ -760,6 +760,12 @@ impl JwksServer {
     }
 }
 
+/// The hub's protected resource metadata (RFC 9728).
+async fn metadata(server: &TestServer) -> Value {
+    let path = "/.well-known/oauth-protected-resource/.well-known/mercure";
+    server.get(path).await.json().await.unwrap()
+}
+
 fn okp(kid: &str, x: &str) -> Value {
     json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "use": "sig"})
 }
@@ -779,8 +785,8 @@ async fn an_authorization_servers_jwks_verifies_its_tokens_and_is_fetched_sparin
     .await;
     let server = TestServer::start_v1(|c| {
         c.jwt_issuers = vec![AS.into(), SELF.into()];
-        c.jwks_url = Some(format!("{}/jwks.json", jwks.url));
-        c.jwks_issuer = Some(AS.into());
+        c.jwks_url = vec![format!("{}/jwks.json", jwks.url)];
+        c.jwks_issuer = vec![AS.into()];
         c.jwks_min_interval = std::time::Duration::from_secs(2);
     })
     .await;
@@ -839,12 +845,7 @@ async fn an_authorization_servers_jwks_verifies_its_tokens_and_is_fetched_sparin
     assert_eq!(publish(k2).await, StatusCode::OK);
     assert_eq!(publish(k1).await, StatusCode::OK);
 
-    let doc: Value = server
-        .get("/.well-known/oauth-protected-resource/.well-known/mercure")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let doc = metadata(&server).await;
     assert_eq!(doc["authorization_servers"], json!([AS]));
 }
 
@@ -861,7 +862,7 @@ async fn a_jwks_too_large_or_too_slow_gives_no_keys() {
     let form = [("topic", "/t"), ("data", "x")];
     let large = TestServer::start_v1(|c| {
         c.jwt_issuers = vec![AS.into()];
-        c.jwks_url = Some(format!("{}/jwks.json", jwks.url));
+        c.jwks_url = vec![format!("{}/jwks.json", jwks.url)];
         c.jwks_max_bytes = 1000;
     })
     .await;
@@ -870,7 +871,7 @@ async fn a_jwks_too_large_or_too_slow_gives_no_keys() {
     assert_eq!(jwks.fetches(), 1);
     let slow = TestServer::start_v1(|c| {
         c.jwt_issuers = vec![AS.into()];
-        c.jwks_url = Some(format!("{}/slow.json", jwks.url));
+        c.jwks_url = vec![format!("{}/slow.json", jwks.url)];
         c.jwks_timeout = std::time::Duration::from_millis(300);
     })
     .await;
@@ -881,11 +882,79 @@ async fn a_jwks_too_large_or_too_slow_gives_no_keys() {
     // The same set, small enough and in time, verifies.
     let fine = TestServer::start_v1(|c| {
         c.jwt_issuers = vec![AS.into()];
-        c.jwks_url = Some(format!("{}/jwks.json", jwks.url));
+        c.jwks_url = vec![format!("{}/jwks.json", jwks.url)];
     })
     .await;
     let response = fine.post_form(Some(&token), &form).await;
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn several_authorization_servers_each_verify_their_own_tokens() {
+    const A: &str = "https://a.example";
+    const B: &str = "https://b.example";
+    let a = JwksServer::start(json!({"keys": [okp("a1", ED_X)]})).await;
+    let b = JwksServer::start(json!({"keys": [okp("b1", ED2_X)]})).await;
+    let server = TestServer::start_v1(|c| {
+        c.jwks_url = vec![
+            format!("{}/jwks.json", a.url),
+            format!("{}/jwks.json", b.url),
+        ];
+        c.jwks_issuer = vec![A.into(), B.into()];
+    })
+    .await;
+    let token = |private: &str, kid: &str, iss: &str| {
+        let mut claims = access_claims(json!([detail(&["publish"], &["/t"])]));
+        claims["iss"] = json!(iss);
+        eddsa_token(private, json!({ "kid": kid }), claims)
+    };
+    let form = [("topic", "/t"), ("data", "x")];
+    let publish = |token: String| {
+        let server = &server;
+        async move { server.post_form(Some(&token), &form).await.status() }
+    };
+    assert_eq!(publish(token(ED_PRIVATE, "a1", A)).await, StatusCode::OK);
+    assert_eq!(publish(token(ED2_PRIVATE, "b1", B)).await, StatusCode::OK);
+    // Each issuer's tokens verify with its own set only.
+    assert_eq!(
+        publish(token(ED2_PRIVATE, "b1", A)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        publish(token(ED_PRIVATE, "a1", B)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!((a.fetches(), b.fetches()), (1, 1));
+    let doc = metadata(&server).await;
+    assert_eq!(doc["authorization_servers"], json!([A, B]));
+}
+
+#[tokio::test]
+async fn jwks_urls_and_their_issuers_must_pair_up() {
+    for args in [
+        // Two sets, one issuer named.
+        &[
+            "--jwks-url",
+            "https://a.example/j,https://b.example/j",
+            "--jwks-issuer",
+            "https://a.example",
+        ][..],
+        // Two sets of one issuer.
+        &[
+            "--jwks-url",
+            "https://a.example/j,https://b.example/j",
+            "--jwks-issuer",
+            "https://a.example,https://a.example",
+        ],
+        // An issuer without a set.
+        &["--jwks-issuer", "https://a.example"],
+    ] {
+        let log = crate::helpers::ChildServer::refused(args, &[]).await;
+        assert!(
+            log.contains("--jwks-url needs --jwks-issuer"),
+            "{args:?}: {log}"
+        );
+    }
 }
 
 #[tokio::test]
