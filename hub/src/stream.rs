@@ -172,6 +172,11 @@ impl<G> StreamState<G> {
             return Some(self.gap());
         }
         while let Some((after, until)) = self.replay {
+            // A replay does not wait where the live stream does: the token's expiry and the
+            // stream's lifetime are looked at before each read (a reader can take its time).
+            if let Some(last) = self.deadline_passed() {
+                return last;
+            }
             let history = self.streams.history.clone();
             let read = tokio::select! {
                 () = self.streams.shutdown.streams_closed() => return None,
@@ -246,6 +251,21 @@ impl<G> StreamState<G> {
             );
         }
         self.next_live().await
+    }
+
+    /// Whether the token has expired (`Some(None)`: the stream ends plainly) or the stream has
+    /// lived its time (`Some(Some(retry))`: it ends after the `retry:` field, and the client
+    /// resumes from its last id).
+    fn deadline_passed(&mut self) -> Option<Option<Bytes>> {
+        let now = Instant::now();
+        if self.expires_at.is_some_and(|at| at <= now) {
+            return Some(None);
+        }
+        if self.ends_at.is_some_and(|at| at <= now) {
+            self.ended = true;
+            return Some(Some(sse::retry(LIFETIME_RETRY_MS)));
+        }
+        None
     }
 
     /// The history cannot give the rest: say so, then continue live from the handoff.

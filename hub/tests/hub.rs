@@ -1177,3 +1177,51 @@ async fn a_stream_ends_at_its_maximum_lifetime_asking_the_client_back_at_once() 
     }
     assert!(!text.contains("retry:"), "{text:?}");
 }
+
+/// A replay does not outlive the token or the stream's lifetime: a reader that stops reading
+/// in the middle of a long replay and comes back after its token's `exp` gets nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_ends_with_the_token_and_with_the_streams_lifetime() {
+    let dir = tempfile::tempdir().unwrap();
+    let lifetime = Duration::from_millis(600);
+    let hub = start(
+        &dir,
+        HubConfig {
+            max_stream_lifetime: Some(lifetime),
+            ..HubConfig::default()
+        },
+    );
+    hub.publish(update("/r", "start", "")).await.unwrap();
+    // Far more than one read of the history (and one frame) holds.
+    let data = "x".repeat(2_000);
+    for i in 0..400 {
+        hub.publish(update("/r", &format!("r{i}"), &data))
+            .await
+            .unwrap();
+    }
+    let read_after_a_pause = |request: SubscribeRequest| {
+        let hub = hub.clone();
+        async move {
+            let mut stream = hub.subscribe(request).await.unwrap().stream;
+            let first = tokio::time::timeout(WAIT, stream.next()).await.unwrap();
+            assert!(first.is_some());
+            // The reader stalls past the deadline, then reads on.
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let mut rest = String::new();
+            while let Some(chunk) = tokio::time::timeout(WAIT, stream.next()).await.unwrap() {
+                rest.push_str(std::str::from_utf8(&chunk).unwrap());
+            }
+            rest
+        }
+    };
+    let expiring = SubscribeRequest {
+        expires_at: Some(std::time::Instant::now() + Duration::from_millis(300)),
+        ..request(&["/r"], Some("start"))
+    };
+    assert_eq!(read_after_a_pause(expiring).await, "");
+    let rest = read_after_a_pause(request(&["/r"], Some("start"))).await;
+    assert_eq!(
+        rest,
+        format!("retry: {}\n\n", tidings_hub::LIFETIME_RETRY_MS)
+    );
+}
