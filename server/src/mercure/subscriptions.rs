@@ -3,8 +3,9 @@
 //! `…/subscriptions/{match_type}/{match}[/{subscriber}]`, JSON documents with the cursor in the
 //! `Link` header. A two-segment path whose first segment is a matcher type (`exact`,
 //! `urlpattern`) is 1.0's collection for that matcher; any other is draft-07's single
-//! subscription. A subscriber token whose subscribe claim matches the requested URL's path is
-//! needed. Every answer carries the `rel="mercure"` link with the `last-event-id` cursor.
+//! subscription. A token whose grants cover the requested URL's path is needed; on the 1.0
+//! endpoints, a 1.0 access token ([`super::caller`]). Every answer carries the `rel="mercure"`
+//! link with the `last-event-id` cursor.
 
 use super::{
     caller::Subscriber,
@@ -62,6 +63,26 @@ impl IntoResponse for SubscriptionsError {
             Some(challenge) => challenge.apply(response),
             None => response,
         }
+    }
+}
+
+/// Whether `path` (as requested, percent-encoded) is one of Mercure 1.0's endpoints of the API:
+/// `…/subscriptions/{match_type}/{match}/{subscriber}`, or `…/subscriptions/{a}/{b}` when `a`
+/// names a matcher type (as [`one`] decides). `…/subscriptions` itself is both versions'.
+pub fn is_mercure_1_path(path: &str) -> bool {
+    let Some(rest) = path
+        .strip_prefix(super::PATH)
+        .and_then(|rest| rest.strip_prefix("/subscriptions/"))
+    else {
+        return false;
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    match segments[..] {
+        [_, _, _] => true,
+        [first, _] => percent_encoding::percent_decode_str(first)
+            .decode_utf8()
+            .is_ok_and(|first| MatchKind::from_name(&first).is_some()),
+        _ => false,
     }
 }
 

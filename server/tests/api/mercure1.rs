@@ -198,13 +198,13 @@ async fn draft_07_requests_are_unchanged_by_the_new_parameters() {
 
 #[tokio::test]
 async fn subscription_events_and_the_api_take_the_1_0_form() {
-    use crate::helpers::{SUBSCRIBER_KEY, sign_with, subscriber_token};
+    use crate::helpers::{SUBSCRIBER_KEY, access_claims, access_token, subscriber_access_token};
     use serde_json::{Value, json};
 
-    let server = TestServer::start_default().await;
+    let server = TestServer::start_v1(|_| {}).await;
     // A watcher of every exact-matcher subscription, through a relative URL pattern resolved
     // against the hub's URL, as the spec's example does.
-    let watcher_token = subscriber_token(&["*"]);
+    let watcher_token = subscriber_access_token(&["*"]);
     let watcher = server
         .subscribe_request(&[(
             "match_urlpattern",
@@ -216,10 +216,14 @@ async fn subscription_events_and_the_api_take_the_1_0_form() {
         .unwrap();
     let mut watcher = SseReader::new(watcher);
 
-    let member_token = sign_with(
+    let member_token = access_token(
         SUBSCRIBER_KEY,
-        jsonwebtoken::Algorithm::HS256,
-        json!({ "mercure": { "subscribe": ["/books/1"], "payload": { "name": "ann" } } }),
+        access_claims(json!([{
+            "type": "https://mercure.rocks/authorization-detail",
+            "actions": ["subscribe"],
+            "topics": [{ "match": "/books/1" }],
+            "payload": { "name": "ann" },
+        }])),
     );
     let member = server
         .subscribe_request(&[("match", "/books/1")])
