@@ -423,7 +423,7 @@ async fn the_first_matching_subscribe_detail_gives_the_payload() {
     );
     let stream = |topic: &'static str| {
         server
-            .subscribe_request(&[("topic", topic)])
+            .subscribe_request(&[("match", topic)])
             .bearer_auth(&token)
             .send()
     };
@@ -431,7 +431,7 @@ async fn the_first_matching_subscribe_detail_gives_the_payload() {
     assert_eq!(room.status(), StatusCode::OK);
     let elsewhere = stream("/elsewhere").await.unwrap();
     assert_eq!(elsewhere.status(), StatusCode::OK);
-    // The subscriptions API, with an access token granting subscribe on its path.
+    // The subscriptions API, with an access token granting subscribe on its path (1.0's form).
     let reader = subscriber_access_token(&["/.well-known/mercure/subscriptions"]);
     let doc: Value = server
         .client()
@@ -448,7 +448,7 @@ async fn the_first_matching_subscribe_detail_gives_the_payload() {
             .as_array()
             .unwrap()
             .iter()
-            .find(|s| s["topic"] == topic)
+            .find(|s| s["match"] == topic)
             .map(|s| s["payload"].clone())
     };
     assert_eq!(payload_of("/room"), Some(json!({"which": "room"})));

@@ -359,3 +359,67 @@ async fn query_carries_the_parameters_in_a_form_body_joined_with_the_query() {
     assert_eq!(put.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(put.headers()["allow"], "GET, HEAD, POST, QUERY");
 }
+
+#[tokio::test]
+async fn the_list_of_all_subscriptions_takes_the_callers_form() {
+    use crate::helpers::{subscriber_access_token, subscriber_token};
+    use serde_json::Value;
+
+    let server = TestServer::start_v1(|_| {}).await;
+    let v1 = server.subscribe(&[("match", "/books/1")]).await;
+    let draft_07 = server.subscribe(&[("topic", "/books/{id}")]).await;
+    let path = "/.well-known/mercure/subscriptions";
+    let get = |path: &str, token: &str| {
+        server
+            .client()
+            .get(server.url(path))
+            .bearer_auth(token)
+            .send()
+    };
+
+    // A Mercure 1.0 caller gets 1.0's collection: JSON, the cursor in the Link header only, and
+    // the subscriptions whose events are in 1.0's form, each document as its own endpoint
+    // serves it.
+    let access = subscriber_access_token(&["*"]);
+    let response = get(path, &access).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let link = response.headers()["link"].to_str().unwrap().to_owned();
+    assert!(
+        link.starts_with("</.well-known/mercure>; rel=\"mercure\"; last-event-id=\""),
+        "{link}"
+    );
+    let doc: Value = response.json().await.unwrap();
+    assert_eq!(doc["id"], path);
+    assert_eq!(doc["type"], "subscriptions");
+    assert!(doc.get("@context").is_none(), "{doc}");
+    assert!(doc.get("lastEventID").is_none(), "{doc}");
+    let listed = doc["subscriptions"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{doc}");
+    let one = &listed[0];
+    assert_eq!(one["type"], "subscription");
+    assert_eq!(one["match_type"], "exact");
+    assert_eq!(one["match"], "/books/1");
+    assert_eq!(one["active"], true);
+    let own: Value = get(one["id"].as_str().unwrap(), &access)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(&own, one);
+
+    // A draft-07 caller gets draft-07's, as before: JSON-LD with `lastEventID`, listing every
+    // subscription in the form it was made in.
+    let response = get(path, &subscriber_token(&["*"])).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/ld+json");
+    let doc: Value = response.json().await.unwrap();
+    assert_eq!(doc["type"], "Subscriptions");
+    assert!(doc["lastEventID"].is_string());
+    let listed = doc["subscriptions"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{doc}");
+    assert!(listed.iter().any(|s| s["topic"] == "/books/{id}"), "{doc}");
+    assert!(listed.iter().any(|s| s["match"] == "/books/1"), "{doc}");
+    drop((v1, draft_07));
+}
