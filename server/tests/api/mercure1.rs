@@ -423,3 +423,57 @@ async fn the_list_of_all_subscriptions_takes_the_callers_form() {
     assert!(listed.iter().any(|s| s["match"] == "/books/1"), "{doc}");
     drop((v1, draft_07));
 }
+
+#[tokio::test]
+async fn a_star_subscription_names_the_matcher_type_it_was_given_with() {
+    use serde_json::Value;
+
+    let server = TestServer::start_v1(|_| {}).await;
+    let token = crate::helpers::subscriber_access_token(&["*"]);
+    let watcher = server
+        .subscribe_request(&[(
+            "match_urlpattern",
+            "/.well-known/mercure/subscriptions/:type/:match/:subscriber",
+        )])
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let mut watcher = SseReader::new(watcher);
+    // Its own subscription's event first.
+    let own: Value = serde_json::from_str(&watcher.expect_next().await.data).unwrap();
+    assert_eq!(own["match_type"], "urlpattern");
+
+    // `*` is the wildcard whatever the type, but the subscription was made with a type, and its
+    // document names that one (Mercure 1.0: "the topic matcher type used for this
+    // subscription").
+    let mut held = Vec::new();
+    for (name, match_type) in [
+        ("match_urlpattern", "urlpattern"),
+        ("match_exact", "exact"),
+        ("match", "exact"),
+    ] {
+        held.push(server.subscribe(&[(name, "*")]).await);
+        let event = watcher.expect_next().await;
+        let doc: Value = serde_json::from_str(&event.data).unwrap();
+        assert_eq!(doc["match"], "*", "{name}");
+        assert_eq!(doc["match_type"], match_type, "{name}");
+        let prefix = format!("/.well-known/mercure/subscriptions/{match_type}/%2A/");
+        assert!(doc["id"].as_str().unwrap().starts_with(&prefix), "{doc}");
+        // The API lists it under that type.
+        let collection: Value = server
+            .client()
+            .get(server.url(&format!(
+                "/.well-known/mercure/subscriptions/{match_type}/%2A"
+            )))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let listed = collection["subscriptions"].as_array().unwrap();
+        assert!(listed.contains(&doc), "{name}: {collection}");
+    }
+}
