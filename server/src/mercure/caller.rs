@@ -39,7 +39,7 @@ use super::{
 use crate::AppState;
 use axum::{
     extract::OptionalFromRequestParts,
-    http::{HeaderMap, StatusCode, header, request::Parts},
+    http::{HeaderMap, Method, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
 };
 
@@ -209,15 +209,18 @@ async fn verify_access_token(
     }
 }
 
-/// Whether a request is a Mercure 1.0 one by its form, whatever its token: a subscription with
-/// `match…` parameters, a `QUERY` (whose parameters are in its body, which extractors of the
-/// parts cannot read; the method is Mercure 1.0's own), or one of the 1.0 endpoints of the
-/// subscriptions API. Other requests (`topic=` subscriptions, publishing, the list of all
-/// subscriptions, draft-07's subscriptions API) are either, as their token says.
+/// Whether a request is a Mercure 1.0 one by its form, whatever its token: a subscription
+/// (`GET`, `HEAD`) with `match…` parameters, a `QUERY` (whose parameters are in its body, which
+/// extractors of the parts cannot read; the method is Mercure 1.0's own), or one of the 1.0
+/// endpoints of the subscriptions API. Other requests (`topic=` subscriptions, publishing, even
+/// with `match…` in its URL, the list of all subscriptions, draft-07's subscriptions API) are
+/// either, as their token says.
 fn is_mercure_1(parts: &Parts, query: &str) -> bool {
+    let path = parts.uri.path();
+    let subscribing = path == super::PATH && matches!(parts.method, Method::GET | Method::HEAD);
     parts.method.as_str() == "QUERY"
-        || uses_matchers(query)
-        || subscriptions::is_mercure_1_path(parts.uri.path())
+        || (subscribing && uses_matchers(query))
+        || subscriptions::is_mercure_1_path(path)
 }
 
 /// Whether a query selects topics the Mercure 1.0 way: a parameter named `match…` (Mercure 1.0

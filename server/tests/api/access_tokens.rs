@@ -704,6 +704,16 @@ async fn a_mercure_1_request_takes_only_an_access_token() {
             .unwrap();
         assert_eq!(response.status(), status, "{kind}");
     }
+    // A publish is no subscription, whatever its URL says: a draft-07 token publishes.
+    let response = server
+        .client()
+        .post(format!("{}?match=%2Ft", server.url(HUB)))
+        .bearer_auth(crate::helpers::publisher_token(&["*"]))
+        .form(&[("topic", "/t"), ("data", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
     // The same draft-07 token still serves a draft-07 request from each of its places.
     let topic = [("topic", "/t")];
     let in_header = server.subscribe_request(&topic).bearer_auth(&draft_07);
