@@ -1,6 +1,7 @@
 // A conformance check of the hub's two protocol versions, through a real EventSource in Chromium:
 // the same publish/subscribe cases (exact, pattern, private, unknown id) in draft-07 (`topic=`)
-// and in Mercure 1.0 (`match…=`), on the same endpoint of one server.
+// and in Mercure 1.0 (`match…=`), on the same endpoint of one server. Mercure 1.0's private case
+// needs the access-token cookie, so HTTPS: a test of its own.
 
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -27,6 +28,22 @@ async function listen(page: Page, name: string, query: string, named: string[] =
     { name, query, named },
   );
   await page.evaluate((name) => (window as unknown as Record<string, Promise<unknown>>)[`open_${name}`], name);
+}
+
+/** Whether an EventSource on `query` is refused: it fails without opening and does not retry. */
+function refused(page: Page, query: string): Promise<boolean> {
+  return page.evaluate(
+    (query) =>
+      new Promise<boolean>((resolve) => {
+        const source = new EventSource(`/.well-known/mercure?${query}`);
+        source.onopen = () => {
+          source.close();
+          resolve(false);
+        };
+        source.onerror = () => resolve(source.readyState === EventSource.CLOSED);
+      }),
+    query,
+  );
 }
 
 const seen = (page: Page, name: string) =>
@@ -58,9 +75,12 @@ for (const version of ['draft-07', '1.0'] as const) {
 
       await listen(page, 'exact', q([exact('https://example.com/foo')]));
       await listen(page, 'pattern', q([pattern]));
-      // EventSource cannot send headers: the draft-07 `authorization` query parameter (the
-      // 1.0 cookie needs HTTPS, tested with the 1.0 tokens).
-      await listen(page, 'private', q([exact('https://example.com/secret'), ['authorization', privateToken]]));
+      // EventSource cannot send headers: draft-07's `authorization` query parameter. Mercure 1.0
+      // takes no token from the URL (400, so the EventSource fails for good); its private case,
+      // through the access-token cookie, needs HTTPS and is the test below.
+      const privateQuery = q([exact('https://example.com/secret'), ['authorization', privateToken]]);
+      if (v1) expect(await refused(page, privateQuery)).toBe(true);
+      else await listen(page, 'private', privateQuery);
       await listen(page, 'anonymous', q([exact('https://example.com/secret')]));
       await listen(page, 'unknown', q([exact('https://example.com/foo'), resume]), ['tidings-history-gap']);
 
@@ -72,7 +92,7 @@ for (const version of ['draft-07', '1.0'] as const) {
 
       await expect.poll(() => seen(page, 'exact')).toEqual([{ type: 'message', id: foo, data: 'foo' }]);
       await expect.poll(() => seen(page, 'pattern')).toEqual([{ type: 'message', id: book, data: 'book' }]);
-      await expect.poll(() => seen(page, 'private')).toEqual([{ type: 'message', id: secret, data: 'secret' }]);
+      if (!v1) await expect.poll(() => seen(page, 'private')).toEqual([{ type: 'message', id: secret, data: 'secret' }]);
       // An unknown id: the gap event first (the hub cannot send what was missed), then live.
       await expect
         .poll(async () => (await seen(page, 'unknown')).map((e) => `${e.type}:${e.data}`))

@@ -8,7 +8,7 @@
 
 use crate::{
     selector::{MatchKind, Selector},
-    subscriber::{Protocol, SubscriberInfo},
+    subscriber::SubscriberInfo,
     update::{NewUpdate, RESERVED_PATH, Update},
 };
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -55,36 +55,29 @@ pub fn subscription_topic_v1(kind: MatchKind, matcher: &str, subscriber: Option<
     topic
 }
 
-/// A selector's matcher type in Mercure 1.0 terms: `*` (either type's wildcard) reads as
-/// `exact`.
-fn kind_of(selector: &Selector) -> MatchKind {
-    selector.kind().unwrap_or(MatchKind::Exact)
-}
-
-/// One subscription's document, in the form of the protocol it was made in.
+/// One subscription's document, in the form of the protocol it was made in: `kind` is the
+/// matcher type a Mercure 1.0 subscription gave `selector` with, `None` for draft-07.
 pub(crate) fn document(
     info: &SubscriberInfo,
     selector: &Selector,
+    kind: Option<MatchKind>,
     active: bool,
 ) -> serde_json::Value {
-    match info.protocol {
-        Protocol::Draft07 => subscription_json(info, selector.as_str(), active),
-        Protocol::Mercure1 => {
-            let kind = kind_of(selector);
-            let mut doc = serde_json::json!({
-                "id": subscription_topic_v1(kind, selector.as_str(), Some(info.id())),
-                "type": "subscription",
-                "match_type": kind.name(),
-                "match": selector.as_str(),
-                "subscriber": info.id(),
-                "active": active,
-            });
-            if let Some(payload) = info.payload() {
-                doc["payload"] = payload.clone();
-            }
-            doc
-        }
+    let Some(kind) = kind else {
+        return subscription_json(info, selector.as_str(), active);
+    };
+    let mut doc = serde_json::json!({
+        "id": subscription_topic_v1(kind, selector.as_str(), Some(info.id())),
+        "type": "subscription",
+        "match_type": kind.name(),
+        "match": selector.as_str(),
+        "subscriber": info.id(),
+        "active": active,
+    });
+    if let Some(payload) = info.payload() {
+        doc["payload"] = payload.clone();
     }
+    doc
 }
 
 /// The JSON-LD document of one subscription, as in the Mercure spec (draft-07).
@@ -103,17 +96,19 @@ pub fn subscription_json(info: &SubscriberInfo, selector: &str, active: bool) ->
     doc
 }
 
-/// The private update announcing one of `info`'s subscriptions, in its protocol's form.
+/// The private update announcing one of `info`'s subscriptions, in its protocol's form (`kind`
+/// as for [`document`]).
 pub(crate) fn subscription_update(
     info: &SubscriberInfo,
     selector: &Selector,
+    kind: Option<MatchKind>,
     activity: Activity,
 ) -> Update {
-    let json = document(info, selector, activity == Activity::Opened);
-    let (topic, event_type) = match info.protocol {
-        Protocol::Draft07 => (subscription_topic(selector.as_str(), info.id()), None),
-        Protocol::Mercure1 => (
-            subscription_topic_v1(kind_of(selector), selector.as_str(), Some(info.id())),
+    let json = document(info, selector, kind, activity == Activity::Opened);
+    let (topic, event_type) = match kind {
+        None => (subscription_topic(selector.as_str(), info.id()), None),
+        Some(kind) => (
+            subscription_topic_v1(kind, selector.as_str(), Some(info.id())),
             Some(SUBSCRIPTION_EVENT_TYPE.to_owned()),
         ),
     };
@@ -130,9 +125,8 @@ pub(crate) fn subscription_update(
 /// publishes about it.
 pub(crate) fn documents(info: &SubscriberInfo) -> String {
     let docs: Vec<serde_json::Value> = info
-        .selectors
-        .iter()
-        .map(|s| document(info, s, true))
+        .matchers()
+        .map(|(selector, kind)| document(info, selector, kind, true))
         .collect();
     serde_json::Value::Array(docs).to_string()
 }
@@ -152,11 +146,11 @@ pub struct ActiveSubscription {
 impl ActiveSubscription {
     /// One per selector of `info`.
     pub(crate) fn of(info: &SubscriberInfo) -> impl Iterator<Item = Self> + '_ {
-        info.selectors.iter().map(|selector| ActiveSubscription {
+        info.matchers().map(|(selector, kind)| ActiveSubscription {
             selector: selector.as_str().to_owned(),
-            match_type: (info.protocol == Protocol::Mercure1).then(|| kind_of(selector)),
+            match_type: kind,
             subscriber: info.id.clone(),
-            document: document(info, selector, true),
+            document: document(info, selector, kind, true),
         })
     }
 

@@ -187,16 +187,25 @@ impl Hub {
         &self,
         request: SubscribeRequest,
     ) -> Result<Subscription, SubscribeError> {
-        self.subscribe_as(request, Protocol::Draft07).await
+        let subscribers = &self.inner.subscribers;
+        subscribers
+            .subscribe(request, Protocol::Draft07, Vec::new())
+            .await
     }
 
-    /// As [`Hub::subscribe`], announced and listed in the form of `protocol`.
-    pub async fn subscribe_as(
+    /// A Mercure 1.0 subscription: as [`Hub::subscribe`], but announced and listed in 1.0's
+    /// form, each of `request.selectors` under the matcher type at the same place in
+    /// `match_types` (the type it was given with: `*` is the wildcard whatever its type, so its
+    /// selector cannot tell).
+    pub async fn subscribe_matchers(
         &self,
         request: SubscribeRequest,
-        protocol: Protocol,
+        match_types: Vec<MatchKind>,
     ) -> Result<Subscription, SubscribeError> {
-        self.inner.subscribers.subscribe(request, protocol).await
+        let subscribers = &self.inner.subscribers;
+        subscribers
+            .subscribe(request, Protocol::Mercure1, match_types)
+            .await
     }
 
     /// Up to `limit` of the newest public updates matching `selectors` (scanning at most

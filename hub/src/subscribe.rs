@@ -11,7 +11,7 @@ use crate::{
     mark::{EARLIEST, Mark},
     queue,
     registry::Key,
-    selector::Selector,
+    selector::{MatchKind, Selector},
     stream::{StreamState, Streams, SubscriptionStream},
     subscriber::{Protocol, SubscriberInfo},
     update::new_id,
@@ -76,6 +76,7 @@ impl Subscribers {
         self: &Arc<Self>,
         request: SubscribeRequest,
         protocol: Protocol,
+        match_types: Vec<MatchKind>,
     ) -> Result<Subscription, SubscribeError> {
         let SubscribeRequest {
             selectors,
@@ -92,6 +93,7 @@ impl Subscribers {
             payload,
             routed,
             protocol,
+            match_types,
         });
         // Where the client is, found before registering (the id was published earlier).
         let requested = match last_event_id {
@@ -201,8 +203,8 @@ impl Subscribers {
         if !self.announce || self.streams.shutdown.streams_closing() {
             return;
         }
-        for selector in &info.selectors {
-            let update = subscription_update(info, selector, activity);
+        for (selector, kind) in info.matchers() {
+            let update = subscription_update(info, selector, kind, activity);
             if !self.writer.try_publish_live(Arc::new(update)) {
                 tracing::warn!("publish queue full: subscription event dropped");
             }

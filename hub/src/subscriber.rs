@@ -1,7 +1,11 @@
 //! Who a subscriber is, and what it may and wants to receive: checked by the fan-out, the
 //! replays and the subscriptions API alike.
 
-use crate::{selector::Selector, sse, update::Update};
+use crate::{
+    selector::{MatchKind, Selector},
+    sse,
+    update::Update,
+};
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -36,6 +40,10 @@ pub struct SubscriberInfo {
     /// Whether each update is preceded by its route (see [`SubscriberInfo::route`]).
     pub(crate) routed: bool,
     pub(crate) protocol: Protocol,
+    /// For a Mercure 1.0 subscription, the matcher type each of `selectors` was given with, in
+    /// the same order: what its documents name (`*` is the wildcard whatever its type, so its
+    /// selector cannot tell). Empty for draft-07.
+    pub(crate) match_types: Vec<MatchKind>,
 }
 
 impl SubscriberInfo {
@@ -45,6 +53,23 @@ impl SubscriberInfo {
 
     pub fn payload(&self) -> Option<&serde_json::Value> {
         self.payload.as_ref()
+    }
+
+    /// Each selector, with the Mercure 1.0 matcher type it was given with; `None` for draft-07's.
+    pub(crate) fn matchers(&self) -> impl Iterator<Item = (&Selector, Option<MatchKind>)> {
+        self.selectors.iter().enumerate().map(|(index, selector)| {
+            let kind = match self.protocol {
+                Protocol::Draft07 => None,
+                Protocol::Mercure1 => Some(
+                    self.match_types
+                        .get(index)
+                        .copied()
+                        .or_else(|| selector.kind())
+                        .unwrap_or(MatchKind::Exact),
+                ),
+            };
+            (selector, kind)
+        })
     }
 
     pub(crate) fn may_receive(&self, update: &Update) -> bool {

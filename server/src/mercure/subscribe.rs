@@ -20,9 +20,7 @@ use axum::{
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::convert::Infallible;
-use tidings_hub::{
-    MatchKind, Protocol, SelectorRefused, SubscribeError as HubError, SubscribeRequest,
-};
+use tidings_hub::{MatchKind, SelectorRefused, SubscribeError as HubError, SubscribeRequest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubscribeError {
@@ -256,9 +254,11 @@ async fn serve(
         let parsed = state.hub.parse_selector(&t);
         selectors.push(parsed.map_err(|e| SubscribeError::BadSelector(t, e))?);
     }
+    let mut match_types = Vec::with_capacity(matchers.len());
     for (kind, t) in matchers {
         let parsed = state.hub.parse_matcher(kind, &t);
         selectors.push(parsed.map_err(|e| SubscribeError::BadSelector(t, e))?);
+        match_types.push(kind);
     }
 
     // The header (what a reconnecting browser sends) wins over the query parameter. Browsers
@@ -279,24 +279,18 @@ async fn serve(
     }
 
     let asked_from = last_event_id.is_some();
-    let protocol = match mercure_1 {
-        true => Protocol::Mercure1,
-        false => Protocol::Draft07,
+    let request = SubscribeRequest {
+        selectors,
+        scope,
+        payload,
+        last_event_id,
+        expires_at,
+        routed,
     };
-    let subscription = state
-        .hub
-        .subscribe_as(
-            SubscribeRequest {
-                selectors,
-                scope,
-                payload,
-                last_event_id,
-                expires_at,
-                routed,
-            },
-            protocol,
-        )
-        .await?;
+    let subscription = match mercure_1 {
+        true => state.hub.subscribe_matchers(request, match_types).await?,
+        false => state.hub.subscribe(request).await?,
+    };
     // Mercure 1.0 says `earliest` when the id asked for is unknown or gone (draft-07 names the
     // head the stream continues after, as before).
     let header_value = match mercure_1 && subscription.history_gap {

@@ -3,8 +3,11 @@
 //! `…/subscriptions/{match_type}/{match}[/{subscriber}]`, JSON documents with the cursor in the
 //! `Link` header. A two-segment path whose first segment is a matcher type (`exact`,
 //! `urlpattern`) is 1.0's collection for that matcher; any other is draft-07's single
-//! subscription. A subscriber token whose subscribe claim matches the requested URL's path is
-//! needed. Every answer carries the `rel="mercure"` link with the `last-event-id` cursor.
+//! subscription. `…/subscriptions` is both versions' collection of every subscription: its
+//! form is the caller's token's (a Mercure 1.0 access token gets 1.0's). A token whose grants
+//! cover the requested URL's path is needed; on the 1.0 endpoints, a 1.0 access token
+//! ([`super::caller`]). Every answer carries the `rel="mercure"` link with the `last-event-id`
+//! cursor.
 
 use super::{
     caller::Subscriber,
@@ -65,19 +68,44 @@ impl IntoResponse for SubscriptionsError {
     }
 }
 
-/// The caller's `mercure.subscribe` claim must cover the requested path.
+/// The collection of every subscription.
+const ALL: &str = "/.well-known/mercure/subscriptions";
+
+/// Whether `path` (as requested, percent-encoded) is one of Mercure 1.0's endpoints of the API:
+/// `…/subscriptions/{match_type}/{match}/{subscriber}`, or `…/subscriptions/{a}/{b}` when `a`
+/// names a matcher type (as [`one`] decides). `…/subscriptions` itself is both versions'.
+pub fn is_mercure_1_path(path: &str) -> bool {
+    let Some(rest) = path
+        .strip_prefix(super::PATH)
+        .and_then(|rest| rest.strip_prefix("/subscriptions/"))
+    else {
+        return false;
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    match segments[..] {
+        [_, _, _] => true,
+        [first, _] => percent_encoding::percent_decode_str(first)
+            .decode_utf8()
+            .is_ok_and(|first| MatchKind::from_name(&first).is_some()),
+        _ => false,
+    }
+}
+
+/// The caller's grants (a draft-07 token's `mercure.subscribe` claim, an access token's
+/// `subscribe` details) must cover the requested path. Whether its token is a Mercure 1.0 access
+/// token: on the endpoint both versions share, that decides the form of the answer.
 fn authorize(
     state: &AppState,
     subscriber: Option<Subscriber>,
     uri: &Uri,
-) -> Result<(), SubscriptionsError> {
+) -> Result<bool, SubscriptionsError> {
     let resource = state.auth.resource();
     let Subscriber(verified, _) =
         subscriber.ok_or_else(|| SubscriptionsError::NoToken(resource.no_token()))?;
     let path = uri.path();
     let allowed = verified.subscribe_selectors(&state.hub).unwrap_or_default();
     if allowed.iter().any(|s| s.matches(path)) {
-        Ok(())
+        Ok(verified.is_access_token())
     } else if verified.is_access_token() {
         Err(SubscriptionsError::NotGranted(
             path.to_owned(),
@@ -132,13 +160,31 @@ async fn collection(state: &AppState, id: String, topic: Option<&str>) -> Respon
     )
 }
 
+/// `…/subscriptions`: every subscription. A Mercure 1.0 caller (an access token) gets 1.0's
+/// collection (`application/json`, the cursor in the `Link` header only) of the subscriptions
+/// made the 1.0 way, whose events are in that form too (so the list and the events that keep it
+/// up to date agree; draft-07's documents have no matcher type); a draft-07 caller gets
+/// draft-07's JSON-LD collection of every subscription, each document in its own form.
 pub async fn all(
     State(state): State<AppState>,
     subscriber: Option<Subscriber>,
     uri: Uri,
 ) -> Result<Response, SubscriptionsError> {
-    authorize(&state, subscriber, &uri)?;
-    Ok(collection(&state, "/.well-known/mercure/subscriptions".into(), None).await)
+    let mercure_1 = authorize(&state, subscriber, &uri)?;
+    if !mercure_1 {
+        return Ok(collection(&state, ALL.into(), None).await);
+    }
+    let Subscriptions {
+        active,
+        last_event_id,
+    } = state.hub.subscriptions().await?;
+    let subscriptions: Vec<Value> = active
+        .into_iter()
+        .filter(|a| a.match_type.is_some())
+        .map(|a| a.document)
+        .collect();
+    let doc = json!({"id": ALL, "type": "subscriptions", "subscriptions": subscriptions});
+    Ok(document("application/json", doc, &last_event_id))
 }
 
 pub async fn of_topic(

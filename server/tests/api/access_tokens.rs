@@ -423,7 +423,7 @@ async fn the_first_matching_subscribe_detail_gives_the_payload() {
     );
     let stream = |topic: &'static str| {
         server
-            .subscribe_request(&[("topic", topic)])
+            .subscribe_request(&[("match", topic)])
             .bearer_auth(&token)
             .send()
     };
@@ -431,7 +431,7 @@ async fn the_first_matching_subscribe_detail_gives_the_payload() {
     assert_eq!(room.status(), StatusCode::OK);
     let elsewhere = stream("/elsewhere").await.unwrap();
     assert_eq!(elsewhere.status(), StatusCode::OK);
-    // The subscriptions API, with an access token granting subscribe on its path.
+    // The subscriptions API, with an access token granting subscribe on its path (1.0's form).
     let reader = subscriber_access_token(&["/.well-known/mercure/subscriptions"]);
     let doc: Value = server
         .client()
@@ -448,7 +448,7 @@ async fn the_first_matching_subscribe_detail_gives_the_payload() {
             .as_array()
             .unwrap()
             .iter()
-            .find(|s| s["topic"] == topic)
+            .find(|s| s["match"] == topic)
             .map(|s| s["payload"].clone())
     };
     assert_eq!(payload_of("/room"), Some(json!({"which": "room"})));
@@ -527,7 +527,8 @@ async fn an_access_token_comes_from_the_header_or_the_access_cookie_never_the_ur
     assert_eq!(challenge(&in_old_cookie), invalid_request);
 
     // An access token is never taken from the URL, whatever the request selects with; a
-    // draft-07 token keeps its places (an EventSource cannot send headers) for both.
+    // draft-07 token keeps its places (an EventSource cannot send headers) for a draft-07
+    // request only.
     let subscriber = crate::helpers::subscriber_token(&["*"]);
     let access = subscriber_access_token(&["/t"]);
     for selecting in [("match", "/t"), ("topic", "/t")] {
@@ -538,13 +539,13 @@ async fn an_access_token_comes_from_the_header_or_the_access_cookie_never_the_ur
             .unwrap();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{selecting:?}");
         assert_eq!(challenge(&response), invalid_request, "{selecting:?}");
-        let response = server
-            .subscribe_request(&[selecting, ("authorization", &subscriber)])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "{selecting:?}");
     }
+    let response = server
+        .subscribe_request(&[("topic", "/t"), ("authorization", &subscriber)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
     // A QUERY request is Mercure 1.0's too, whatever its body selects.
     let response = server
         .client()
@@ -559,8 +560,8 @@ async fn an_access_token_comes_from_the_header_or_the_access_cookie_never_the_ur
         .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert_eq!(challenge(&response), invalid_request);
-    // A Mercure 1.0 request's refusals are challenges, for a draft-07 token too; a good
-    // draft-07 token still serves it.
+    // A Mercure 1.0 request's refusals are challenges, whatever the token (see
+    // a_mercure_1_request_takes_only_an_access_token for a good draft-07 one).
     let response = server
         .subscribe_request(&[("match_exact", "/t")])
         .bearer_auth("garbage")
@@ -569,13 +570,6 @@ async fn an_access_token_comes_from_the_header_or_the_access_cookie_never_the_ur
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(challenge(&response), invalid_token());
-    let response = server
-        .subscribe_request(&[("match_exact", "/t")])
-        .bearer_auth(&subscriber)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
     let response = server
         .subscribe_request(&[("match", "/t")])
         .header(header::AUTHORIZATION, "Basic abc")
@@ -592,6 +586,149 @@ async fn an_access_token_comes_from_the_header_or_the_access_cookie_never_the_ur
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// Mercure 1.0 requests of each kind, with `extra` pairs in the query component: a subscription
+/// with `match`, a `QUERY` (its matcher in the body), and the 1.0 endpoints of the subscriptions
+/// API; each with the status it gets when its token is good (an unknown subscription: 404).
+fn mercure_1_requests(
+    server: &TestServer,
+    extra: &[(&str, &str)],
+) -> Vec<(&'static str, reqwest::RequestBuilder, StatusCode)> {
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(extra)
+        .finish();
+    let with = |path: &str| match extra.is_empty() {
+        true => server.url(path),
+        false => format!("{}?{query}", server.url(path)),
+    };
+    let mut matching = vec![("match", "/t")];
+    matching.extend_from_slice(extra);
+    let client = server.client();
+    vec![
+        ("match", server.subscribe_request(&matching), StatusCode::OK),
+        (
+            "QUERY",
+            client
+                .request(reqwest::Method::from_bytes(b"QUERY").unwrap(), with(HUB))
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body("match=%2Ft"),
+            StatusCode::OK,
+        ),
+        (
+            "a matcher's subscriptions",
+            client.get(with("/.well-known/mercure/subscriptions/exact/%2Ft")),
+            StatusCode::OK,
+        ),
+        (
+            "one subscription",
+            client.get(with(
+                "/.well-known/mercure/subscriptions/exact/%2Ft/urn%3Auuid%3Anobody",
+            )),
+            StatusCode::NOT_FOUND,
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn a_mercure_1_request_takes_only_an_access_token() {
+    let server = TestServer::start_v1(|c| c.no_anonymous = true).await;
+    let draft_07 = crate::helpers::subscriber_token(&["*"]);
+    let access = subscriber_access_token(&["*"]);
+    let bare = format!("Bearer resource_metadata=\"{METADATA_URL}\"");
+    let invalid_request =
+        format!("Bearer error=\"invalid_request\", resource_metadata=\"{METADATA_URL}\"");
+    let claim_cookie = |token: &str| format!("mercureAuthorization={token}");
+    let access_cookie = |token: &str| format!("__Secure-mercure_access_token={token}");
+
+    // A draft-07 token, valid for every topic, in the header: invalid_token, and the body says
+    // no more.
+    for (kind, request, _) in mercure_1_requests(&server, &[]) {
+        let response = request.bearer_auth(&draft_07).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{kind}");
+        assert_eq!(challenge(&response), invalid_token(), "{kind}");
+        assert_eq!(response.text().await.unwrap(), "invalid token\n", "{kind}");
+    }
+    // In the access cookie: the same.
+    for (kind, request, _) in mercure_1_requests(&server, &[]) {
+        let response = request
+            .header(header::COOKIE, access_cookie(&draft_07))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{kind}");
+        assert_eq!(challenge(&response), invalid_token(), "{kind}");
+    }
+    // Any token in the URL is a malformed request, beside a good header too.
+    for token in [&draft_07, &access] {
+        for (kind, request, _) in mercure_1_requests(&server, &[("authorization", token)]) {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{kind}");
+            assert_eq!(challenge(&response), invalid_request, "{kind}");
+        }
+    }
+    for (kind, request, _) in mercure_1_requests(&server, &[("authorization", &draft_07)]) {
+        let response = request.bearer_auth(&access).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{kind}");
+        assert_eq!(challenge(&response), invalid_request, "{kind}");
+    }
+    // The draft-07 cookie is not looked at, whatever it holds: the request is anonymous (and
+    // this hub refuses anonymous callers with the bare challenge).
+    for token in [&draft_07, &access] {
+        for (kind, request, _) in mercure_1_requests(&server, &[]) {
+            let response = request
+                .header(header::COOKIE, claim_cookie(token))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{kind}");
+            assert_eq!(challenge(&response), bare, "{kind}");
+        }
+    }
+    // An access token from the header (beside the draft-07 cookie, ignored) or the access
+    // cookie serves each.
+    for (kind, request, status) in mercure_1_requests(&server, &[]) {
+        let response = request
+            .bearer_auth(&access)
+            .header(header::COOKIE, claim_cookie(&draft_07))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{kind}");
+    }
+    for (kind, request, status) in mercure_1_requests(&server, &[]) {
+        let response = request
+            .header(header::COOKIE, access_cookie(&access))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{kind}");
+    }
+    // A publish is no subscription, whatever its URL says: a draft-07 token publishes.
+    let response = server
+        .client()
+        .post(format!("{}?match=%2Ft", server.url(HUB)))
+        .bearer_auth(crate::helpers::publisher_token(&["*"]))
+        .form(&[("topic", "/t"), ("data", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // The same draft-07 token still serves a draft-07 request from each of its places.
+    let topic = [("topic", "/t")];
+    let in_header = server.subscribe_request(&topic).bearer_auth(&draft_07);
+    let in_url = server.subscribe_request(&[("topic", "/t"), ("authorization", &draft_07)]);
+    let in_cookie = server
+        .subscribe_request(&topic)
+        .header(header::COOKIE, claim_cookie(&draft_07));
+    for (place, request) in [
+        ("header", in_header),
+        ("url", in_url),
+        ("cookie", in_cookie),
+    ] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{place}");
+    }
 }
 
 #[tokio::test]

@@ -198,13 +198,13 @@ async fn draft_07_requests_are_unchanged_by_the_new_parameters() {
 
 #[tokio::test]
 async fn subscription_events_and_the_api_take_the_1_0_form() {
-    use crate::helpers::{SUBSCRIBER_KEY, sign_with, subscriber_token};
+    use crate::helpers::{SUBSCRIBER_KEY, access_claims, access_token, subscriber_access_token};
     use serde_json::{Value, json};
 
-    let server = TestServer::start_default().await;
+    let server = TestServer::start_v1(|_| {}).await;
     // A watcher of every exact-matcher subscription, through a relative URL pattern resolved
     // against the hub's URL, as the spec's example does.
-    let watcher_token = subscriber_token(&["*"]);
+    let watcher_token = subscriber_access_token(&["*"]);
     let watcher = server
         .subscribe_request(&[(
             "match_urlpattern",
@@ -216,10 +216,14 @@ async fn subscription_events_and_the_api_take_the_1_0_form() {
         .unwrap();
     let mut watcher = SseReader::new(watcher);
 
-    let member_token = sign_with(
+    let member_token = access_token(
         SUBSCRIBER_KEY,
-        jsonwebtoken::Algorithm::HS256,
-        json!({ "mercure": { "subscribe": ["/books/1"], "payload": { "name": "ann" } } }),
+        access_claims(json!([{
+            "type": "https://mercure.rocks/authorization-detail",
+            "actions": ["subscribe"],
+            "topics": [{ "match": "/books/1" }],
+            "payload": { "name": "ann" },
+        }])),
     );
     let member = server
         .subscribe_request(&[("match", "/books/1")])
@@ -354,4 +358,122 @@ async fn query_carries_the_parameters_in_a_form_body_joined_with_the_query() {
     let put = server.client().put(&url).send().await.unwrap();
     assert_eq!(put.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(put.headers()["allow"], "GET, HEAD, POST, QUERY");
+}
+
+#[tokio::test]
+async fn the_list_of_all_subscriptions_takes_the_callers_form() {
+    use crate::helpers::{subscriber_access_token, subscriber_token};
+    use serde_json::Value;
+
+    let server = TestServer::start_v1(|_| {}).await;
+    let v1 = server.subscribe(&[("match", "/books/1")]).await;
+    let draft_07 = server.subscribe(&[("topic", "/books/{id}")]).await;
+    let path = "/.well-known/mercure/subscriptions";
+    let get = |path: &str, token: &str| {
+        server
+            .client()
+            .get(server.url(path))
+            .bearer_auth(token)
+            .send()
+    };
+
+    // A Mercure 1.0 caller gets 1.0's collection: JSON, the cursor in the Link header only, and
+    // the subscriptions whose events are in 1.0's form, each document as its own endpoint
+    // serves it.
+    let access = subscriber_access_token(&["*"]);
+    let response = get(path, &access).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let link = response.headers()["link"].to_str().unwrap().to_owned();
+    assert!(
+        link.starts_with("</.well-known/mercure>; rel=\"mercure\"; last-event-id=\""),
+        "{link}"
+    );
+    let doc: Value = response.json().await.unwrap();
+    assert_eq!(doc["id"], path);
+    assert_eq!(doc["type"], "subscriptions");
+    assert!(doc.get("@context").is_none(), "{doc}");
+    assert!(doc.get("lastEventID").is_none(), "{doc}");
+    let listed = doc["subscriptions"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{doc}");
+    let one = &listed[0];
+    assert_eq!(one["type"], "subscription");
+    assert_eq!(one["match_type"], "exact");
+    assert_eq!(one["match"], "/books/1");
+    assert_eq!(one["active"], true);
+    let own: Value = get(one["id"].as_str().unwrap(), &access)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(&own, one);
+
+    // A draft-07 caller gets draft-07's, as before: JSON-LD with `lastEventID`, listing every
+    // subscription in the form it was made in.
+    let response = get(path, &subscriber_token(&["*"])).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/ld+json");
+    let doc: Value = response.json().await.unwrap();
+    assert_eq!(doc["type"], "Subscriptions");
+    assert!(doc["lastEventID"].is_string());
+    let listed = doc["subscriptions"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{doc}");
+    assert!(listed.iter().any(|s| s["topic"] == "/books/{id}"), "{doc}");
+    assert!(listed.iter().any(|s| s["match"] == "/books/1"), "{doc}");
+    drop((v1, draft_07));
+}
+
+#[tokio::test]
+async fn a_star_subscription_names_the_matcher_type_it_was_given_with() {
+    use serde_json::Value;
+
+    let server = TestServer::start_v1(|_| {}).await;
+    let token = crate::helpers::subscriber_access_token(&["*"]);
+    let watcher = server
+        .subscribe_request(&[(
+            "match_urlpattern",
+            "/.well-known/mercure/subscriptions/:type/:match/:subscriber",
+        )])
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let mut watcher = SseReader::new(watcher);
+    // Its own subscription's event first.
+    let own: Value = serde_json::from_str(&watcher.expect_next().await.data).unwrap();
+    assert_eq!(own["match_type"], "urlpattern");
+
+    // `*` is the wildcard whatever the type, but the subscription was made with a type, and its
+    // document names that one (Mercure 1.0: "the topic matcher type used for this
+    // subscription").
+    let mut held = Vec::new();
+    for (name, match_type) in [
+        ("match_urlpattern", "urlpattern"),
+        ("match_exact", "exact"),
+        ("match", "exact"),
+    ] {
+        held.push(server.subscribe(&[(name, "*")]).await);
+        let event = watcher.expect_next().await;
+        let doc: Value = serde_json::from_str(&event.data).unwrap();
+        assert_eq!(doc["match"], "*", "{name}");
+        assert_eq!(doc["match_type"], match_type, "{name}");
+        let prefix = format!("/.well-known/mercure/subscriptions/{match_type}/%2A/");
+        assert!(doc["id"].as_str().unwrap().starts_with(&prefix), "{doc}");
+        // The API lists it under that type.
+        let collection: Value = server
+            .client()
+            .get(server.url(&format!(
+                "/.well-known/mercure/subscriptions/{match_type}/%2A"
+            )))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let listed = collection["subscriptions"].as_array().unwrap();
+        assert!(listed.contains(&doc), "{name}: {collection}");
+    }
 }
