@@ -76,6 +76,8 @@ impl Resource {
             "bearer_methods_supported": ["header"],
             "mercure_cookie": ACCESS_COOKIE,
             "authorization_details_types_supported": [DETAIL_TYPE],
+            // The active subscriptions feature: events and the API, always on.
+            "mercure_subscriptions": true,
         });
         if !authorization_servers.is_empty() {
             document["authorization_servers"] = json!(authorization_servers);

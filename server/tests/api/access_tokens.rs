@@ -789,6 +789,7 @@ async fn the_protected_resource_metadata_describes_the_hub() {
     assert_eq!(doc["resource"], AUDIENCE);
     assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
     assert_eq!(doc["mercure_cookie"], "__Secure-mercure_access_token");
+    assert_eq!(doc["mercure_subscriptions"], true);
     assert_eq!(
         doc["authorization_details_types_supported"],
         json!(["https://mercure.rocks/authorization-detail"])
