@@ -92,6 +92,38 @@ test('a chat open across two token expiries gets every message once and stays op
   }
 });
 
+test('a stream ended by the hub\'s maximum lifetime comes back at once, quietly, missing nothing', async ({ browser, request }) => {
+  const server = await TidingsServer.start(['--max-stream-lifetime', '6s']);
+  try {
+    const context = await browser.newContext();
+    let subscriptions = 0;
+    context.on('request', (r) => {
+      if (new URL(r.url()).pathname === '/.well-known/mercure') subscriptions += 1;
+    });
+    const page = await context.newPage();
+    await page.goto(`${server.url}/chat/lifetime`);
+    await expect(page.locator('.live-badge')).toHaveText('open');
+    const errors = watchConsole(page);
+    await recordStatus(page);
+    const before = subscriptions;
+    // 13 s of messages: the stream (6 s, ending in its last tenth) ends twice meanwhile.
+    const sent: string[] = [];
+    const started = Date.now();
+    for (let i = 0; Date.now() - started < 13_000; i++) {
+      sent.push(`l${i}`);
+      await publishChat(request, server, 'lifetime', `life-${i}`, `l${i}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    await expect.poll(() => messages(page), { timeout: 10_000 }).toEqual(sent);
+    expect(subscriptions - before).toBeGreaterThanOrEqual(2);
+    expect(new Set(await statuses(page))).toEqual(new Set(['open']));
+    expect(errors).toEqual([]);
+    await context.close();
+  } finally {
+    await server.stop();
+  }
+});
+
 test('presence counts are private: a subscription without a token does not get them', async ({ request }) => {
   const server = await TidingsServer.start();
   try {

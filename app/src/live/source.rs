@@ -4,7 +4,10 @@
 //! good on an answer other than 200. Then this opens the stream again, from the last stored id it
 //! delivered, after a pause that doubles from 1 s to 30 s (between half and all of it, so the
 //! pages of a deployment do not come back at once), and at once when the tab becomes visible or
-//! the network comes back. The status counts the pause down.
+//! the network comes back. The status counts the pause down. A stream that was open for a while
+//! and ends (the hub's `--max-stream-lifetime`, a restart) is opened again at once and quietly
+//! (within a quarter second, to spread the pages of a restart): only if that fails does the
+//! status change.
 //!
 //! **Tokens that end.** The hub ends a stream when its token expires. With the app's page token
 //! ([`Credential::Page`]) this fetches the token before opening, and a fresh one before it
@@ -92,6 +95,10 @@ struct Inner {
     attempts: Cell<u32>,
     /// The pending reopening and its countdown, if the stream was given up on.
     retry: RefCell<Option<(TimeoutHandle, IntervalHandle)>>,
+    /// When the current connection opened (the browser's clock, milliseconds).
+    opened_ms: Cell<f64>,
+    /// A quiet reopening after a stream that lived a while ended.
+    quick: RefCell<Option<TimeoutHandle>>,
     on_event: OnEvent,
     on_status: OnStatus,
 }
@@ -109,6 +116,9 @@ impl Drop for Source {
         drop(self.inner.next.borrow_mut().take());
         if let Some(timer) = self.inner.token_timer.borrow_mut().take() {
             timer.clear();
+        }
+        if let Some(quick) = self.inner.quick.borrow_mut().take() {
+            quick.clear();
         }
         if let Some((retry, countdown)) = self.inner.retry.borrow_mut().take() {
             retry.clear();
@@ -142,6 +152,8 @@ impl Source {
             open: Cell::new(false),
             attempts: Cell::new(0),
             retry: RefCell::default(),
+            opened_ms: Cell::new(0.0),
+            quick: RefCell::default(),
             on_event: Box::new(on_event),
             on_status: Box::new(on_status),
         });
@@ -209,6 +221,34 @@ impl Source {
     /// its replay is done).
     pub fn is_open(&self) -> bool {
         self.inner.open.get()
+    }
+}
+
+/// How long a stream must have been open for its end to be followed by a quiet reopening.
+const QUIET_AFTER_MS: f64 = 5_000.0;
+/// The longest wait before a quiet reopening: the pages of a restarted server spread over it.
+const QUIET_SPREAD_MS: f64 = 250.0;
+
+/// Reopens from the last stored id within [`QUIET_SPREAD_MS`], the status left as it is; if
+/// that fails, the usual pause and countdown follow.
+fn reopen_quietly(inner: &Rc<Inner>) {
+    inner.open.set(false);
+    let weak = Rc::downgrade(inner);
+    let quick = set_timeout_with_handle(
+        move || {
+            if let Some(inner) = weak.upgrade() {
+                inner.quick.borrow_mut().take();
+                // Not if meanwhile the status counted down, or the stream was opened again.
+                if inner.retry.borrow().is_none() {
+                    open(&inner);
+                }
+            }
+        },
+        std::time::Duration::from_millis((js_sys::Math::random() * QUIET_SPREAD_MS) as u64),
+    )
+    .ok();
+    if let Some(old) = std::mem::replace(&mut *inner.quick.borrow_mut(), quick) {
+        old.clear();
     }
 }
 
@@ -453,6 +493,7 @@ fn connect(inner: &Rc<Inner>, token: Option<&str>, moving: bool) {
             }
             if inner.current.get() == number {
                 inner.attempts.set(0);
+                inner.opened_ms.set(js_sys::Date::now());
                 // A routed stream has everything up to now once its replay is done.
                 inner.open.set(!inner.target.borrow().routed);
                 (inner.on_status)(LiveStatus::Open);
@@ -474,12 +515,18 @@ fn connect(inner: &Rc<Inner>, token: Option<&str>, moving: bool) {
             match ready {
                 // The browser would reconnect by itself, sending the last id it saw, which may
                 // be a live-only one or none (a stream opened live): reopen from the last stored
-                // id instead, after the same pause.
+                // id instead. A stream that lived a while (ended by the hub's maximum lifetime,
+                // or a restart) comes back at once and quietly; one that keeps dropping, after
+                // the usual pause.
                 ReadyState::Connecting => {
                     if let Some(stream) = &*inner.stream.borrow() {
                         stream.close();
                     }
-                    retry_later(&inner);
+                    if js_sys::Date::now() - inner.opened_ms.get() >= QUIET_AFTER_MS {
+                        reopen_quietly(&inner);
+                    } else {
+                        retry_later(&inner);
+                    }
                 }
                 ReadyState::Open => (inner.on_status)(LiveStatus::Open),
                 ReadyState::Closed => retry_later(&inner),
