@@ -42,6 +42,7 @@ mod http;
 mod load;
 mod scale;
 mod server;
+mod tls;
 
 use futures_util::StreamExt;
 use std::{

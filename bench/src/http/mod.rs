@@ -9,6 +9,12 @@
 //! - the time one subscriber takes to resume the 100,000 updates it missed (`Last-Event-ID`;
 //!   published at 20,000/s, which nchan's ids can tell apart).
 //!
+//! And Tidings on HTTPS (HTTP/1.1 over TLS 1.3, one connection per subscriber, publishers on
+//! HTTPS too; a certificate made by `openssl` for the section, [`crate::tls`]), in a table of
+//! its own beside its plain-HTTP figures of the same runs, with their ratio: the idle
+//! subscribers held and their RSS, and the burst's CPU per delivered event. nchan over TLS is
+//! not measured.
+//!
 //! Each server runs on CPU 0 alone (Tidings with one tokio worker thread, nginx with one worker
 //! process); the load generator ([`crate::load`]) runs on CPU 1: the subscribers on one thread,
 //! the publishers on another. Its CPU time is noted, so that a figure it limited can be told. A
@@ -17,7 +23,7 @@
 //!
 //! Every update's data says its number and when it was sent, padded to 100 bytes; every run
 //! counts missing and duplicate deliveries, and a run with any is reported failed, not as a
-//! figure. The figures are medians of [`RUNS`] runs; each run starts both servers afresh.
+//! figure. The figures are medians of [`RUNS`] runs; each run starts every server afresh.
 
 mod nchan;
 mod runs;
@@ -59,6 +65,9 @@ enum Row {
     ReplayTime,
     ReplayRate,
 }
+
+/// The rows measured over HTTPS too.
+const TLS_ROWS: [Row; 3] = [Row::Held, Row::IdleRss, Row::BurstCpu];
 
 const ROWS: [Row; 9] = [
     Row::Held,
@@ -219,24 +228,26 @@ async fn measure(table: &mut Table, open_files: u64, pinned: io::Result<()>) {
     let cpu = pinned.as_ref().ok().map(|()| SERVER_CPU);
     table.section(match &pinned {
         Ok(()) => format!(
-            "HTTP over loopback: the release tidings (one tokio worker) and nginx + nchan (one \
-             worker), each on CPU {SERVER_CPU} alone, the load generator on CPU {LOAD_CPU}; \
-             medians of {RUNS} runs"
+            "HTTP over loopback: the release tidings (one tokio worker; on HTTP, and on HTTPS) \
+             and nginx + nchan (one worker), each on CPU {SERVER_CPU} alone, the load generator \
+             on CPU {LOAD_CPU}; medians of {RUNS} runs"
         ),
         Err(error) => format!(
-            "HTTP over loopback: the release tidings (one tokio worker) and nginx + nchan (one \
-             worker), NOT pinned (CPU {LOAD_CPU}: {error}); medians of {RUNS} runs"
+            "HTTP over loopback: the release tidings (one tokio worker; on HTTP, and on HTTPS) \
+             and nginx + nchan (one worker), NOT pinned (CPU {LOAD_CPU}: {error}); medians of \
+             {RUNS} runs"
         ),
     });
     // Each subscriber is one open file here; keep 1000 for everything else.
     let idle = IDLE.min(open_files.saturating_sub(1000) as usize);
+    let certificate = crate::tls::Certificate::new().map_err(|e| e.to_string());
     let mut columns = KINDS.map(Column::new);
     for run in 1..=RUNS {
         for column in &mut columns {
             if column.not_measured.is_some() {
                 continue;
             }
-            match Server::start(column.kind, cpu, open_files) {
+            match Server::start(column.kind, cpu, open_files, &certificate) {
                 Ok(server) => {
                     one_run(&server, column, run, idle).await;
                     let problems = server.problems();
@@ -252,7 +263,7 @@ async fn measure(table: &mut Table, open_files: u64, pinned: io::Result<()>) {
     print_table(table, &columns);
 }
 
-/// Every figure once, on a server started for this run.
+/// Every figure once ([`TLS_ROWS`] only on HTTPS), on a server started for this run.
 async fn one_run(server: &Server, column: &mut Column, run: usize, idle: usize) {
     let name = format!("{} run {run}", server.kind().name());
     match runs::idle_subscribers(server, idle).await {
@@ -279,6 +290,9 @@ async fn one_run(server: &Server, column: &mut Column, run: usize, idle: usize) 
             println!("   {name}: burst: {error}");
             column.set(Row::BurstCpu, Err(error.to_string()));
         }
+    }
+    if server.kind() == Kind::TidingsTls {
+        return;
     }
 
     match runs::steady(server).await {
@@ -360,20 +374,14 @@ fn ratio(value: f64) -> String {
     format!("{value:.digits$}")
 }
 
-/// The table: a row per figure, a column per server, their ratio and the target; failures
-/// and other notes beneath.
-fn print_table(table: &mut Table, columns: &[Column; 2]) {
-    let [tidings, nchan] = columns;
-    let mut grid = vec![[
-        String::new(),
-        "Tidings".to_owned(),
-        "nchan".to_owned(),
-        "ratio T/n".to_owned(),
-        "target".to_owned(),
-    ]];
-    // Why cells failed, each reason once: a failed run fails all the rows it measures.
-    let mut notes: Vec<String> = Vec::new();
-    let mut cell = |column: &Column, row: Row| -> (String, Option<f64>) {
+/// Why cells failed, each reason once (a failed run fails all the rows it measures): numbered
+/// notes beneath the tables.
+#[derive(Default)]
+struct Notes(Vec<String>);
+
+impl Notes {
+    /// A column's median for `row`, formatted, and its value; or why there is none.
+    fn cell(&mut self, column: &Column, row: Row) -> (String, Option<f64>) {
         if let Some(reason) = &column.not_measured {
             return if matches!(row, Row::Held) {
                 (format!("not measured: {reason}"), None)
@@ -385,30 +393,53 @@ fn print_table(table: &mut Table, columns: &[Column; 2]) {
             Ok(value) => (row.format(value, column.kind), Some(value)),
             Err(reason) => {
                 let note = format!("{}: {reason}", column.kind.name());
-                let n = match notes.iter().position(|n| *n == note) {
+                let n = match self.0.iter().position(|n| *n == note) {
                     Some(i) => i + 1,
                     None => {
-                        notes.push(note);
-                        notes.len()
+                        self.0.push(note);
+                        self.0.len()
                     }
                 };
                 (format!("failed [{n}]"), None)
             }
         }
-    };
-    for row in ROWS {
-        let (t, t_value) = cell(tidings, row);
-        let (n, n_value) = cell(nchan, row);
-        let ratio = match (t_value, n_value) {
-            (Some(t), Some(n)) if row.has_ratio() && n > 0.0 => ratio(t / n),
+    }
+
+    /// A row of two columns and the first's figure over the second's.
+    fn row(&mut self, row: Row, first: &Column, second: &Column, last: &str) -> [String; 5] {
+        let (a, a_value) = self.cell(first, row);
+        let (b, b_value) = self.cell(second, row);
+        let ratio = match (a_value, b_value) {
+            (Some(a), Some(b)) if row.has_ratio() && b > 0.0 => ratio(a / b),
             _ => String::new(),
         };
-        grid.push([row.label(), t, n, ratio, row.target().to_owned()]);
+        [row.label(), a, b, ratio, last.to_owned()]
     }
-    let losses = |c: &Column| match c.not_measured {
+}
+
+fn losses(column: &Column) -> String {
+    match column.not_measured {
         Some(_) => "-".to_owned(),
-        None => format!("{} / {}", c.missing, c.duplicates),
-    };
+        None => format!("{} / {}", column.missing, column.duplicates),
+    }
+}
+
+/// The tables: a row per figure, a column per server, their ratio and the target (Tidings
+/// against nchan), then Tidings on HTTPS against itself on HTTP; failures and other notes
+/// beneath.
+fn print_table(table: &mut Table, columns: &[Column; 3]) {
+    let [tidings, nchan, https] = columns;
+    let mut notes = Notes::default();
+    let mut grid = vec![[
+        String::new(),
+        "Tidings".to_owned(),
+        "nchan".to_owned(),
+        "ratio T/n".to_owned(),
+        "target".to_owned(),
+    ]];
+    for row in ROWS {
+        grid.push(notes.row(row, tidings, nchan, row.target()));
+    }
     grid.push([
         "missing / duplicate deliveries, all runs".into(),
         losses(tidings),
@@ -416,17 +447,35 @@ fn print_table(table: &mut Table, columns: &[Column; 2]) {
         String::new(),
         "0 / 0".into(),
     ]);
-    let widths: Vec<usize> = (0..5)
-        .map(|i| grid.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    for row in &grid {
-        let mut line = format!("{:<1$}", row[0], widths[0]);
-        for (i, text) in row.iter().enumerate().skip(1) {
-            line += &format!("  {text:>0$}", widths[i]);
-        }
-        table.line(line.trim_end().to_owned());
+    print_grid(table, &grid);
+
+    table.line("");
+    let mut grid = vec![[
+        "Tidings over HTTPS (HTTP/1.1 over TLS), same runs".to_owned(),
+        "HTTPS".to_owned(),
+        "HTTP".to_owned(),
+        "ratio S/H".to_owned(),
+        String::new(),
+    ]];
+    for row in TLS_ROWS {
+        grid.push(notes.row(row, https, tidings, ""));
     }
-    for (i, note) in notes.iter().enumerate() {
+    grid.push([
+        "missing / duplicate deliveries, all runs".into(),
+        losses(https),
+        losses(tidings),
+        String::new(),
+        String::new(),
+    ]);
+    print_grid(table, &grid);
+    table.line(
+        "HTTPS: rustls with ring on both ends, TLS 1.3, X25519, AES-128-GCM, a P-256 \
+         certificate made by openssl for the section; a full handshake per connection (no \
+         resumption); publishers on HTTPS too. nchan over TLS not measured (nginx's own TLS \
+         would be its peer).",
+    );
+
+    for (i, note) in notes.0.iter().enumerate() {
         table.line(format!("[{}] {note}", i + 1));
     }
     for column in columns {
@@ -452,6 +501,20 @@ fn print_table(table: &mut Table, columns: &[Column; 2]) {
     }
 }
 
+/// Rows of five cells, aligned: the first to the left, the others to the right.
+fn print_grid(table: &mut Table, grid: &[[String; 5]]) {
+    let widths: Vec<usize> = (0..5)
+        .map(|i| grid.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in grid {
+        let mut line = format!("{:<1$}", row[0], widths[0]);
+        for (i, text) in row.iter().enumerate().skip(1) {
+            line += &format!("  {text:>0$}", widths[i]);
+        }
+        table.line(line.trim_end().to_owned());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,7 +531,7 @@ mod tests {
         assert_eq!(ratio(0.0), "0.00");
     }
 
-    fn printed(columns: &[Column; 2]) -> Vec<String> {
+    fn printed(columns: &[Column; 3]) -> Vec<String> {
         let mut table = Table::default();
         print_table(&mut table, columns);
         table
@@ -489,9 +552,36 @@ mod tests {
         }
         let mut nchan = Column::new(Kind::Nchan);
         nchan.not_measured = Some("libnginx-mod-nchan is not installed".into());
-        let lines = printed(&[tidings, nchan]);
+        let mut https = Column::new(Kind::TidingsTls);
+        for row in TLS_ROWS {
+            https.set(row, Ok(6.0));
+        }
+        let lines = printed(&[tidings, nchan, https]);
         assert!(lines[1].contains("not measured: libnginx-mod-nchan is not installed"));
         assert!(lines[2].contains("2.0 KiB") && lines[2].contains(" - "));
+        assert!(lines.iter().all(|l| !l.contains("failed")));
+        // HTTPS against HTTP: 6.0 over 2.0.
+        let rss = lines
+            .iter()
+            .rfind(|l| l.starts_with("RSS per idle subscriber"))
+            .unwrap();
+        assert!(rss.contains("6.0 KiB") && rss.contains("2.0 KiB") && rss.ends_with("3.00"));
+    }
+
+    #[test]
+    fn https_without_a_certificate_says_why() {
+        let mut columns = KINDS.map(Column::new);
+        for row in ROWS {
+            columns[0].set(row, Ok(1.0));
+            columns[1].set(row, Ok(1.0));
+        }
+        columns[2].not_measured = Some("no certificate: cannot run openssl".into());
+        let lines = printed(&columns);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("not measured: no certificate: cannot run openssl"))
+        );
         assert!(lines.iter().all(|l| !l.contains("failed")));
     }
 

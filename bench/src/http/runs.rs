@@ -8,13 +8,13 @@ use super::{
     STEADY_PUBLISHERS, STEADY_RATE, STEADY_SECONDS, STEADY_SUBSCRIBERS,
     servers::{Endpoint, Server},
 };
-use crate::load::{self, Histogram, Losses, Readers, micros_since, padded_payload};
+use crate::load::{Histogram, Losses, Readers, Stream, micros_since, padded_payload};
 use std::{
     io,
     sync::Arc,
     time::{Duration, Instant},
 };
-use tokio::{io::AsyncReadExt, net::TcpStream};
+use tokio::io::AsyncReadExt;
 
 /// Every update's data, in bytes.
 const PAYLOAD: usize = 100;
@@ -40,15 +40,17 @@ pub async fn idle_subscribers(server: &Server, asked: usize) -> io::Result<(usiz
     tokio::time::sleep(SETTLE).await;
     let before = server.rss_kib()?;
     let request = server.endpoint.subscription("idle", None);
-    let opened = load::open(server.endpoint.addr, vec![request; asked]).await;
+    let opened = server.endpoint.open(vec![request; asked]).await;
     let held = opened.streams.len();
+    let tls = opened.streams.first().and_then(|s| s.tls_summary());
     server.wait_for_subscribers(held).await?;
     tokio::time::sleep(SETTLE).await;
     let after = server.rss_kib()?;
     println!(
-        "   {}: idle: {}; RSS {:.1} → {:.1} MiB",
+        "   {}: idle: {}{}; RSS {:.1} → {:.1} MiB",
         server.kind().name(),
         opened.summary(),
+        tls.map_or(String::new(), |t| format!(" ({t})")),
         before as f64 / 1024.0,
         after as f64 / 1024.0
     );
@@ -126,7 +128,9 @@ pub async fn steady(server: &Server) -> io::Result<FanOut> {
 async fn fan_out(server: &Server, subscribers: usize, schedule: Schedule) -> io::Result<FanOut> {
     let updates = schedule.updates;
     let request = server.endpoint.subscription(schedule.topic, None);
-    let streams = load::open(server.endpoint.addr, vec![request; subscribers])
+    let streams = server
+        .endpoint
+        .open(vec![request; subscribers])
         .await
         .all()?;
     server.wait_for_subscribers(subscribers).await?;
@@ -299,7 +303,8 @@ pub async fn publish_and_replay(server: &Server) -> io::Result<Replay> {
     let publishes_per_second = rate.acked.len() as f64 / rate.took.as_secs_f64();
 
     let topic = "replay";
-    let mut leaving = load::open(endpoint.addr, vec![endpoint.subscription(topic, None)])
+    let mut leaving = endpoint
+        .open(vec![endpoint.subscription(topic, None)])
         .await
         .all()?
         .remove(0);
@@ -331,10 +336,7 @@ pub async fn publish_and_replay(server: &Server) -> io::Result<Replay> {
 
     let (cpu, load, started) = (server.cpu()?, load_cpu(), Instant::now());
     let request = endpoint.subscription(topic, Some(&last_seen));
-    let stream = load::open(endpoint.addr, vec![request])
-        .await
-        .all()?
-        .remove(0);
+    let stream = endpoint.open(vec![request]).await.all()?.remove(0);
     let mut readers = Readers::new();
     readers.spawn(stream, drop);
     let replayed = readers.wait_for(REPLAY_UPDATES, REPLAY_TIMEOUT).await;
@@ -358,7 +360,7 @@ pub async fn publish_and_replay(server: &Server) -> io::Result<Replay> {
 }
 
 /// Reads `stream` until its first event's `id:` line; the id.
-async fn first_event_id(stream: &mut TcpStream) -> io::Result<String> {
+async fn first_event_id(stream: &mut Stream) -> io::Result<String> {
     let read = async {
         let mut text = Vec::new();
         let mut buf = [0u8; 4096];
