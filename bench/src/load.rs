@@ -223,6 +223,162 @@ async fn open_one(
     Ok(stream)
 }
 
+/// Subscriptions opened as HTTP/2 streams by [`open_h2`]: their connections' tasks (aborted
+/// when dropped) and the streams' bodies, unread.
+pub struct H2Opened {
+    connections: Vec<tokio::task::JoinHandle<()>>,
+    pub streams: Vec<h2::RecvStream>,
+    pub connected: usize,
+    wanted: usize,
+    took: Duration,
+    first_error: Option<String>,
+}
+
+impl H2Opened {
+    pub fn summary(&self) -> String {
+        let mut text = format!(
+            "{}/{} streams open on {} connections in {:.1} s",
+            self.streams.len(),
+            self.wanted,
+            self.connected,
+            self.took.as_secs_f64()
+        );
+        if let Some(error) = &self.first_error {
+            text += &format!(" (first failure: {error})");
+        }
+        text
+    }
+}
+
+impl Drop for H2Opened {
+    fn drop(&mut self) {
+        for connection in &self.connections {
+            connection.abort();
+        }
+    }
+}
+
+/// `n` `GET`s of `target` as HTTP/2 streams over TLS (`tls` offering `h2`), `per_connection`
+/// on each connection, the connections opened [`IN_FLIGHT`] at a time from the source
+/// addresses; each must be answered `200`.
+pub async fn open_h2(
+    server: SocketAddr,
+    tls: &TlsConnector,
+    target: &str,
+    n: usize,
+    per_connection: usize,
+) -> H2Opened {
+    let sources: Vec<Ipv4Addr> = SOURCES.map(|d| Ipv4Addr::new(127, 0, 0, d)).collect();
+    let started = Instant::now();
+    let uri = format!("https://{server}{target}");
+    let counts: Vec<usize> = (0..n.div_ceil(per_connection))
+        .map(|c| per_connection.min(n - c * per_connection))
+        .collect();
+    let attempts = futures_util::stream::iter(counts.into_iter().enumerate())
+        .map(|(i, count)| {
+            let (source, uri) = (sources[i % sources.len()], uri.as_str());
+            async move {
+                tokio::time::timeout(OPEN_TIMEOUT, open_h2_one(server, source, tls, uri, count))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "streams not open in time",
+                        ))
+                    })
+            }
+        })
+        .buffer_unordered(IN_FLIGHT);
+    let mut attempts = std::pin::pin!(attempts);
+    let mut opened = H2Opened {
+        connections: Vec::new(),
+        streams: Vec::with_capacity(n),
+        connected: 0,
+        wanted: n,
+        took: Duration::ZERO,
+        first_error: None,
+    };
+    while let Some(attempt) = attempts.next().await {
+        match attempt {
+            Ok((connection, streams, error)) => {
+                opened.connections.push(connection);
+                opened.connected += 1;
+                opened.streams.extend(streams);
+                if let Some(error) = error {
+                    opened.first_error.get_or_insert(error);
+                }
+            }
+            Err(error) => {
+                opened.first_error.get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
+    opened.took = started.elapsed();
+    opened
+}
+
+/// One connection and its `count` streams: the connection's task, the streams answered `200`,
+/// and the first failure of the others.
+async fn open_h2_one(
+    server: SocketAddr,
+    source: Ipv4Addr,
+    tls: &TlsConnector,
+    uri: &str,
+    count: usize,
+) -> io::Result<(
+    tokio::task::JoinHandle<()>,
+    Vec<h2::RecvStream>,
+    Option<String>,
+)> {
+    let tcp = connect_from(server, source).await?;
+    let stream = tls.connect(crate::tls::server_name(), tcp).await?;
+    if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+        return Err(io::Error::other("the server did not choose h2"));
+    }
+    let (mut send, connection) = h2::client::handshake(stream)
+        .await
+        .map_err(io::Error::other)?;
+    let connection = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut responses = Vec::with_capacity(count);
+    let mut first_error = None;
+    for _ in 0..count {
+        // Waits while the server's limit of concurrent streams is reached.
+        send = match send.ready().await {
+            Ok(send) => send,
+            Err(error) => {
+                first_error.get_or_insert(error.to_string());
+                break;
+            }
+        };
+        let request = http::Request::get(uri)
+            .header("accept", "text/event-stream")
+            .body(())
+            .map_err(io::Error::other)?;
+        match send.send_request(request, true) {
+            Ok((response, _)) => responses.push(response),
+            Err(error) => {
+                first_error.get_or_insert(error.to_string());
+                break;
+            }
+        }
+    }
+    let mut streams = Vec::with_capacity(count);
+    for response in futures_util::future::join_all(responses).await {
+        match response {
+            Ok(response) if response.status() == 200 => streams.push(response.into_body()),
+            Ok(response) => {
+                first_error.get_or_insert(format!("answered {}", response.status()));
+            }
+            Err(error) => {
+                first_error.get_or_insert(error.to_string());
+            }
+        }
+    }
+    Ok((connection, streams, first_error))
+}
+
 /// A connection from `source`, its port chosen at connect time (`IP_BIND_ADDRESS_NO_PORT`), so
 /// that ports are shared between destinations and TIME_WAIT ones are reused on loopback.
 pub async fn connect_from(server: SocketAddr, source: Ipv4Addr) -> io::Result<TcpStream> {

@@ -3,7 +3,7 @@
 //! and the load generator's TLS client, which trusts that authority and nobody else.
 //!
 //! The client is rustls with *ring*, as the server is: TLS 1.3, X25519, AES-128-GCM first (a
-//! browser's order), ALPN `http/1.1` only, and no session resumption, so that every connection
+//! browser's order), one ALPN protocol (`http/1.1`, or `h2`), and no session resumption, so that every connection
 //! costs the server a full handshake, as a new browser's does.
 
 use rustls::{
@@ -62,8 +62,9 @@ impl Certificate {
         self.dir.path().join("server.key")
     }
 
-    /// A client that trusts this authority only, offering `http/1.1`, resuming no session.
-    pub fn connector(&self) -> io::Result<TlsConnector> {
+    /// A client that trusts this authority only, offering `alpn` (`http/1.1`, `h2`), resuming
+    /// no session.
+    pub fn connector(&self, alpn: &[u8]) -> io::Result<TlsConnector> {
         let root = CertificateDer::from_pem_file(self.dir.path().join("ca.pem"))
             .map_err(io::Error::other)?;
         let mut roots = RootCertStore::empty();
@@ -79,7 +80,7 @@ impl Certificate {
             .map_err(io::Error::other)?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![alpn.to_vec()];
         config.resumption = rustls::client::Resumption::disabled();
         Ok(TlsConnector::from(Arc::new(config)))
     }

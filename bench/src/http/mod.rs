@@ -12,8 +12,10 @@
 //! And Tidings on HTTPS (HTTP/1.1 over TLS 1.3, one connection per subscriber, publishers on
 //! HTTPS too; a certificate made by `openssl` for the section, [`crate::tls`]), in a table of
 //! its own beside its plain-HTTP figures of the same runs, with their ratio: the idle
-//! subscribers held and their RSS, and the burst's CPU per delivered event. nchan over TLS is
-//! not measured.
+//! subscribers held and their RSS, and the burst's CPU per delivered event; and the idle
+//! subscribers again as HTTP/2 streams ([`H2_STREAMS_PER_CONNECTION`] on each TLS connection,
+//! the server's default limit), against the plain HTTP/1.1 figures. nchan over TLS is not
+//! measured.
 //!
 //! Each server runs on CPU 0 alone (Tidings with one tokio worker thread, nginx with one worker
 //! process); the load generator ([`crate::load`]) runs on CPU 1: the subscribers on one thread,
@@ -38,6 +40,8 @@ const RUNS: usize = 3;
 const SERVER_CPU: usize = 0;
 const LOAD_CPU: usize = 1;
 const IDLE: usize = 19_000;
+/// HTTP/2 streams on one connection: `--max-streams-per-connection`'s default.
+const H2_STREAMS_PER_CONNECTION: usize = 100;
 const BURST_SUBSCRIBERS: usize = 1000;
 const BURST_UPDATES: u64 = 1000;
 const BURST_PUBLISHERS: u64 = 4;
@@ -64,10 +68,22 @@ enum Row {
     Publishes,
     ReplayTime,
     ReplayRate,
+    /// HTTPS only: idle subscribers as HTTP/2 streams.
+    H2Held,
+    H2IdleRss,
 }
 
-/// The rows measured over HTTPS too.
-const TLS_ROWS: [Row; 3] = [Row::Held, Row::IdleRss, Row::BurstCpu];
+/// How many [`Row`]s there are.
+const ROW_COUNT: usize = 11;
+
+/// The rows measured over HTTPS.
+const TLS_ROWS: [Row; 5] = [
+    Row::Held,
+    Row::IdleRss,
+    Row::BurstCpu,
+    Row::H2Held,
+    Row::H2IdleRss,
+];
 
 const ROWS: [Row; 9] = [
     Row::Held,
@@ -106,6 +122,20 @@ impl Row {
                 grouped(REPLAY_UPDATES as f64)
             ),
             Row::ReplayRate => "  the same, in MB/s (bytes on the wire)".into(),
+            Row::H2Held => format!(
+                "HTTP/2: idle subscribers held as streams, {H2_STREAMS_PER_CONNECTION} per \
+                 connection (HTTP: over HTTP/1.1)"
+            ),
+            Row::H2IdleRss => "  RSS per idle subscriber, HTTP/2 (HTTP: over HTTP/1.1)".into(),
+        }
+    }
+
+    /// The row of the plain-HTTP figure an HTTPS row is set against.
+    fn plain(self) -> Row {
+        match self {
+            Row::H2Held => Row::Held,
+            Row::H2IdleRss => Row::IdleRss,
+            row => row,
         }
     }
 
@@ -122,8 +152,8 @@ impl Row {
 
     fn format(self, value: f64, kind: Kind) -> String {
         match self {
-            Row::Held => grouped(value),
-            Row::IdleRss => format!("{value:.1} KiB"),
+            Row::Held | Row::H2Held => grouped(value),
+            Row::IdleRss | Row::H2IdleRss => format!("{value:.1} KiB"),
             Row::BurstCpu | Row::SteadyCpu => format!("{value:.2} µs"),
             Row::SteadyP50 | Row::SteadyP99 => format!("{value:.1} ms"),
             Row::Publishes if kind == Kind::Nchan => format!("{} /s in memory", grouped(value)),
@@ -157,7 +187,7 @@ impl Column {
     fn new(kind: Kind) -> Self {
         Self {
             kind,
-            cells: ROWS.iter().map(|_| Vec::new()).collect(),
+            cells: (0..ROW_COUNT).map(|_| Vec::new()).collect(),
             missing: 0,
             duplicates: 0,
             not_measured: None,
@@ -292,6 +322,17 @@ async fn one_run(server: &Server, column: &mut Column, run: usize, idle: usize) 
         }
     }
     if server.kind() == Kind::TidingsTls {
+        match runs::idle_streams(server, idle, H2_STREAMS_PER_CONNECTION).await {
+            Ok((held, kib)) => {
+                column.set(Row::H2Held, Ok(held as f64));
+                column.set(Row::H2IdleRss, Ok(kib));
+            }
+            Err(error) => {
+                println!("   {name}: idle over HTTP/2: {error}");
+                column.set(Row::H2Held, Err(error.to_string()));
+                column.set(Row::H2IdleRss, Err(error.to_string()));
+            }
+        }
         return;
     }
 
@@ -405,10 +446,16 @@ impl Notes {
         }
     }
 
-    /// A row of two columns and the first's figure over the second's.
-    fn row(&mut self, row: Row, first: &Column, second: &Column, last: &str) -> [String; 5] {
+    /// A row of two columns (the second's figure of `second_row`) and the first's figure over
+    /// the second's.
+    fn row(
+        &mut self,
+        (row, first): (Row, &Column),
+        (second_row, second): (Row, &Column),
+        last: &str,
+    ) -> [String; 5] {
         let (a, a_value) = self.cell(first, row);
-        let (b, b_value) = self.cell(second, row);
+        let (b, b_value) = self.cell(second, second_row);
         let ratio = match (a_value, b_value) {
             (Some(a), Some(b)) if row.has_ratio() && b > 0.0 => ratio(a / b),
             _ => String::new(),
@@ -438,7 +485,7 @@ fn print_table(table: &mut Table, columns: &[Column; 3]) {
         "target".to_owned(),
     ]];
     for row in ROWS {
-        grid.push(notes.row(row, tidings, nchan, row.target()));
+        grid.push(notes.row((row, tidings), (row, nchan), row.target()));
     }
     grid.push([
         "missing / duplicate deliveries, all runs".into(),
@@ -451,14 +498,14 @@ fn print_table(table: &mut Table, columns: &[Column; 3]) {
 
     table.line("");
     let mut grid = vec![[
-        "Tidings over HTTPS (HTTP/1.1 over TLS), same runs".to_owned(),
+        "Tidings over HTTPS (TLS 1.3; HTTP/1.1 unless said), same runs".to_owned(),
         "HTTPS".to_owned(),
         "HTTP".to_owned(),
         "ratio S/H".to_owned(),
         String::new(),
     ]];
     for row in TLS_ROWS {
-        grid.push(notes.row(row, https, tidings, ""));
+        grid.push(notes.row((row, https), (row.plain(), tidings), ""));
     }
     grid.push([
         "missing / duplicate deliveries, all runs".into(),
@@ -471,7 +518,7 @@ fn print_table(table: &mut Table, columns: &[Column; 3]) {
     table.line(
         "HTTPS: rustls with ring on both ends, TLS 1.3, X25519, AES-128-GCM, a P-256 \
          certificate made by openssl for the section; a full handshake per connection (no \
-         resumption); publishers on HTTPS too. nchan over TLS not measured (nginx's own TLS \
+         resumption); publishers on HTTPS too; HTTP/2 by ALPN h2 (the h2 crate). nchan over TLS not measured (nginx's own TLS \
          would be its peer).",
     );
 
@@ -589,7 +636,7 @@ mod tests {
     fn a_failed_run_fails_its_rows_with_one_note() {
         let mut columns = KINDS.map(Column::new);
         for column in &mut columns {
-            for row in ROWS {
+            for &row in ROWS.iter().chain(&TLS_ROWS[3..]) {
                 column.set(row, Ok(1.0));
             }
         }

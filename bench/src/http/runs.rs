@@ -8,7 +8,7 @@ use super::{
     STEADY_PUBLISHERS, STEADY_RATE, STEADY_SECONDS, STEADY_SUBSCRIBERS,
     servers::{Endpoint, Server},
 };
-use crate::load::{Histogram, Losses, Readers, Stream, micros_since, padded_payload};
+use crate::load::{self, Histogram, Losses, Readers, Stream, micros_since, padded_payload};
 use std::{
     io,
     sync::Arc,
@@ -40,17 +40,54 @@ pub async fn idle_subscribers(server: &Server, asked: usize) -> io::Result<(usiz
     tokio::time::sleep(SETTLE).await;
     let before = server.rss_kib()?;
     let request = server.endpoint.subscription("idle", None);
+    let (cpu, load) = (server.cpu()?, load_cpu());
     let opened = server.endpoint.open(vec![request; asked]).await;
+    let (cpu, load) = (server.cpu()? - cpu, load_cpu() - load);
     let held = opened.streams.len();
     let tls = opened.streams.first().and_then(|s| s.tls_summary());
     server.wait_for_subscribers(held).await?;
     tokio::time::sleep(SETTLE).await;
     let after = server.rss_kib()?;
     println!(
-        "   {}: idle: {}{}; RSS {:.1} → {:.1} MiB",
+        "   {}: idle: {}{}, server CPU {:.2} s, load generator's {:.2} s; RSS {:.1} → {:.1} MiB",
         server.kind().name(),
         opened.summary(),
         tls.map_or(String::new(), |t| format!(" ({t})")),
+        cpu.as_secs_f64(),
+        load.as_secs_f64(),
+        before as f64 / 1024.0,
+        after as f64 / 1024.0
+    );
+    drop(opened);
+    server.wait_for_subscribers(0).await?;
+    let per = after.saturating_sub(before) as f64 / held.max(1) as f64;
+    Ok((held, per))
+}
+
+/// [`idle_subscribers`] as HTTP/2 streams over TLS (HTTPS only), `per_connection` on each
+/// connection: how many the server held, and its RSS growth per held stream in KiB.
+pub async fn idle_streams(
+    server: &Server,
+    asked: usize,
+    per_connection: usize,
+) -> io::Result<(usize, f64)> {
+    let tls = server
+        .endpoint
+        .tls_h2
+        .as_ref()
+        .ok_or_else(|| io::Error::other("HTTP/2 is measured on HTTPS only"))?;
+    tokio::time::sleep(SETTLE).await;
+    let before = server.rss_kib()?;
+    let target = "/.well-known/mercure?topic=idle";
+    let opened = load::open_h2(server.endpoint.addr, tls, target, asked, per_connection).await;
+    let held = opened.streams.len();
+    server.wait_for_subscribers(held).await?;
+    tokio::time::sleep(SETTLE).await;
+    let after = server.rss_kib()?;
+    println!(
+        "   {}: idle over HTTP/2: {}; RSS {:.1} → {:.1} MiB",
+        server.kind().name(),
+        opened.summary(),
         before as f64 / 1024.0,
         after as f64 / 1024.0
     );

@@ -56,8 +56,10 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// A publisher token (Tidings).
     token: String,
-    /// The TLS client, on HTTPS.
+    /// The TLS client, on HTTPS (ALPN `http/1.1`).
     tls: Option<TlsConnector>,
+    /// The TLS client offering `h2`, on HTTPS.
+    pub tls_h2: Option<TlsConnector>,
 }
 
 impl Endpoint {
@@ -125,7 +127,7 @@ impl Server {
                 // Every update of a run kept (the default keeps 100,000): none of those the
                 // replay resumes is pruned.
                 let mut extra = vec!["--history-max-events".to_owned(), "10000000".to_owned()];
-                let mut tls = None;
+                let (mut tls, mut tls_h2) = (None, None);
                 if kind == Kind::TidingsTls {
                     let certificate = certificate
                         .as_ref()
@@ -137,7 +139,8 @@ impl Server {
                         extra.push(flag.to_owned());
                         extra.push(path.display().to_string());
                     }
-                    tls = Some(certificate.connector()?);
+                    tls = Some(certificate.connector(b"http/1.1")?);
+                    tls_h2 = Some(certificate.connector(b"h2")?);
                 }
                 let child = Child::spawn_with(&binary, data.path(), &key, &extra, cpu)?;
                 Ok(Self {
@@ -146,6 +149,7 @@ impl Server {
                         addr: child.addr,
                         token: load::token(&key)?,
                         tls,
+                        tls_h2,
                     },
                     pid: child.pid(),
                     process: Process::Tidings { child, _data: data },
@@ -159,6 +163,7 @@ impl Server {
                         addr: nginx.addr,
                         token: String::new(),
                         tls: None,
+                        tls_h2: None,
                     },
                     pid: nginx.worker,
                     process: Process::Nchan(nginx),
