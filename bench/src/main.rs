@@ -30,8 +30,8 @@
 //! CPU and the load generator on another: idle subscribers held and their memory, CPU per
 //! delivered event (burst, steady), publish→receive latency, publishes/s, replay; and the same
 //! server on HTTPS (HTTP/1.1 over TLS, a certificate `openssl` makes for it, [`tls`]) against
-//! itself on HTTP: idle subscribers and their memory, burst CPU per delivered event; see
-//! [`http`].
+//! itself on HTTP: idle subscribers and their memory (also as HTTP/2 streams), burst CPU per
+//! delivered event; see [`http`].
 //!
 //! The browser's first load of the counter page (release site, Chromium): the WASM bundle's
 //! size, the bytes a cold load transfers, the time to the first live event; see [`browser`].
