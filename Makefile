@@ -84,8 +84,9 @@ screenshots:
 # subscribers each, up to 1000 updates/s), catch-up after a 5 s Redis outage. Then, over HTTP,
 # the release server against nginx + nchan (installed by `setup.sh --bench`), each alone on
 # CPU 0 and the load generator on CPU 1: idle subscribers and their memory, CPU per delivered
-# event, publish-to-receive latency, publishes/s, replay. Not part of `make test`: numbers are
-# reported, never asserted.
+# event, publish-to-receive latency, publishes/s, replay; and the release server on HTTPS (a
+# certificate made by openssl at bench time) against itself on HTTP: idle subscribers' memory,
+# burst CPU per delivered event, idle subscribers as HTTP/2 streams. Not part of `make test`: numbers are reported, never asserted.
 # Last, the browser's first load of `/` (the release site in Chromium, by the Playwright script
 # end2end/bench/first-load.spec.ts, outside `make e2e`): the WASM bundle's size, the bytes a cold
 # load transfers, the time until the first live event shows.

@@ -1,5 +1,6 @@
-//! The load generator: raw HTTP/1.1 clients over loopback TCP, shared by the sections that
-//! load a real server (the server binary, the cluster, the HTTP comparison with nchan).
+//! The load generator: raw HTTP/1.1 clients over loopback TCP, or over TLS on it ([`Stream`]),
+//! shared by the sections that load a real server (the server binary, the cluster, the HTTP
+//! comparison with nchan and Tidings over HTTPS).
 //!
 //! - [`open`] opens many subscriptions at once, from source addresses 127.0.0.1–127.0.0.4;
 //! - [`Publisher`] publishes on one keep-alive connection, to the Mercure hub or to any
@@ -17,17 +18,20 @@ use std::{
     io,
     net::{Ipv4Addr, SocketAddr},
     os::fd::AsRawFd,
+    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf},
     net::{TcpSocket, TcpStream},
     sync::Notify,
 };
+use tokio_rustls::{TlsConnector, client::TlsStream};
 
 /// The last byte of the client source addresses, 127.0.0.x: 19,000 connections to one server
 /// port need more than one address's ephemeral ports once closed ones linger in TIME_WAIT.
@@ -41,9 +45,82 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(180);
 /// One publish, request to response.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A client's connection: plain TCP, or TLS over it.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// `tcp` as it is, or after a TLS handshake with `tls` (checking the server's certificate
+    /// for 127.0.0.1).
+    pub async fn over(tcp: TcpStream, tls: Option<&TlsConnector>) -> io::Result<Self> {
+        match tls {
+            None => Ok(Self::Plain(tcp)),
+            Some(tls) => Ok(Self::Tls(Box::new(
+                tls.connect(crate::tls::server_name(), tcp).await?,
+            ))),
+        }
+    }
+
+    /// What TLS was negotiated: version, cipher suite, ALPN protocol; `None` in plain text.
+    pub fn tls_summary(&self) -> Option<String> {
+        let Self::Tls(tls) = self else { return None };
+        let session = tls.get_ref().1;
+        let alpn = session.alpn_protocol().map_or("no ALPN".into(), |p| {
+            String::from_utf8_lossy(p).into_owned()
+        });
+        Some(format!(
+            "{:?} {:?} {alpn}",
+            session.protocol_version()?,
+            session.negotiated_cipher_suite()?.suite()
+        ))
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// Subscriptions opened by [`open`].
 pub struct Opened {
-    pub streams: Vec<TcpStream>,
+    pub streams: Vec<Stream>,
     wanted: usize,
     took: Duration,
     first_error: Option<String>,
@@ -64,7 +141,7 @@ impl Opened {
     }
 
     /// [`Self::summary`] as an error unless every subscription opened.
-    pub fn all(self) -> io::Result<Vec<TcpStream>> {
+    pub fn all(self) -> io::Result<Vec<Stream>> {
         if self.streams.len() < self.wanted {
             return Err(io::Error::other(self.summary()));
         }
@@ -75,6 +152,15 @@ impl Opened {
 /// Opens one connection per request, spread over the source addresses, [`IN_FLIGHT`] at a
 /// time; each must be answered `HTTP/1.1 200`.
 pub async fn open(server: SocketAddr, requests: Vec<Arc<[u8]>>) -> Opened {
+    open_over(server, None, requests).await
+}
+
+/// [`open`], over TLS with `tls` if given (a handshake each, within the connection's time).
+pub async fn open_over(
+    server: SocketAddr,
+    tls: Option<&TlsConnector>,
+    requests: Vec<Arc<[u8]>>,
+) -> Opened {
     let sources: Vec<Ipv4Addr> = SOURCES.map(|d| Ipv4Addr::new(127, 0, 0, d)).collect();
     let wanted = requests.len();
     let started = Instant::now();
@@ -82,7 +168,7 @@ pub async fn open(server: SocketAddr, requests: Vec<Arc<[u8]>>) -> Opened {
         .map(|(i, request)| {
             let source = sources[i % sources.len()];
             async move {
-                tokio::time::timeout(CONNECT_TIMEOUT, open_one(server, source, &request))
+                tokio::time::timeout(CONNECT_TIMEOUT, open_one(server, source, tls, &request))
                     .await
                     .unwrap_or_else(|_| {
                         Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in 10 s"))
@@ -117,9 +203,15 @@ pub async fn open(server: SocketAddr, requests: Vec<Arc<[u8]>>) -> Opened {
     opened
 }
 
-async fn open_one(server: SocketAddr, source: Ipv4Addr, request: &[u8]) -> io::Result<TcpStream> {
-    let mut stream = connect_from(server, source).await?;
+async fn open_one(
+    server: SocketAddr,
+    source: Ipv4Addr,
+    tls: Option<&TlsConnector>,
+    request: &[u8],
+) -> io::Result<Stream> {
+    let mut stream = Stream::over(connect_from(server, source).await?, tls).await?;
     stream.write_all(request).await?;
+    stream.flush().await?;
     let mut status = [0u8; 12];
     stream.read_exact(&mut status).await?;
     if &status != b"HTTP/1.1 200" {
@@ -129,6 +221,162 @@ async fn open_one(server: SocketAddr, source: Ipv4Addr, request: &[u8]) -> io::R
         )));
     }
     Ok(stream)
+}
+
+/// Subscriptions opened as HTTP/2 streams by [`open_h2`]: their connections' tasks (aborted
+/// when dropped) and the streams' bodies, unread.
+pub struct H2Opened {
+    connections: Vec<tokio::task::JoinHandle<()>>,
+    pub streams: Vec<h2::RecvStream>,
+    pub connected: usize,
+    wanted: usize,
+    took: Duration,
+    first_error: Option<String>,
+}
+
+impl H2Opened {
+    pub fn summary(&self) -> String {
+        let mut text = format!(
+            "{}/{} streams open on {} connections in {:.1} s",
+            self.streams.len(),
+            self.wanted,
+            self.connected,
+            self.took.as_secs_f64()
+        );
+        if let Some(error) = &self.first_error {
+            text += &format!(" (first failure: {error})");
+        }
+        text
+    }
+}
+
+impl Drop for H2Opened {
+    fn drop(&mut self) {
+        for connection in &self.connections {
+            connection.abort();
+        }
+    }
+}
+
+/// `n` `GET`s of `target` as HTTP/2 streams over TLS (`tls` offering `h2`), `per_connection`
+/// on each connection, the connections opened [`IN_FLIGHT`] at a time from the source
+/// addresses; each must be answered `200`.
+pub async fn open_h2(
+    server: SocketAddr,
+    tls: &TlsConnector,
+    target: &str,
+    n: usize,
+    per_connection: usize,
+) -> H2Opened {
+    let sources: Vec<Ipv4Addr> = SOURCES.map(|d| Ipv4Addr::new(127, 0, 0, d)).collect();
+    let started = Instant::now();
+    let uri = format!("https://{server}{target}");
+    let counts: Vec<usize> = (0..n.div_ceil(per_connection))
+        .map(|c| per_connection.min(n - c * per_connection))
+        .collect();
+    let attempts = futures_util::stream::iter(counts.into_iter().enumerate())
+        .map(|(i, count)| {
+            let (source, uri) = (sources[i % sources.len()], uri.as_str());
+            async move {
+                tokio::time::timeout(OPEN_TIMEOUT, open_h2_one(server, source, tls, uri, count))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "streams not open in time",
+                        ))
+                    })
+            }
+        })
+        .buffer_unordered(IN_FLIGHT);
+    let mut attempts = std::pin::pin!(attempts);
+    let mut opened = H2Opened {
+        connections: Vec::new(),
+        streams: Vec::with_capacity(n),
+        connected: 0,
+        wanted: n,
+        took: Duration::ZERO,
+        first_error: None,
+    };
+    while let Some(attempt) = attempts.next().await {
+        match attempt {
+            Ok((connection, streams, error)) => {
+                opened.connections.push(connection);
+                opened.connected += 1;
+                opened.streams.extend(streams);
+                if let Some(error) = error {
+                    opened.first_error.get_or_insert(error);
+                }
+            }
+            Err(error) => {
+                opened.first_error.get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
+    opened.took = started.elapsed();
+    opened
+}
+
+/// One connection and its `count` streams: the connection's task, the streams answered `200`,
+/// and the first failure of the others.
+async fn open_h2_one(
+    server: SocketAddr,
+    source: Ipv4Addr,
+    tls: &TlsConnector,
+    uri: &str,
+    count: usize,
+) -> io::Result<(
+    tokio::task::JoinHandle<()>,
+    Vec<h2::RecvStream>,
+    Option<String>,
+)> {
+    let tcp = connect_from(server, source).await?;
+    let stream = tls.connect(crate::tls::server_name(), tcp).await?;
+    if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+        return Err(io::Error::other("the server did not choose h2"));
+    }
+    let (mut send, connection) = h2::client::handshake(stream)
+        .await
+        .map_err(io::Error::other)?;
+    let connection = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut responses = Vec::with_capacity(count);
+    let mut first_error = None;
+    for _ in 0..count {
+        // Waits while the server's limit of concurrent streams is reached.
+        send = match send.ready().await {
+            Ok(send) => send,
+            Err(error) => {
+                first_error.get_or_insert(error.to_string());
+                break;
+            }
+        };
+        let request = http::Request::get(uri)
+            .header("accept", "text/event-stream")
+            .body(())
+            .map_err(io::Error::other)?;
+        match send.send_request(request, true) {
+            Ok((response, _)) => responses.push(response),
+            Err(error) => {
+                first_error.get_or_insert(error.to_string());
+                break;
+            }
+        }
+    }
+    let mut streams = Vec::with_capacity(count);
+    for response in futures_util::future::join_all(responses).await {
+        match response {
+            Ok(response) if response.status() == 200 => streams.push(response.into_body()),
+            Ok(response) => {
+                first_error.get_or_insert(format!("answered {}", response.status()));
+            }
+            Err(error) => {
+                first_error.get_or_insert(error.to_string());
+            }
+        }
+    }
+    Ok((connection, streams, first_error))
 }
 
 /// A connection from `source`, its port chosen at connect time (`IP_BIND_ADDRESS_NO_PORT`), so
@@ -170,7 +418,7 @@ pub fn micros_since(epoch: Instant) -> u64 {
 
 /// A publisher on one keep-alive HTTP/1.1 connection, to one topic.
 pub struct Publisher {
-    stream: BufReader<TcpStream>,
+    stream: BufReader<Stream>,
     /// The request up to the body's length.
     head: String,
     /// What the body holds before the data.
@@ -183,11 +431,21 @@ pub struct Publisher {
 impl Publisher {
     /// To a Mercure hub at `server`: a form with `topic` and `data`, and the bearer `token`.
     pub async fn mercure(server: SocketAddr, token: &str, topic: &str) -> io::Result<Self> {
+        Self::mercure_over(server, None, token, topic).await
+    }
+
+    /// [`Self::mercure`], over TLS with `tls` if given.
+    pub async fn mercure_over(
+        server: SocketAddr,
+        tls: Option<&TlsConnector>,
+        token: &str,
+        topic: &str,
+    ) -> io::Result<Self> {
         let head = format!(
             "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: "
         );
-        Self::connect(server, head, format!("topic={topic}&data="), true).await
+        Self::connect(server, tls, head, format!("topic={topic}&data="), true).await
     }
 
     /// To `target` on `server`, whose body is the data as it is (nchan's publisher).
@@ -195,11 +453,12 @@ impl Publisher {
         let head = format!(
             "POST {target} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: "
         );
-        Self::connect(server, head, String::new(), false).await
+        Self::connect(server, None, head, String::new(), false).await
     }
 
     async fn connect(
         server: SocketAddr,
+        tls: Option<&TlsConnector>,
         head: String,
         before_data: String,
         form: bool,
@@ -207,7 +466,7 @@ impl Publisher {
         let stream = TcpStream::connect(server).await?;
         stream.set_nodelay(true)?;
         Ok(Self {
-            stream: BufReader::new(stream),
+            stream: BufReader::new(Stream::over(stream, tls).await?),
             head,
             before_data,
             form,
@@ -230,7 +489,9 @@ impl Publisher {
             body.push_str(data);
         }
         let request = format!("{}{}\r\n\r\n{body}", self.head, body.len());
-        self.stream.get_mut().write_all(request.as_bytes()).await?;
+        let stream = self.stream.get_mut();
+        stream.write_all(request.as_bytes()).await?;
+        stream.flush().await?;
         let status = self.read_line().await?;
         let status = status
             .split(' ')
@@ -336,7 +597,7 @@ impl Tally {
 /// Reads a subscriber's stream until `stop` (or its end), recording each update; `progress`
 /// follows [`Tally::low_water`], and `first_seen(sent)` is called on each update's first arrival.
 async fn follow(
-    mut stream: TcpStream,
+    mut stream: Stream,
     progress: Arc<AtomicU64>,
     stop: Arc<Notify>,
     mut first_seen: impl FnMut(u64),
@@ -411,7 +672,7 @@ impl Readers {
         }
     }
 
-    pub fn spawn(&mut self, stream: TcpStream, first_seen: impl FnMut(u64) + Send + 'static) {
+    pub fn spawn(&mut self, stream: Stream, first_seen: impl FnMut(u64) + Send + 'static) {
         let progress = Arc::new(AtomicU64::new(0));
         self.progress.push(progress.clone());
         let stop = self.stop.clone();

@@ -28,7 +28,10 @@
 //!
 //! Over HTTP, what a user deploys against nginx + nchan (the usual choice), each server on one
 //! CPU and the load generator on another: idle subscribers held and their memory, CPU per
-//! delivered event (burst, steady), publish→receive latency, publishes/s, replay; see [`http`].
+//! delivered event (burst, steady), publish→receive latency, publishes/s, replay; and the same
+//! server on HTTPS (HTTP/1.1 over TLS, a certificate `openssl` makes for it, [`tls`]) against
+//! itself on HTTP: idle subscribers and their memory (also as HTTP/2 streams), burst CPU per
+//! delivered event; see [`http`].
 //!
 //! The browser's first load of the counter page (release site, Chromium): the WASM bundle's
 //! size, the bytes a cold load transfers, the time to the first live event; see [`browser`].
@@ -42,6 +45,7 @@ mod http;
 mod load;
 mod scale;
 mod server;
+mod tls;
 
 use futures_util::StreamExt;
 use std::{

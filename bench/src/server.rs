@@ -10,7 +10,7 @@
 
 use crate::{
     Table,
-    load::{self, Opened},
+    load::{self, Opened, Stream},
 };
 use std::{
     io::{self, BufRead, BufReader, Read},
@@ -24,6 +24,7 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
+use tokio_rustls::TlsConnector;
 
 /// Subscriptions open at once in each churn round (fewer if the open-file limit is lower).
 const CHURN_CONNECTIONS: usize = 19_000;
@@ -143,8 +144,11 @@ impl Child {
             let mut seen = Vec::new();
             for line in lines.by_ref() {
                 let Ok(line) = line else { break };
-                if let Some(at) = line.find("listening on http://") {
-                    let addr = line[at + "listening on http://".len()..].trim().to_owned();
+                let listening = ["listening on http://", "listening on https://"]
+                    .iter()
+                    .find_map(|l| Some(&line[line.find(l)? + l.len()..]));
+                if let Some(addr) = listening {
+                    let addr = addr.trim().to_owned();
                     let _ = found.send(Ok(addr));
                     // Keep draining, so the server never blocks on a full pipe.
                     for line in lines.map_while(Result::ok) {
@@ -297,12 +301,27 @@ fn delta_mib(kib: u64, baseline: u64) -> String {
 
 /// A `GET` on its own connection; the whole response, headers included.
 pub async fn get(server: SocketAddr, path: &str) -> io::Result<String> {
+    get_over(server, None, path).await
+}
+
+/// [`get`], over TLS with `tls` if given.
+pub async fn get_over(
+    server: SocketAddr,
+    tls: Option<&TlsConnector>,
+    path: &str,
+) -> io::Result<String> {
     let exchange = async {
-        let mut stream = TcpStream::connect(server).await?;
+        let mut stream = Stream::over(TcpStream::connect(server).await?, tls).await?;
         let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await?;
+        stream.flush().await?;
         let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
+        // A TLS server may close without close_notify once it has answered: what came counts.
+        match stream.read_to_end(&mut response).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+            Err(e) => return Err(e),
+        }
         Ok(String::from_utf8_lossy(&response).into_owned())
     };
     tokio::time::timeout(Duration::from_secs(10), exchange)
@@ -312,7 +331,16 @@ pub async fn get(server: SocketAddr, path: &str) -> io::Result<String> {
 
 /// A figure from `/metrics`.
 pub async fn metric(server: SocketAddr, name: &str) -> io::Result<u64> {
-    let text = get(server, "/metrics").await?;
+    metric_over(server, None, name).await
+}
+
+/// [`metric`], over TLS with `tls` if given.
+pub async fn metric_over(
+    server: SocketAddr,
+    tls: Option<&TlsConnector>,
+    name: &str,
+) -> io::Result<u64> {
+    let text = get_over(server, tls, "/metrics").await?;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .ok_or_else(|| io::Error::other(format!("no {name} in /metrics")))

@@ -24,7 +24,6 @@ use crate::{
 };
 use std::{io, net::SocketAddr, sync::Arc};
 use tidings_testkit::RedisServer;
-use tokio::net::TcpStream;
 
 /// The topic every figure publishes and subscribes to.
 const TOPIC: &str = "/bench";
@@ -128,7 +127,7 @@ impl Cluster {
 }
 
 /// Opens `n` subscriptions to [`TOPIC`] on `node`; an error unless all of them open.
-async fn subscribe(node: SocketAddr, n: usize) -> io::Result<Vec<TcpStream>> {
+async fn subscribe(node: SocketAddr, n: usize) -> io::Result<Vec<load::Stream>> {
     let request: Arc<[u8]> = Arc::from(SUBSCRIBE);
     load::open(node, vec![request; n])
         .await

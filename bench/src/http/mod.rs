@@ -9,6 +9,14 @@
 //! - the time one subscriber takes to resume the 100,000 updates it missed (`Last-Event-ID`;
 //!   published at 20,000/s, which nchan's ids can tell apart).
 //!
+//! And Tidings on HTTPS (HTTP/1.1 over TLS 1.3, one connection per subscriber, publishers on
+//! HTTPS too; a certificate made by `openssl` for the section, [`crate::tls`]), in a table of
+//! its own beside its plain-HTTP figures of the same runs, with their ratio: the idle
+//! subscribers held and their RSS, and the burst's CPU per delivered event; and the idle
+//! subscribers again as HTTP/2 streams ([`H2_STREAMS_PER_CONNECTION`] on each TLS connection,
+//! the server's default limit), on a server of their own, against the plain HTTP/1.1 figures.
+//! nchan over TLS is not measured.
+//!
 //! Each server runs on CPU 0 alone (Tidings with one tokio worker thread, nginx with one worker
 //! process); the load generator ([`crate::load`]) runs on CPU 1: the subscribers on one thread,
 //! the publishers on another. Its CPU time is noted, so that a figure it limited can be told. A
@@ -17,7 +25,7 @@
 //!
 //! Every update's data says its number and when it was sent, padded to 100 bytes; every run
 //! counts missing and duplicate deliveries, and a run with any is reported failed, not as a
-//! figure. The figures are medians of [`RUNS`] runs; each run starts both servers afresh.
+//! figure. The figures are medians of [`RUNS`] runs; each run starts every server afresh.
 
 mod nchan;
 mod runs;
@@ -32,6 +40,8 @@ const RUNS: usize = 3;
 const SERVER_CPU: usize = 0;
 const LOAD_CPU: usize = 1;
 const IDLE: usize = 19_000;
+/// HTTP/2 streams on one connection: `--max-streams-per-connection`'s default.
+const H2_STREAMS_PER_CONNECTION: usize = 100;
 const BURST_SUBSCRIBERS: usize = 1000;
 const BURST_UPDATES: u64 = 1000;
 const BURST_PUBLISHERS: u64 = 4;
@@ -58,7 +68,22 @@ enum Row {
     Publishes,
     ReplayTime,
     ReplayRate,
+    /// HTTPS only: idle subscribers as HTTP/2 streams.
+    H2Held,
+    H2IdleRss,
 }
+
+/// How many [`Row`]s there are.
+const ROW_COUNT: usize = 11;
+
+/// The rows measured over HTTPS.
+const TLS_ROWS: [Row; 5] = [
+    Row::Held,
+    Row::IdleRss,
+    Row::BurstCpu,
+    Row::H2Held,
+    Row::H2IdleRss,
+];
 
 const ROWS: [Row; 9] = [
     Row::Held,
@@ -97,6 +122,20 @@ impl Row {
                 grouped(REPLAY_UPDATES as f64)
             ),
             Row::ReplayRate => "  the same, in MB/s (bytes on the wire)".into(),
+            Row::H2Held => format!(
+                "HTTP/2: idle subscribers held as streams, {H2_STREAMS_PER_CONNECTION} per \
+                 connection (HTTP: over HTTP/1.1)"
+            ),
+            Row::H2IdleRss => "  RSS per idle subscriber, HTTP/2 (HTTP: over HTTP/1.1)".into(),
+        }
+    }
+
+    /// The row of the plain-HTTP figure an HTTPS row is set against.
+    fn plain(self) -> Row {
+        match self {
+            Row::H2Held => Row::Held,
+            Row::H2IdleRss => Row::IdleRss,
+            row => row,
         }
     }
 
@@ -113,8 +152,8 @@ impl Row {
 
     fn format(self, value: f64, kind: Kind) -> String {
         match self {
-            Row::Held => grouped(value),
-            Row::IdleRss => format!("{value:.1} KiB"),
+            Row::Held | Row::H2Held => grouped(value),
+            Row::IdleRss | Row::H2IdleRss => format!("{value:.1} KiB"),
             Row::BurstCpu | Row::SteadyCpu => format!("{value:.2} µs"),
             Row::SteadyP50 | Row::SteadyP99 => format!("{value:.1} ms"),
             Row::Publishes if kind == Kind::Nchan => format!("{} /s in memory", grouped(value)),
@@ -148,12 +187,19 @@ impl Column {
     fn new(kind: Kind) -> Self {
         Self {
             kind,
-            cells: ROWS.iter().map(|_| Vec::new()).collect(),
+            cells: (0..ROW_COUNT).map(|_| Vec::new()).collect(),
             missing: 0,
             duplicates: 0,
             not_measured: None,
             load_busy: Vec::new(),
             problems: Problems::default(),
+        }
+    }
+
+    fn add_problems(&mut self, problems: Problems) {
+        self.problems.count += problems.count;
+        if self.problems.first.is_empty() {
+            self.problems.first = problems.first;
         }
     }
 
@@ -219,40 +265,61 @@ async fn measure(table: &mut Table, open_files: u64, pinned: io::Result<()>) {
     let cpu = pinned.as_ref().ok().map(|()| SERVER_CPU);
     table.section(match &pinned {
         Ok(()) => format!(
-            "HTTP over loopback: the release tidings (one tokio worker) and nginx + nchan (one \
-             worker), each on CPU {SERVER_CPU} alone, the load generator on CPU {LOAD_CPU}; \
-             medians of {RUNS} runs"
+            "HTTP over loopback: the release tidings (one tokio worker; on HTTP, and on HTTPS) \
+             and nginx + nchan (one worker), each on CPU {SERVER_CPU} alone, the load generator \
+             on CPU {LOAD_CPU}; medians of {RUNS} runs"
         ),
         Err(error) => format!(
-            "HTTP over loopback: the release tidings (one tokio worker) and nginx + nchan (one \
-             worker), NOT pinned (CPU {LOAD_CPU}: {error}); medians of {RUNS} runs"
+            "HTTP over loopback: the release tidings (one tokio worker; on HTTP, and on HTTPS) \
+             and nginx + nchan (one worker), NOT pinned (CPU {LOAD_CPU}: {error}); medians of \
+             {RUNS} runs"
         ),
     });
     // Each subscriber is one open file here; keep 1000 for everything else.
     let idle = IDLE.min(open_files.saturating_sub(1000) as usize);
+    let certificate = crate::tls::Certificate::new().map_err(|e| e.to_string());
     let mut columns = KINDS.map(Column::new);
     for run in 1..=RUNS {
         for column in &mut columns {
             if column.not_measured.is_some() {
                 continue;
             }
-            match Server::start(column.kind, cpu, open_files) {
+            match Server::start(column.kind, cpu, open_files, &certificate) {
                 Ok(server) => {
                     one_run(&server, column, run, idle).await;
-                    let problems = server.problems();
-                    column.problems.count += problems.count;
-                    if column.problems.first.is_empty() {
-                        column.problems.first = problems.first;
-                    }
+                    column.add_problems(server.problems());
                 }
                 Err(error) => column.not_measured = Some(error.to_string()),
+            }
+            // HTTP/2 on a server of its own, as fresh as the others' idle runs find theirs.
+            if column.kind == Kind::TidingsTls && column.not_measured.is_none() {
+                let h2 = match Server::start(column.kind, cpu, open_files, &certificate) {
+                    Ok(server) => {
+                        let h2 = runs::idle_streams(&server, idle, H2_STREAMS_PER_CONNECTION).await;
+                        column.add_problems(server.problems());
+                        h2
+                    }
+                    Err(error) => Err(error),
+                };
+                match h2 {
+                    Ok((held, kib)) => {
+                        column.set(Row::H2Held, Ok(held as f64));
+                        column.set(Row::H2IdleRss, Ok(kib));
+                    }
+                    Err(error) => {
+                        println!("   Tidings HTTPS run {run}: idle over HTTP/2: {error}");
+                        column.set(Row::H2Held, Err(error.to_string()));
+                        column.set(Row::H2IdleRss, Err(error.to_string()));
+                    }
+                }
             }
         }
     }
     print_table(table, &columns);
 }
 
-/// Every figure once, on a server started for this run.
+/// Every figure once (on HTTPS, [`TLS_ROWS`] but HTTP/2's, which get a server of their own),
+/// on a server started for this run.
 async fn one_run(server: &Server, column: &mut Column, run: usize, idle: usize) {
     let name = format!("{} run {run}", server.kind().name());
     match runs::idle_subscribers(server, idle).await {
@@ -279,6 +346,9 @@ async fn one_run(server: &Server, column: &mut Column, run: usize, idle: usize) 
             println!("   {name}: burst: {error}");
             column.set(Row::BurstCpu, Err(error.to_string()));
         }
+    }
+    if server.kind() == Kind::TidingsTls {
+        return;
     }
 
     match runs::steady(server).await {
@@ -360,20 +430,14 @@ fn ratio(value: f64) -> String {
     format!("{value:.digits$}")
 }
 
-/// The table: a row per figure, a column per server, their ratio and the target; failures
-/// and other notes beneath.
-fn print_table(table: &mut Table, columns: &[Column; 2]) {
-    let [tidings, nchan] = columns;
-    let mut grid = vec![[
-        String::new(),
-        "Tidings".to_owned(),
-        "nchan".to_owned(),
-        "ratio T/n".to_owned(),
-        "target".to_owned(),
-    ]];
-    // Why cells failed, each reason once: a failed run fails all the rows it measures.
-    let mut notes: Vec<String> = Vec::new();
-    let mut cell = |column: &Column, row: Row| -> (String, Option<f64>) {
+/// Why cells failed, each reason once (a failed run fails all the rows it measures): numbered
+/// notes beneath the tables.
+#[derive(Default)]
+struct Notes(Vec<String>);
+
+impl Notes {
+    /// A column's median for `row`, formatted, and its value; or why there is none.
+    fn cell(&mut self, column: &Column, row: Row) -> (String, Option<f64>) {
         if let Some(reason) = &column.not_measured {
             return if matches!(row, Row::Held) {
                 (format!("not measured: {reason}"), None)
@@ -385,30 +449,59 @@ fn print_table(table: &mut Table, columns: &[Column; 2]) {
             Ok(value) => (row.format(value, column.kind), Some(value)),
             Err(reason) => {
                 let note = format!("{}: {reason}", column.kind.name());
-                let n = match notes.iter().position(|n| *n == note) {
+                let n = match self.0.iter().position(|n| *n == note) {
                     Some(i) => i + 1,
                     None => {
-                        notes.push(note);
-                        notes.len()
+                        self.0.push(note);
+                        self.0.len()
                     }
                 };
                 (format!("failed [{n}]"), None)
             }
         }
-    };
-    for row in ROWS {
-        let (t, t_value) = cell(tidings, row);
-        let (n, n_value) = cell(nchan, row);
-        let ratio = match (t_value, n_value) {
-            (Some(t), Some(n)) if row.has_ratio() && n > 0.0 => ratio(t / n),
+    }
+
+    /// A row of two columns (the second's figure of `second_row`) and the first's figure over
+    /// the second's.
+    fn row(
+        &mut self,
+        (row, first): (Row, &Column),
+        (second_row, second): (Row, &Column),
+        last: &str,
+    ) -> [String; 5] {
+        let (a, a_value) = self.cell(first, row);
+        let (b, b_value) = self.cell(second, second_row);
+        let ratio = match (a_value, b_value) {
+            (Some(a), Some(b)) if row.has_ratio() && b > 0.0 => ratio(a / b),
             _ => String::new(),
         };
-        grid.push([row.label(), t, n, ratio, row.target().to_owned()]);
+        [row.label(), a, b, ratio, last.to_owned()]
     }
-    let losses = |c: &Column| match c.not_measured {
+}
+
+fn losses(column: &Column) -> String {
+    match column.not_measured {
         Some(_) => "-".to_owned(),
-        None => format!("{} / {}", c.missing, c.duplicates),
-    };
+        None => format!("{} / {}", column.missing, column.duplicates),
+    }
+}
+
+/// The tables: a row per figure, a column per server, their ratio and the target (Tidings
+/// against nchan), then Tidings on HTTPS against itself on HTTP; failures and other notes
+/// beneath.
+fn print_table(table: &mut Table, columns: &[Column; 3]) {
+    let [tidings, nchan, https] = columns;
+    let mut notes = Notes::default();
+    let mut grid = vec![[
+        String::new(),
+        "Tidings".to_owned(),
+        "nchan".to_owned(),
+        "ratio T/n".to_owned(),
+        "target".to_owned(),
+    ]];
+    for row in ROWS {
+        grid.push(notes.row((row, tidings), (row, nchan), row.target()));
+    }
     grid.push([
         "missing / duplicate deliveries, all runs".into(),
         losses(tidings),
@@ -416,17 +509,35 @@ fn print_table(table: &mut Table, columns: &[Column; 2]) {
         String::new(),
         "0 / 0".into(),
     ]);
-    let widths: Vec<usize> = (0..5)
-        .map(|i| grid.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    for row in &grid {
-        let mut line = format!("{:<1$}", row[0], widths[0]);
-        for (i, text) in row.iter().enumerate().skip(1) {
-            line += &format!("  {text:>0$}", widths[i]);
-        }
-        table.line(line.trim_end().to_owned());
+    print_grid(table, &grid);
+
+    table.line("");
+    let mut grid = vec![[
+        "Tidings over HTTPS (TLS 1.3; HTTP/1.1 unless said), same runs".to_owned(),
+        "HTTPS".to_owned(),
+        "HTTP".to_owned(),
+        "ratio S/H".to_owned(),
+        String::new(),
+    ]];
+    for row in TLS_ROWS {
+        grid.push(notes.row((row, https), (row.plain(), tidings), ""));
     }
-    for (i, note) in notes.iter().enumerate() {
+    grid.push([
+        "missing / duplicate deliveries, all runs".into(),
+        losses(https),
+        losses(tidings),
+        String::new(),
+        String::new(),
+    ]);
+    print_grid(table, &grid);
+    table.line(
+        "HTTPS: rustls with ring on both ends, TLS 1.3, X25519, AES-128-GCM, a P-256 \
+         certificate made by openssl for the section; a full handshake per connection (no \
+         resumption); publishers on HTTPS too; HTTP/2 by ALPN h2 (the h2 crate). nchan over TLS not measured (nginx's own TLS \
+         would be its peer).",
+    );
+
+    for (i, note) in notes.0.iter().enumerate() {
         table.line(format!("[{}] {note}", i + 1));
     }
     for column in columns {
@@ -452,6 +563,20 @@ fn print_table(table: &mut Table, columns: &[Column; 2]) {
     }
 }
 
+/// Rows of five cells, aligned: the first to the left, the others to the right.
+fn print_grid(table: &mut Table, grid: &[[String; 5]]) {
+    let widths: Vec<usize> = (0..5)
+        .map(|i| grid.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in grid {
+        let mut line = format!("{:<1$}", row[0], widths[0]);
+        for (i, text) in row.iter().enumerate().skip(1) {
+            line += &format!("  {text:>0$}", widths[i]);
+        }
+        table.line(line.trim_end().to_owned());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,7 +593,7 @@ mod tests {
         assert_eq!(ratio(0.0), "0.00");
     }
 
-    fn printed(columns: &[Column; 2]) -> Vec<String> {
+    fn printed(columns: &[Column; 3]) -> Vec<String> {
         let mut table = Table::default();
         print_table(&mut table, columns);
         table
@@ -489,9 +614,36 @@ mod tests {
         }
         let mut nchan = Column::new(Kind::Nchan);
         nchan.not_measured = Some("libnginx-mod-nchan is not installed".into());
-        let lines = printed(&[tidings, nchan]);
+        let mut https = Column::new(Kind::TidingsTls);
+        for row in TLS_ROWS {
+            https.set(row, Ok(6.0));
+        }
+        let lines = printed(&[tidings, nchan, https]);
         assert!(lines[1].contains("not measured: libnginx-mod-nchan is not installed"));
         assert!(lines[2].contains("2.0 KiB") && lines[2].contains(" - "));
+        assert!(lines.iter().all(|l| !l.contains("failed")));
+        // HTTPS against HTTP: 6.0 over 2.0.
+        let rss = lines
+            .iter()
+            .rfind(|l| l.starts_with("RSS per idle subscriber"))
+            .unwrap();
+        assert!(rss.contains("6.0 KiB") && rss.contains("2.0 KiB") && rss.ends_with("3.00"));
+    }
+
+    #[test]
+    fn https_without_a_certificate_says_why() {
+        let mut columns = KINDS.map(Column::new);
+        for row in ROWS {
+            columns[0].set(row, Ok(1.0));
+            columns[1].set(row, Ok(1.0));
+        }
+        columns[2].not_measured = Some("no certificate: cannot run openssl".into());
+        let lines = printed(&columns);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("not measured: no certificate: cannot run openssl"))
+        );
         assert!(lines.iter().all(|l| !l.contains("failed")));
     }
 
@@ -499,7 +651,7 @@ mod tests {
     fn a_failed_run_fails_its_rows_with_one_note() {
         let mut columns = KINDS.map(Column::new);
         for column in &mut columns {
-            for row in ROWS {
+            for &row in ROWS.iter().chain(&TLS_ROWS[3..]) {
                 column.set(row, Ok(1.0));
             }
         }

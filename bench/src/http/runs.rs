@@ -8,13 +8,13 @@ use super::{
     STEADY_PUBLISHERS, STEADY_RATE, STEADY_SECONDS, STEADY_SUBSCRIBERS,
     servers::{Endpoint, Server},
 };
-use crate::load::{self, Histogram, Losses, Readers, micros_since, padded_payload};
+use crate::load::{self, Histogram, Losses, Readers, Stream, micros_since, padded_payload};
 use std::{
     io,
     sync::Arc,
     time::{Duration, Instant},
 };
-use tokio::{io::AsyncReadExt, net::TcpStream};
+use tokio::io::AsyncReadExt;
 
 /// Every update's data, in bytes.
 const PAYLOAD: usize = 100;
@@ -40,13 +40,52 @@ pub async fn idle_subscribers(server: &Server, asked: usize) -> io::Result<(usiz
     tokio::time::sleep(SETTLE).await;
     let before = server.rss_kib()?;
     let request = server.endpoint.subscription("idle", None);
-    let opened = load::open(server.endpoint.addr, vec![request; asked]).await;
+    let (cpu, load) = (server.cpu()?, load_cpu());
+    let opened = server.endpoint.open(vec![request; asked]).await;
+    let (cpu, load) = (server.cpu()? - cpu, load_cpu() - load);
+    let held = opened.streams.len();
+    let tls = opened.streams.first().and_then(|s| s.tls_summary());
+    server.wait_for_subscribers(held).await?;
+    tokio::time::sleep(SETTLE).await;
+    let after = server.rss_kib()?;
+    println!(
+        "   {}: idle: {}{}, server CPU {:.2} s, load generator's {:.2} s; RSS {:.1} → {:.1} MiB",
+        server.kind().name(),
+        opened.summary(),
+        tls.map_or(String::new(), |t| format!(" ({t})")),
+        cpu.as_secs_f64(),
+        load.as_secs_f64(),
+        before as f64 / 1024.0,
+        after as f64 / 1024.0
+    );
+    drop(opened);
+    server.wait_for_subscribers(0).await?;
+    let per = after.saturating_sub(before) as f64 / held.max(1) as f64;
+    Ok((held, per))
+}
+
+/// [`idle_subscribers`] as HTTP/2 streams over TLS (HTTPS only), `per_connection` on each
+/// connection: how many the server held, and its RSS growth per held stream in KiB.
+pub async fn idle_streams(
+    server: &Server,
+    asked: usize,
+    per_connection: usize,
+) -> io::Result<(usize, f64)> {
+    let tls = server
+        .endpoint
+        .tls_h2
+        .as_ref()
+        .ok_or_else(|| io::Error::other("HTTP/2 is measured on HTTPS only"))?;
+    tokio::time::sleep(SETTLE).await;
+    let before = server.rss_kib()?;
+    let target = "/.well-known/mercure?topic=idle";
+    let opened = load::open_h2(server.endpoint.addr, tls, target, asked, per_connection).await;
     let held = opened.streams.len();
     server.wait_for_subscribers(held).await?;
     tokio::time::sleep(SETTLE).await;
     let after = server.rss_kib()?;
     println!(
-        "   {}: idle: {}; RSS {:.1} → {:.1} MiB",
+        "   {}: idle over HTTP/2: {}; RSS {:.1} → {:.1} MiB",
         server.kind().name(),
         opened.summary(),
         before as f64 / 1024.0,
@@ -126,7 +165,9 @@ pub async fn steady(server: &Server) -> io::Result<FanOut> {
 async fn fan_out(server: &Server, subscribers: usize, schedule: Schedule) -> io::Result<FanOut> {
     let updates = schedule.updates;
     let request = server.endpoint.subscription(schedule.topic, None);
-    let streams = load::open(server.endpoint.addr, vec![request; subscribers])
+    let streams = server
+        .endpoint
+        .open(vec![request; subscribers])
         .await
         .all()?;
     server.wait_for_subscribers(subscribers).await?;
@@ -299,7 +340,8 @@ pub async fn publish_and_replay(server: &Server) -> io::Result<Replay> {
     let publishes_per_second = rate.acked.len() as f64 / rate.took.as_secs_f64();
 
     let topic = "replay";
-    let mut leaving = load::open(endpoint.addr, vec![endpoint.subscription(topic, None)])
+    let mut leaving = endpoint
+        .open(vec![endpoint.subscription(topic, None)])
         .await
         .all()?
         .remove(0);
@@ -331,10 +373,7 @@ pub async fn publish_and_replay(server: &Server) -> io::Result<Replay> {
 
     let (cpu, load, started) = (server.cpu()?, load_cpu(), Instant::now());
     let request = endpoint.subscription(topic, Some(&last_seen));
-    let stream = load::open(endpoint.addr, vec![request])
-        .await
-        .all()?
-        .remove(0);
+    let stream = endpoint.open(vec![request]).await.all()?.remove(0);
     let mut readers = Readers::new();
     readers.spawn(stream, drop);
     let replayed = readers.wait_for(REPLAY_UPDATES, REPLAY_TIMEOUT).await;
@@ -358,7 +397,7 @@ pub async fn publish_and_replay(server: &Server) -> io::Result<Replay> {
 }
 
 /// Reads `stream` until its first event's `id:` line; the id.
-async fn first_event_id(stream: &mut TcpStream) -> io::Result<String> {
+async fn first_event_id(stream: &mut Stream) -> io::Result<String> {
     let read = async {
         let mut text = Vec::new();
         let mut buf = [0u8; 4096];

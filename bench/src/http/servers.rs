@@ -1,10 +1,13 @@
-//! The two servers under test, started afresh for every run: the release `tidings` (embedded
-//! SQLite in a temporary folder) and nginx + nchan ([`super::nchan`]).
+//! The servers under test, started afresh for every run: the release `tidings` (embedded
+//! SQLite in a temporary folder), nginx + nchan ([`super::nchan`]), and `tidings` again on
+//! HTTPS (`--tls-cert`, `--tls-key`: the bench's certificate, [`crate::tls`]), loaded over
+//! HTTP/1.1 over TLS.
 
 use super::{REPLAY_UPDATES, nchan::Nginx};
 use crate::{
-    load::{self, Publisher},
+    load::{self, Opened, Publisher},
     server::{self, Child, Problems, cpu_time, memory_kib, random_key},
+    tls::Certificate,
 };
 use std::{
     io,
@@ -12,6 +15,7 @@ use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
+use tokio_rustls::TlsConnector;
 
 /// For a server to count its subscribers as expected.
 const COUNT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -20,22 +24,26 @@ const COUNT_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum Kind {
     Tidings,
     Nchan,
+    /// Tidings on HTTPS, loaded over HTTP/1.1 over TLS.
+    TidingsTls,
 }
 
-pub const KINDS: [Kind; 2] = [Kind::Tidings, Kind::Nchan];
+/// In the order each run starts them.
+pub const KINDS: [Kind; 3] = [Kind::Tidings, Kind::Nchan, Kind::TidingsTls];
 
 impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Tidings => "Tidings",
             Kind::Nchan => "nchan",
+            Kind::TidingsTls => "Tidings HTTPS",
         }
     }
 
     /// Whether a publish answered `status` was taken.
     pub fn accepts(self, status: u16) -> bool {
         match self {
-            Kind::Tidings => status == 200,
+            Kind::Tidings | Kind::TidingsTls => status == 200,
             Kind::Nchan => matches!(status, 201 | 202),
         }
     }
@@ -48,13 +56,17 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// A publisher token (Tidings).
     token: String,
+    /// The TLS client, on HTTPS (ALPN `http/1.1`).
+    tls: Option<TlsConnector>,
+    /// The TLS client offering `h2`, on HTTPS.
+    pub tls_h2: Option<TlsConnector>,
 }
 
 impl Endpoint {
     /// An EventSource request for `topic`, resuming after `last_event_id` if given.
     pub fn subscription(&self, topic: &str, last_event_id: Option<&str>) -> Arc<[u8]> {
         let target = match self.kind {
-            Kind::Tidings => format!("/.well-known/mercure?topic={topic}"),
+            Kind::Tidings | Kind::TidingsTls => format!("/.well-known/mercure?topic={topic}"),
             Kind::Nchan => format!("/sub?topic={topic}"),
         };
         let resume = last_event_id.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
@@ -67,9 +79,16 @@ impl Endpoint {
     /// A keep-alive publisher to `topic`.
     pub async fn publisher(&self, topic: &str) -> io::Result<Publisher> {
         match self.kind {
-            Kind::Tidings => Publisher::mercure(self.addr, &self.token, topic).await,
+            Kind::Tidings | Kind::TidingsTls => {
+                Publisher::mercure_over(self.addr, self.tls.as_ref(), &self.token, topic).await
+            }
             Kind::Nchan => Publisher::body(self.addr, &format!("/pub?topic={topic}")).await,
         }
+    }
+
+    /// One subscription per request ([`load::open`]), over TLS on HTTPS.
+    pub async fn open(&self, requests: Vec<Arc<[u8]>>) -> Opened {
+        load::open_over(self.addr, self.tls.as_ref(), requests).await
     }
 }
 
@@ -92,22 +111,45 @@ enum Process {
 
 impl Server {
     /// Starts a server on `cpu` alone (Tidings with one tokio worker thread, nginx with one
-    /// worker process), able to hold `open_files` connections.
-    pub fn start(kind: Kind, cpu: Option<usize>, open_files: u64) -> io::Result<Self> {
+    /// worker process), able to hold `open_files` connections; on HTTPS, with `certificate`
+    /// (or the reason there is none).
+    pub fn start(
+        kind: Kind,
+        cpu: Option<usize>,
+        open_files: u64,
+        certificate: &Result<Certificate, String>,
+    ) -> io::Result<Self> {
         match kind {
-            Kind::Tidings => {
+            Kind::Tidings | Kind::TidingsTls => {
                 let binary = server::binary()?;
                 let data = tempfile::tempdir()?;
                 let key = random_key()?;
                 // Every update of a run kept (the default keeps 100,000): none of those the
                 // replay resumes is pruned.
-                let extra = ["--history-max-events".to_owned(), "10000000".to_owned()];
+                let mut extra = vec!["--history-max-events".to_owned(), "10000000".to_owned()];
+                let (mut tls, mut tls_h2) = (None, None);
+                if kind == Kind::TidingsTls {
+                    let certificate = certificate
+                        .as_ref()
+                        .map_err(|e| io::Error::other(format!("no certificate: {e}")))?;
+                    for (flag, path) in [
+                        ("--tls-cert", certificate.chain()),
+                        ("--tls-key", certificate.key()),
+                    ] {
+                        extra.push(flag.to_owned());
+                        extra.push(path.display().to_string());
+                    }
+                    tls = Some(certificate.connector(b"http/1.1")?);
+                    tls_h2 = Some(certificate.connector(b"h2")?);
+                }
                 let child = Child::spawn_with(&binary, data.path(), &key, &extra, cpu)?;
                 Ok(Self {
                     endpoint: Endpoint {
                         kind,
                         addr: child.addr,
                         token: load::token(&key)?,
+                        tls,
+                        tls_h2,
                     },
                     pid: child.pid(),
                     process: Process::Tidings { child, _data: data },
@@ -120,6 +162,8 @@ impl Server {
                         kind,
                         addr: nginx.addr,
                         token: String::new(),
+                        tls: None,
+                        tls_h2: None,
                     },
                     pid: nginx.worker,
                     process: Process::Nchan(nginx),
@@ -136,7 +180,10 @@ impl Server {
     async fn subscribers(&self) -> io::Result<u64> {
         let addr = self.endpoint.addr;
         match self.kind() {
-            Kind::Tidings => server::metric(addr, "tidings_subscribers").await,
+            Kind::Tidings | Kind::TidingsTls => {
+                let tls = self.endpoint.tls.as_ref();
+                server::metric_over(addr, tls, "tidings_subscribers").await
+            }
             Kind::Nchan => {
                 let status = server::get(addr, "/status").await?;
                 status
