@@ -1218,16 +1218,7 @@ async fn a_url_pattern_grant_gives_its_payload_to_the_subscription_with_that_pat
              "topics": [{"match": "*"}], "payload": {"custom3": "default"}},
         ])),
     );
-    let watcher = server
-        .subscribe_request(&[(
-            "match_urlpattern",
-            "/.well-known/mercure/subscriptions/:type/:match/:subscriber",
-        )])
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    let mut watcher = SseReader::new(watcher);
+    let mut watcher = server.watch_subscriptions(&token).await;
     // Its own subscription first: its pattern is not granted, so the `*` default applies.
     let own: Value = serde_json::from_str(&watcher.expect_next().await.data).unwrap();
     assert_eq!(own["payload"], json!({"custom3": "default"}));

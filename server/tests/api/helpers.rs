@@ -264,6 +264,20 @@ impl TestServer {
     }
 
     /// Subscribes anonymously, checks the 200 and reads the stream.
+    /// A Mercure 1.0 subscription to every subscription event, with `token` in the header.
+    pub async fn watch_subscriptions(&self, token: &str) -> SseReader {
+        let response = self
+            .subscribe_request(&[(
+                "match_urlpattern",
+                "/.well-known/mercure/subscriptions/:type/:match/:subscriber",
+            )])
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        SseReader::new(response)
+    }
+
     pub async fn subscribe(&self, query: &[(&str, &str)]) -> SseReader {
         let response = self.subscribe_request(query).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);

@@ -430,16 +430,7 @@ async fn a_star_subscription_names_the_matcher_type_it_was_given_with() {
 
     let server = TestServer::start_v1(|_| {}).await;
     let token = crate::helpers::subscriber_access_token(&["*"]);
-    let watcher = server
-        .subscribe_request(&[(
-            "match_urlpattern",
-            "/.well-known/mercure/subscriptions/:type/:match/:subscriber",
-        )])
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    let mut watcher = SseReader::new(watcher);
+    let mut watcher = server.watch_subscriptions(&token).await;
     // Its own subscription's event first.
     let own: Value = serde_json::from_str(&watcher.expect_next().await.data).unwrap();
     assert_eq!(own["match_type"], "urlpattern");
