@@ -434,12 +434,8 @@ async fn the_first_matching_subscribe_detail_gives_the_payload() {
     // The subscriptions API, with an access token granting subscribe on its path (1.0's form).
     let reader = subscriber_access_token(&["/.well-known/mercure/subscriptions"]);
     let doc: Value = server
-        .client()
-        .get(server.url("/.well-known/mercure/subscriptions"))
-        .bearer_auth(&reader)
-        .send()
+        .get_with("/.well-known/mercure/subscriptions", &reader)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -213,6 +213,12 @@ impl TestServer {
         self.client.get(self.url(path)).send().await.unwrap()
     }
 
+    /// GETs `path` with this bearer token.
+    pub async fn get_with(&self, path: &str, token: &str) -> Response {
+        let request = self.client.get(self.url(path)).bearer_auth(token);
+        request.send().await.unwrap()
+    }
+
     /// Posts a form to the hub, with this bearer token if any.
     pub async fn post_form(&self, token: Option<&str>, form: &[(&str, &str)]) -> Response {
         let request = self.client.post(self.url(HUB)).form(form);

@@ -369,19 +369,12 @@ async fn the_list_of_all_subscriptions_takes_the_callers_form() {
     let v1 = server.subscribe(&[("match", "/books/1")]).await;
     let draft_07 = server.subscribe(&[("topic", "/books/{id}")]).await;
     let path = "/.well-known/mercure/subscriptions";
-    let get = |path: &str, token: &str| {
-        server
-            .client()
-            .get(server.url(path))
-            .bearer_auth(token)
-            .send()
-    };
 
     // A Mercure 1.0 caller gets 1.0's collection: JSON, the cursor in the Link header only, and
     // the subscriptions whose events are in 1.0's form, each document as its own endpoint
     // serves it.
     let access = subscriber_access_token(&["*"]);
-    let response = get(path, &access).await.unwrap();
+    let response = server.get_with(path, &access).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "application/json");
     let link = response.headers()["link"].to_str().unwrap().to_owned();
@@ -401,9 +394,9 @@ async fn the_list_of_all_subscriptions_takes_the_callers_form() {
     assert_eq!(one["match_type"], "exact");
     assert_eq!(one["match"], "/books/1");
     assert_eq!(one["active"], true);
-    let own: Value = get(one["id"].as_str().unwrap(), &access)
+    let own: Value = server
+        .get_with(one["id"].as_str().unwrap(), &access)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -411,7 +404,7 @@ async fn the_list_of_all_subscriptions_takes_the_callers_form() {
 
     // A draft-07 caller gets draft-07's, as before: JSON-LD with `lastEventID`, listing every
     // subscription in the form it was made in.
-    let response = get(path, &subscriber_token(&["*"])).await.unwrap();
+    let response = server.get_with(path, &subscriber_token(&["*"])).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "application/ld+json");
     let doc: Value = response.json().await.unwrap();
@@ -452,18 +445,8 @@ async fn a_star_subscription_names_the_matcher_type_it_was_given_with() {
         let prefix = format!("/.well-known/mercure/subscriptions/{match_type}/%2A/");
         assert!(doc["id"].as_str().unwrap().starts_with(&prefix), "{doc}");
         // The API lists it under that type.
-        let collection: Value = server
-            .client()
-            .get(server.url(&format!(
-                "/.well-known/mercure/subscriptions/{match_type}/%2A"
-            )))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let path = format!("/.well-known/mercure/subscriptions/{match_type}/%2A");
+        let collection: Value = server.get_with(&path, &token).await.json().await.unwrap();
         let listed = collection["subscriptions"].as_array().unwrap();
         assert!(listed.contains(&doc), "{name}: {collection}");
     }
