@@ -91,3 +91,37 @@ test('a page whose reconnect gets 502 comes back by itself without a gap or a du
     await server.stop();
   }
 });
+
+test('a page whose server goes down after a long while says so and backs off until it is back', async ({ browser, request }) => {
+  const first = await TidingsServer.start(FAST);
+  const room = 'e2e-down';
+  const context = await browser.newContext();
+  const page = await joinRoom(context, `${first.url}/chat/${room}`, 'ann');
+  await send(page, 'before');
+  await expect(log(page)).toHaveText(['annbefore']);
+  // Long enough that its end is taken for the hub's maximum lifetime or a restart, which are
+  // answered by a quiet reopening at once: that one fails too, since nothing listens.
+  await page.waitForTimeout(5_500);
+  let tries = 0;
+  context.on('request', (r) => {
+    if (r.url().includes('/.well-known/mercure')) tries += 1;
+  });
+
+  await first.kill();
+  await expect(page.locator('.live-badge')).toHaveAttribute('data-status', 'reconnecting');
+  await expect(page.locator('.live-badge')).toHaveText(/^reconnecting in \d+ s$/);
+  // Backing off: the quiet try, then pauses of about 1, 2, 4 s (not a try every 250 ms).
+  await page.waitForTimeout(4_000);
+  expect(tries).toBeGreaterThanOrEqual(2);
+  expect(tries).toBeLessThanOrEqual(5);
+
+  const second = await TidingsServer.start(FAST, first.port, first.dataDir);
+  try {
+    const answer = await request.post(`${second.url}/api/chat/${room}`, { data: { name: 'bob', text: 'while away' } });
+    expect(answer.status()).toBe(200);
+    await expect(page.locator('.live-badge')).toHaveText('open', { timeout: 40_000 });
+    await expect(log(page)).toHaveText(['annbefore', 'bobwhile away']);
+  } finally {
+    await second.stop();
+  }
+});

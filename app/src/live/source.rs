@@ -95,8 +95,9 @@ struct Inner {
     attempts: Cell<u32>,
     /// The pending reopening and its countdown, if the stream was given up on.
     retry: RefCell<Option<(TimeoutHandle, IntervalHandle)>>,
-    /// When the current connection opened (the browser's clock, milliseconds).
-    opened_ms: Cell<f64>,
+    /// When the current connection opened (the browser's clock, milliseconds); `None` while it
+    /// has not (a connection that never opened did not live a while).
+    opened_ms: Cell<Option<f64>>,
     /// A quiet reopening after a stream that lived a while ended.
     quick: RefCell<Option<TimeoutHandle>>,
     on_event: OnEvent,
@@ -152,7 +153,7 @@ impl Source {
             open: Cell::new(false),
             attempts: Cell::new(0),
             retry: RefCell::default(),
-            opened_ms: Cell::new(0.0),
+            opened_ms: Cell::new(None),
             quick: RefCell::default(),
             on_event: Box::new(on_event),
             on_status: Box::new(on_status),
@@ -493,7 +494,7 @@ fn connect(inner: &Rc<Inner>, token: Option<&str>, moving: bool) {
             }
             if inner.current.get() == number {
                 inner.attempts.set(0);
-                inner.opened_ms.set(js_sys::Date::now());
+                inner.opened_ms.set(Some(js_sys::Date::now()));
                 // A routed stream has everything up to now once its replay is done.
                 inner.open.set(!inner.target.borrow().routed);
                 (inner.on_status)(LiveStatus::Open);
@@ -522,14 +523,20 @@ fn connect(inner: &Rc<Inner>, token: Option<&str>, moving: bool) {
                     if let Some(stream) = &*inner.stream.borrow() {
                         stream.close();
                     }
-                    if js_sys::Date::now() - inner.opened_ms.get() >= QUIET_AFTER_MS {
+                    // Taken: a reopening that fails never opened, so it did not live a while
+                    // (else a server that is down would be retried quietly, in a loop).
+                    let opened_ms = inner.opened_ms.take();
+                    if opened_ms.is_some_and(|at| js_sys::Date::now() - at >= QUIET_AFTER_MS) {
                         reopen_quietly(&inner);
                     } else {
                         retry_later(&inner);
                     }
                 }
                 ReadyState::Open => (inner.on_status)(LiveStatus::Open),
-                ReadyState::Closed => retry_later(&inner),
+                ReadyState::Closed => {
+                    inner.opened_ms.take();
+                    retry_later(&inner);
+                }
             }
         },
     );
@@ -542,6 +549,7 @@ fn connect(inner: &Rc<Inner>, token: Option<&str>, moving: bool) {
         return;
     }
     inner.current.set(number);
+    inner.opened_ms.set(None);
     if stream.is_none() {
         (inner.on_status)(LiveStatus::Closed);
     }
