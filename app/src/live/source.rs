@@ -234,23 +234,18 @@ const QUIET_SPREAD_MS: f64 = 250.0;
 /// that fails, the usual pause and countdown follow.
 fn reopen_quietly(inner: &Rc<Inner>) {
     inner.open.set(false);
-    let weak = Rc::downgrade(inner);
-    let quick = set_timeout_with_handle(
-        move || {
-            if let Some(inner) = weak.upgrade() {
-                inner.quick.borrow_mut().take();
-                // Not if meanwhile the status counted down, or the stream was opened again.
-                if inner.retry.borrow().is_none() {
-                    open(&inner);
-                }
+    let due_ms = js_sys::Date::now() + js_sys::Math::random() * QUIET_SPREAD_MS;
+    schedule(
+        inner,
+        |inner| &inner.quick,
+        due_ms,
+        |inner| {
+            // Not if meanwhile the status counted down, or the stream was opened again.
+            if inner.retry.borrow().is_none() {
+                open(inner);
             }
         },
-        std::time::Duration::from_millis((js_sys::Math::random() * QUIET_SPREAD_MS) as u64),
-    )
-    .ok();
-    if let Some(old) = std::mem::replace(&mut *inner.quick.borrow_mut(), quick) {
-        old.clear();
-    }
+    );
 }
 
 /// The browser gave up on the stream: reopen it after a pause, counted down in the status.
@@ -411,21 +406,32 @@ fn expired(inner: &Rc<Inner>) {
     (inner.on_status)(LiveStatus::Expired);
 }
 
-/// Calls `then` at `due_ms` (the browser's clock), replacing the timer set before.
+/// Calls `then` at `due_ms` (the browser's clock), replacing the token timer set before.
 fn arm_timer(inner: &Rc<Inner>, due_ms: f64, then: fn(&Rc<Inner>)) {
+    schedule(inner, |inner| &inner.token_timer, due_ms, then);
+}
+
+/// Calls `then` at `due_ms` (the browser's clock) with the timer kept in `slot`, replacing the
+/// one set there before; the slot is empty again once it has fired.
+fn schedule(
+    inner: &Rc<Inner>,
+    slot: fn(&Inner) -> &RefCell<Option<TimeoutHandle>>,
+    due_ms: f64,
+    then: fn(&Rc<Inner>),
+) {
     let weak = Rc::downgrade(inner);
     let wait = (due_ms - js_sys::Date::now()).max(0.0);
     let timer = set_timeout_with_handle(
         move || {
             if let Some(inner) = weak.upgrade() {
-                inner.token_timer.borrow_mut().take();
+                slot(&inner).borrow_mut().take();
                 then(&inner);
             }
         },
         std::time::Duration::from_millis(wait as u64),
     )
     .ok();
-    if let Some(old) = std::mem::replace(&mut *inner.token_timer.borrow_mut(), timer) {
+    if let Some(old) = slot(inner).replace(timer) {
         old.clear();
     }
 }
