@@ -188,9 +188,7 @@ impl Hub {
         request: SubscribeRequest,
     ) -> Result<Subscription, SubscribeError> {
         let subscribers = &self.inner.subscribers;
-        subscribers
-            .subscribe(request, Protocol::Draft07, Vec::new())
-            .await
+        subscribers.subscribe(request, Protocol::Draft07).await
     }
 
     /// A Mercure 1.0 subscription: as [`Hub::subscribe`], but announced and listed in 1.0's
@@ -204,7 +202,7 @@ impl Hub {
     ) -> Result<Subscription, SubscribeError> {
         let subscribers = &self.inner.subscribers;
         subscribers
-            .subscribe(request, Protocol::Mercure1, match_types)
+            .subscribe(request, Protocol::Mercure1 { match_types })
             .await
     }
 

@@ -74,5 +74,5 @@ pub use sse::{Event, comment};
 pub use stats::Stats;
 pub use stream::{HISTORY_GAP_EVENT, LIFETIME_RETRY_MS, LIVE_EVENT, SubscriptionStream};
 pub use subscribe::{SubscribeRequest, Subscription};
-pub use subscriber::{Protocol, ROUTE_EVENT, SubscriberInfo};
+pub use subscriber::{ROUTE_EVENT, SubscriberInfo};
 pub use update::{MAX_TOPICS, NewUpdate, RESERVED_PATH, Stored, Update, UpdateError, new_id};

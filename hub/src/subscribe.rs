@@ -11,7 +11,7 @@ use crate::{
     mark::{EARLIEST, Mark},
     queue,
     registry::Key,
-    selector::{MatchKind, Selector},
+    selector::Selector,
     stream::{StreamState, Streams, SubscriptionStream},
     subscriber::{Protocol, SubscriberInfo},
     update::new_id,
@@ -76,7 +76,6 @@ impl Subscribers {
         self: &Arc<Self>,
         request: SubscribeRequest,
         protocol: Protocol,
-        match_types: Vec<MatchKind>,
     ) -> Result<Subscription, SubscribeError> {
         let SubscribeRequest {
             selectors,
@@ -93,7 +92,6 @@ impl Subscribers {
             payload,
             routed,
             protocol,
-            match_types,
         });
         // Where the client is, found before registering (the id was published earlier).
         let requested = match last_event_id {

@@ -17,14 +17,16 @@ pub const ROUTE_EVENT: &str = "tidings-route";
 
 /// The Mercure version a subscription was made in: what its subscription events and documents
 /// look like.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Protocol {
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum Protocol {
     /// `topic=` selectors: JSON-LD documents on `…/subscriptions/{topic}/{subscriber}`.
     #[default]
     Draft07,
     /// `match…=` matchers: JSON documents on `…/subscriptions/{match_type}/{match}/{subscriber}`,
-    /// sent as `event: mercure`.
-    Mercure1,
+    /// sent as `event: mercure`. `match_types` holds the matcher type each selector was given
+    /// with, in the same order: what its documents name (`*` is the wildcard whatever its type,
+    /// so its selector cannot tell).
+    Mercure1 { match_types: Vec<MatchKind> },
 }
 
 /// Who a subscriber is, for authorization and the active-subscriptions API.
@@ -40,10 +42,6 @@ pub struct SubscriberInfo {
     /// Whether each update is preceded by its route (see [`SubscriberInfo::route`]).
     pub(crate) routed: bool,
     pub(crate) protocol: Protocol,
-    /// For a Mercure 1.0 subscription, the matcher type each of `selectors` was given with, in
-    /// the same order: what its documents name (`*` is the wildcard whatever its type, so its
-    /// selector cannot tell). Empty for draft-07.
-    pub(crate) match_types: Vec<MatchKind>,
 }
 
 impl SubscriberInfo {
@@ -58,10 +56,10 @@ impl SubscriberInfo {
     /// Each selector, with the Mercure 1.0 matcher type it was given with; `None` for draft-07's.
     pub(crate) fn matchers(&self) -> impl Iterator<Item = (&Selector, Option<MatchKind>)> {
         self.selectors.iter().enumerate().map(|(index, selector)| {
-            let kind = match self.protocol {
+            let kind = match &self.protocol {
                 Protocol::Draft07 => None,
-                Protocol::Mercure1 => Some(
-                    self.match_types
+                Protocol::Mercure1 { match_types } => Some(
+                    match_types
                         .get(index)
                         .copied()
                         .or_else(|| selector.kind())
