@@ -98,3 +98,39 @@ test('ten tabs of mixed pages share one connection, and a closed leader is repla
     await server.stop();
   }
 });
+
+test('a chat tab joining a news tab while its page token is slow to come costs the news tab nothing', async ({ browser, request }) => {
+  const server = await TidingsServer.start();
+  try {
+    const context = await browser.newContext();
+    // Every page token takes 2 s: the leader widens to the chat's selectors only once it has
+    // one, and its old stream must not go on meanwhile with routes read against the new ones.
+    await context.route('**/api/page_token', async (route) => {
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      await route.continue();
+    });
+    const news = await context.newPage();
+    await news.goto(`${server.url}/news`);
+    await expect(news.locator('.live-badge')).toHaveText('open');
+    await expect.poll(() => leading(news)).toBe(true);
+    const errors = [watchConsole(news)];
+
+    const chat = await context.newPage();
+    errors.push(watchConsole(chat));
+    await chat.goto(`${server.url}/chat/slow-token`);
+    const titles: string[] = [];
+    for (let n = 1; n <= 24; n++) {
+      const title = `headline ${n}`;
+      await publishHeadline(request, server, title);
+      titles.unshift(title);
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    await expect(chat.locator('.live-badge')).toHaveText('open');
+    await expect(news.locator('#headlines .headline')).toHaveText(titles);
+    await publishChat(request, server, 'slow-token', 'c1', 'only this');
+    await expect(log(chat)).toHaveText(['pubonly this']);
+    expect(errors.flat()).toEqual([]);
+  } finally {
+    await server.stop();
+  }
+});

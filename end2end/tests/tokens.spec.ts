@@ -179,3 +179,22 @@ test('the console stops at its pasted token\'s exp and says so, rather than knoc
   expect(subscriptions.length).toBe(attempts);
   await expect(page.locator('.live-badge')).toHaveText('token expired');
 });
+
+test('the console takes a pasted token whose exp is months away', async ({ page, server, request }) => {
+  // Beyond the longest wait of a browser's timer (about 24.8 days).
+  const exp = Math.floor(Date.now() / 1000) + 90 * 24 * 3600;
+  const errors = watchConsole(page);
+  await page.goto(`${server.url}/console`);
+  await expect(page.locator('main')).toHaveAttribute('data-hydrated', 'true');
+  await page.fill('#sub-selectors', '/console/far');
+  await page.fill('#sub-token', token({ mercure: { subscribe: ['/console/far'] }, exp }));
+  await page.click('#console-subscribe button');
+  await expect(page.locator('.live-badge')).toHaveText('open');
+  const response = await request.post(`${server.url}/.well-known/mercure`, {
+    headers: { Authorization: `Bearer ${token({ mercure: { publish: ['*'] } })}` },
+    form: { topic: '/console/far', id: 'far-1', data: 'private and far', private: 'on' },
+  });
+  expect(response.status()).toBe(200);
+  await expect(page.locator('#console-events .event').first().locator('.data')).toHaveText('private and far');
+  expect(errors).toEqual([]);
+});

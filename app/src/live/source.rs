@@ -31,6 +31,8 @@ use std::{
 /// The first pause before reopening a stream the browser gave up on, and the longest.
 const FIRST_RETRY_MS: f64 = 1_000.0;
 const LAST_RETRY_MS: f64 = 30_000.0;
+/// The longest wait a browser's timer takes.
+const LONGEST_TIMER_MS: f64 = i32::MAX as f64;
 
 /// What a stream subscribes to.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -74,8 +76,11 @@ struct Inner {
     target: RefCell<Target>,
     /// The page token in hand ([`Credential::Page`]).
     page_token: RefCell<Option<Held>>,
-    /// Whether a page token is being fetched.
-    fetching: Cell<bool>,
+    /// While a page token is being fetched, what to do with it (an opening asked for meanwhile
+    /// wins over a move).
+    fetching: Cell<Option<Then>>,
+    /// Moves to a fresh page token that failed in a row: the next try waits longer.
+    move_attempts: Cell<u32>,
     /// When the token will be renewed (a page token) or the stream stopped (a given token).
     token_timer: RefCell<Option<TimeoutHandle>>,
     /// The connection that is current: only its events and errors count.
@@ -142,7 +147,8 @@ impl Source {
         let inner = Rc::new(Inner {
             target: RefCell::new(target),
             page_token: RefCell::default(),
-            fetching: Cell::new(false),
+            fetching: Cell::new(None),
+            move_attempts: Cell::new(0),
             token_timer: RefCell::default(),
             current: Cell::new(0),
             opened: Cell::new(0),
@@ -165,11 +171,15 @@ impl Source {
             let weak = Rc::downgrade(&inner);
             window_event_listener_untyped(name, move |_| {
                 let visible = document().visibility_state() == web_sys::VisibilityState::Visible;
-                if let Some(inner) = weak.upgrade().filter(|_| visible)
-                    && let Some((retry, countdown)) = inner.retry.borrow_mut().take()
-                {
+                let Some(inner) = weak.upgrade().filter(|_| visible) else {
+                    return;
+                };
+                // Taken in a statement of its own: `open` borrows the slot again.
+                let pending = inner.retry.borrow_mut().take();
+                if let Some((retry, countdown)) = pending {
                     retry.clear();
                     countdown.clear();
+                    (inner.on_status)(LiveStatus::Reconnecting);
                     open(&inner);
                 }
             })
@@ -189,10 +199,6 @@ impl Source {
         if from.is_some() {
             *self.inner.stored_id.borrow_mut() = from;
             self.inner.last_was_live.set(false);
-        }
-        if let Some((retry, countdown)) = self.inner.retry.borrow_mut().take() {
-            retry.clear();
-            countdown.clear();
         }
         open(&self.inner);
     }
@@ -264,10 +270,15 @@ fn retry_later(inner: &Rc<Inner>) {
     let weak = Rc::downgrade(inner);
     let retry = set_timeout_with_handle(
         move || {
-            if let Some(inner) = weak.upgrade()
-                && let Some((_, countdown)) = inner.retry.borrow_mut().take()
-            {
+            let Some(inner) = weak.upgrade() else {
+                return;
+            };
+            // Taken in a statement of its own: `open` borrows the slot again.
+            let pending = inner.retry.borrow_mut().take();
+            if let Some((_, countdown)) = pending {
                 countdown.clear();
+                // The countdown is over: say so while the attempt is under way.
+                (inner.on_status)(LiveStatus::Reconnecting);
                 open(&inner);
             }
         },
@@ -291,7 +302,15 @@ fn retry_later(inner: &Rc<Inner>) {
 /// token it needs is in hand.
 fn open(inner: &Rc<Inner>) {
     inner.open.set(false);
-    drop(inner.next.borrow_mut().take());
+    cancel_pending(inner);
+    // The old connection stops now: were it to go on while a token is fetched, its routes
+    // would be read against the new target's selectors. The new one resumes where it stood.
+    if let Some(old) = inner.stream.borrow_mut().take() {
+        release(old);
+    }
+    if let Some((_, next)) = inner.next.borrow_mut().take() {
+        release(next);
+    }
     let credential = inner.target.borrow().credential.clone();
     let token = match credential {
         Credential::None => None,
@@ -327,7 +346,7 @@ fn open(inner: &Rc<Inner>) {
 }
 
 /// What to do with a page token once fetched.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Then {
     /// Open the stream with it.
     Open,
@@ -336,16 +355,25 @@ enum Then {
 }
 
 /// Fetches a page token from the server, then opens or moves the stream. Failing, an opening is
-/// retried after the usual pause; a move is tried again shortly, while the old token lasts.
+/// retried after the usual pause; a move after a pause of its own ([`renew_later`]).
 fn fetch_page_token(inner: &Rc<Inner>, then: Then) {
-    if inner.fetching.replace(true) {
-        return;
+    match inner.fetching.get() {
+        None => inner.fetching.set(Some(then)),
+        // One is on its way: it will open, if that is what is asked now.
+        Some(_) => {
+            if then == Then::Open {
+                inner.fetching.set(Some(Then::Open));
+            }
+            return;
+        }
     }
     let weak = Rc::downgrade(inner);
     leptos::task::spawn_local(async move {
         let fetched = crate::api::page_token().await;
         let Some(inner) = weak.upgrade() else { return };
-        inner.fetching.set(false);
+        let Some(then) = inner.fetching.take() else {
+            return;
+        };
         if inner.target.borrow().credential != Credential::Page {
             return;
         }
@@ -363,23 +391,43 @@ fn fetch_page_token(inner: &Rc<Inner>, then: Then) {
                 arm_timer(&inner, renew_ms, renew);
                 match then {
                     Then::Open => open(&inner),
-                    Then::Move => connect(&inner, Some(&token), true),
+                    // Unless the stream ended meanwhile: its reopening will use the token.
+                    Then::Move if inner.stream.borrow().is_some() => {
+                        connect(&inner, Some(&token), true)
+                    }
+                    Then::Move => {}
                 }
             }
             Err(_) => match then {
                 Then::Open => retry_later(&inner),
-                Then::Move => {
-                    // Again in a few seconds, or before the token in hand ends.
-                    let ends = inner.page_token.borrow().as_ref().map(|held| held.ends_ms);
-                    let now = js_sys::Date::now();
-                    let soon = ends.map_or(now + 5_000.0, |ends| {
-                        now + (5_000.0f64).min((ends - now) / 2.0).max(250.0)
-                    });
-                    arm_timer(&inner, soon, renew);
-                }
+                Then::Move => renew_later(&inner),
             },
         }
     });
+}
+
+/// A move to a fresh page token failed: try again after a pause that doubles from 1 s to 30 s,
+/// and always before the token in hand ends.
+fn renew_later(inner: &Rc<Inner>) {
+    let attempt = inner.move_attempts.get();
+    inner.move_attempts.set(attempt.saturating_add(1));
+    let now = js_sys::Date::now();
+    let pause = (FIRST_RETRY_MS * 2f64.powi(attempt.min(16) as i32)).min(LAST_RETRY_MS);
+    let ends = inner.page_token.borrow().as_ref().map(|held| held.ends_ms);
+    let pause = ends.map_or(pause, |ends| pause.min((ends - now) / 2.0).max(250.0));
+    arm_timer(inner, now + pause, renew);
+}
+
+/// Clears a pending quiet reopening and a pending retry with its countdown.
+fn cancel_pending(inner: &Inner) {
+    if let Some(quick) = inner.quick.borrow_mut().take() {
+        quick.clear();
+    }
+    let pending = inner.retry.borrow_mut().take();
+    if let Some((retry, countdown)) = pending {
+        retry.clear();
+        countdown.clear();
+    }
 }
 
 /// The page token is due for renewal: fetch a fresh one and move the stream over to it (just
@@ -399,10 +447,7 @@ fn expired(inner: &Rc<Inner>) {
     if let Some(stream) = inner.stream.borrow_mut().take() {
         release(stream);
     }
-    if let Some((retry, countdown)) = inner.retry.borrow_mut().take() {
-        retry.clear();
-        countdown.clear();
-    }
+    cancel_pending(inner);
     (inner.on_status)(LiveStatus::Expired);
 }
 
@@ -421,14 +466,21 @@ fn schedule(
 ) {
     let weak = Rc::downgrade(inner);
     let wait = (due_ms - js_sys::Date::now()).max(0.0);
+    // A browser's timer waits at most 2^31 - 1 ms (about 24.8 days; Leptos throws beyond):
+    // a later one (a pasted token's far `exp`) is set again when that wait is over.
+    let early = wait > LONGEST_TIMER_MS;
     let timer = set_timeout_with_handle(
         move || {
             if let Some(inner) = weak.upgrade() {
                 slot(&inner).borrow_mut().take();
-                then(&inner);
+                if early {
+                    schedule(&inner, slot, due_ms, then);
+                } else {
+                    then(&inner);
+                }
             }
         },
-        std::time::Duration::from_millis(wait as u64),
+        std::time::Duration::from_millis(wait.min(LONGEST_TIMER_MS) as u64),
     )
     .ok();
     if let Some(old) = slot(inner).replace(timer) {
@@ -494,11 +546,14 @@ fn connect(inner: &Rc<Inner>, token: Option<&str>, moving: bool) {
             if let Some(next) = inner.take_next(number) {
                 // The next connection is open: it takes over, the old one closes.
                 inner.current.set(number);
+                inner.move_attempts.set(0);
                 if let Some(old) = inner.stream.replace(Some(next)) {
                     release(old);
                 }
             }
             if inner.current.get() == number {
+                // Whatever was to reopen it is moot (a retry would close this good one).
+                cancel_pending(&inner);
                 inner.attempts.set(0);
                 inner.opened_ms.set(Some(js_sys::Date::now()));
                 // A routed stream has everything up to now once its replay is done.
@@ -511,9 +566,9 @@ fn connect(inner: &Rc<Inner>, token: Option<&str>, moving: bool) {
                 return;
             };
             if let Some(next) = inner.take_next(number) {
-                // The move failed: the current connection goes on; try again shortly.
+                // The move failed: the current connection goes on; try again later.
                 release(next);
-                arm_timer(&inner, js_sys::Date::now() + 1_000.0, renew);
+                renew_later(&inner);
                 return;
             }
             if inner.current.get() != number {
@@ -526,8 +581,9 @@ fn connect(inner: &Rc<Inner>, token: Option<&str>, moving: bool) {
                 // or a restart) comes back at once and quietly; one that keeps dropping, after
                 // the usual pause.
                 ReadyState::Connecting => {
-                    if let Some(stream) = &*inner.stream.borrow() {
-                        stream.close();
+                    let ended = inner.stream.borrow_mut().take();
+                    if let Some(stream) = ended {
+                        release(stream);
                     }
                     // Taken: a reopening that fails never opened, so it did not live a while
                     // (else a server that is down would be retried quietly, in a loop).
@@ -540,6 +596,10 @@ fn connect(inner: &Rc<Inner>, token: Option<&str>, moving: bool) {
                 }
                 ReadyState::Open => (inner.on_status)(LiveStatus::Open),
                 ReadyState::Closed => {
+                    let ended = inner.stream.borrow_mut().take();
+                    if let Some(stream) = ended {
+                        release(stream);
+                    }
                     inner.opened_ms.take();
                     retry_later(&inner);
                 }
