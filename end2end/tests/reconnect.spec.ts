@@ -125,3 +125,32 @@ test('a page whose server goes down after a long while says so and backs off unt
     await second.stop();
   }
 });
+
+test('a follower tab coming into view wakes a leader that is waiting out a long pause', async ({ browser, request }) => {
+  const server = await TidingsServer.start(FAST);
+  const proxy = await FlakyProxy.start(server.url);
+  try {
+    const room = 'e2e-wake';
+    const context = await browser.newContext();
+    const leader = await joinRoom(context, `${proxy.url}/chat/${room}`, 'ann');
+    await expect.poll(() => leader.evaluate(() => document.documentElement.dataset.liveLeader)).toBe('true');
+    const follower = await joinRoom(context, `${proxy.url}/chat/${room}`, 'bob');
+    expect(await follower.evaluate(() => document.documentElement.dataset.liveLeader)).not.toBe('true');
+
+    proxy.fail();
+    // Refused again and again, the leader's pause grows: wait until it has 6 s or more to go.
+    await expect(follower.locator('.live-badge')).toHaveText(/^reconnecting in ([6-9]|\d\d) s$/, { timeout: 40_000 });
+    const answer = await request.post(`${server.url}/api/chat/${room}`, { data: { name: 'cat', text: 'while refused' } });
+    expect(answer.status()).toBe(200);
+    proxy.pass();
+    // The network comes back, as the follower sees it: the leader tries at once, not in 6 s.
+    await follower.evaluate(() => window.dispatchEvent(new Event('online')));
+    for (const page of [follower, leader]) {
+      await expect(page.locator('.live-badge')).toHaveText('open', { timeout: 4_000 });
+      await expect(log(page)).toHaveText(['catwhile refused']);
+    }
+  } finally {
+    await proxy.stop();
+    await server.stop();
+  }
+});

@@ -167,25 +167,22 @@ impl Source {
         open(&inner);
         // A page coming back into view, or the network coming back: reopen a given-up stream
         // at once rather than at the end of its pause.
-        let wake = |name: &str| {
+        let listen = |name: &str| {
             let weak = Rc::downgrade(&inner);
             window_event_listener_untyped(name, move |_| {
-                let visible = document().visibility_state() == web_sys::VisibilityState::Visible;
-                let Some(inner) = weak.upgrade().filter(|_| visible) else {
-                    return;
-                };
-                // Taken in a statement of its own: `open` borrows the slot again.
-                let pending = inner.retry.borrow_mut().take();
-                if let Some((retry, countdown)) = pending {
-                    retry.clear();
-                    countdown.clear();
-                    (inner.on_status)(LiveStatus::Reconnecting);
-                    open(&inner);
+                if let Some(inner) = weak.upgrade().filter(|_| visible()) {
+                    wake(&inner);
                 }
             })
         };
-        let wake = vec![wake("online"), wake("visibilitychange")];
+        let wake = vec![listen("online"), listen("visibilitychange")];
         Self { inner, wake }
+    }
+
+    /// Reopens a given-up stream at once rather than at the end of its pause (a follower tab
+    /// came into view, or saw the network come back).
+    pub fn wake(&self) {
+        wake(&self.inner);
     }
 
     /// Reopens now, for `target`, after `from` (or where it stands, if `None`).
@@ -252,6 +249,23 @@ fn reopen_quietly(inner: &Rc<Inner>) {
             }
         },
     );
+}
+
+/// Whether the page is in view.
+pub(super) fn visible() -> bool {
+    document().visibility_state() == web_sys::VisibilityState::Visible
+}
+
+/// Reopens a given-up stream now, ending its pause.
+fn wake(inner: &Rc<Inner>) {
+    // Taken in a statement of its own: `open` borrows the slot again.
+    let pending = inner.retry.borrow_mut().take();
+    if let Some((retry, countdown)) = pending {
+        retry.clear();
+        countdown.clear();
+        (inner.on_status)(LiveStatus::Reconnecting);
+        open(inner);
+    }
 }
 
 /// The browser gave up on the stream: reopen it after a pause, counted down in the status.

@@ -22,7 +22,8 @@
 //! they want (`who`); repeats are dropped by id. A leader that is frozen or stuck keeps the lock,
 //! so it posts a heartbeat every second: a visible tab that hears nothing for [`SILENCE_MS`]
 //! asks it (`ping`), and if nothing comes back for [`PROBE_MS`] more takes the lock over
-//! (`steal`); the old leader, told so by the lock, steps down. The question keeps a tab that
+//! (`steal`); the old leader, told so by the lock, steps down and catches up on its own streams
+//! from its cursor, as below, before it joins the new leader's. The question keeps a tab that
 //! was itself stalled (its overdue timer running before the heartbeats queued for it) from
 //! taking over from a leader that is fine. A page
 //! going into the back-forward cache says `bye` and leaves the lock's queue; back, each of its
@@ -31,7 +32,8 @@
 //! Messages are arrays of strings (structured clones), the first being the kind:
 //! - `hello, tab, key, from, selectors…, "", named…, "", live_only…, "", flags…` (`page`: it
 //!   needs the page token, which the leader's stream then carries; see [`Credential::Page`]) ·
-//!   `bye, tab, key` · `who` · `beat` · `ping` (answered with `beat`)
+//!   `bye, tab, key` · `who` · `beat` · `ping` (answered with `beat`) · `wake` (a follower in view,
+//!   or seeing the network come back: the leader reopens a given-up stream at once)
 //! - `status, word, seconds` (the leader's stream), and when open `, stands, selectors…` (its
 //!   last stored id and the selectors it covers)
 //! - `event, type, id, data, stored ("1" or ""), matched selectors…` (none: for every tab)
@@ -234,6 +236,20 @@ impl Tabs {
                     }
                 })
             };
+            // A follower in view, or seeing the network come back, wakes a leader that gave up
+            // for a while (its own such events are seen only if it is in view).
+            let wake = |name: &str| {
+                let weak = weak.clone();
+                window_event_listener_untyped(name, move |_| {
+                    if let Some(tabs) = weak.upgrade().filter(|_| super::source::visible())
+                        && tabs.leading().is_none()
+                        && matches!(tabs.status.get(), LiveStatus::RetryingIn(_))
+                    {
+                        tabs.post(&["wake"]);
+                    }
+                })
+            };
+            let (online, shown) = (wake("online"), wake("visibilitychange"));
             let watch = {
                 let weak = weak.clone();
                 set_interval_with_handle(
@@ -259,7 +275,7 @@ impl Tabs {
                 heard_ms: Cell::new(js_sys::Date::now()),
                 asked_ms: Cell::new(None),
                 status: Cell::new(LiveStatus::Connecting),
-                _listeners: vec![pagehide, pageshow],
+                _listeners: vec![pagehide, pageshow, online, shown],
                 _on_message: on_message,
                 _watch: watch,
             }
@@ -396,6 +412,11 @@ impl Tabs {
                 }
             }
             ("ping", Some(_)) => self.post(&["beat"]),
+            ("wake", Some(leader)) => {
+                if let Some(source) = &*leader.source.borrow() {
+                    source.wake();
+                }
+            }
             ("bye", Some(leader)) => {
                 if let (Some(tab), Some(Ok(key))) = (parts.get(1), parts.get(2).map(|k| k.parse()))
                 {
@@ -599,8 +620,10 @@ impl Tabs {
         self.post(&["who"]);
     }
 
-    /// The lock was taken over: stop leading, tell the new leader what this tab wants, and
-    /// queue for the lock again.
+    /// The lock was taken over (this tab was frozen or stuck): stop leading, catch up on its
+    /// own streams from where it stood, then join the new leader's; queue for the lock again.
+    /// Announcing at once would have the new leader cover this tab from where its own stream
+    /// stands, past what this tab missed while frozen.
     fn lost(self: &Rc<Self>) {
         let Some(leader) = self.leader.borrow_mut().take() else {
             // A request this tab withdrew.
@@ -610,8 +633,7 @@ impl Tabs {
         mark_leader(false);
         self.release.borrow_mut().take();
         self.heard_ms.set(js_sys::Date::now());
-        self.announce_all();
-        self.request_lock(false);
+        self.come_back();
     }
 
     /// Tells the leader (again) what every subscription that streams through it wants.
