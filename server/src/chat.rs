@@ -1,7 +1,8 @@
 //! Posting to a chat room, and the rooms' presence counts.
 //!
 //! Posts are validated (name 1–32 characters, text 1–2000, both trimmed), limited per client
-//! address (see [`crate::client_addr`]: a burst of [`BURST`], then one message per `REFILL`)
+//! address (see [`crate::client_addr`]: a burst of `--chat-burst`, then one message per
+//! `--chat-refill`)
 //! and published on the room's topic through the hub in-process, by `send`. Two ways lead
 //! there, sharing the address's allowance: the chat form's server function (`send_chat`, through
 //! `ChatDesk`, which the pages find in their context), and `POST /api/chat/{room}` with JSON
@@ -32,10 +33,8 @@ use tidings_app::model::{ChatMessage, ChatPost, NAME_MAX, PRESENCE_EVENT, Presen
 use tidings_app::model::{chat_topic, presence_topic, valid_room};
 use tidings_hub::{NewUpdate, PublishError, Update};
 
-/// Messages an address may send at once.
+/// Messages an address may send at once, unless `--chat-burst` says otherwise.
 pub const BURST: u32 = 5;
-/// Time for one more message to be allowed.
-pub(crate) const REFILL: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ChatError {
@@ -125,17 +124,17 @@ impl From<&ChatError> for SendError {
 /// Per-address allowances (governor's GCRA, keys sharded by dashmap).
 pub(crate) struct RateLimiter(DefaultKeyedRateLimiter<IpAddr>);
 
-impl Default for RateLimiter {
-    fn default() -> Self {
-        let burst = NonZeroU32::new(BURST).expect("BURST > 0");
-        let quota = Quota::with_period(REFILL)
-            .expect("REFILL > 0")
+impl RateLimiter {
+    /// `burst` messages at once, then one per `refill` (both checked when the flags are read:
+    /// a zero is taken as one message, or a millisecond).
+    pub(crate) fn new(burst: u32, refill: Duration) -> Self {
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(refill.max(Duration::from_millis(1)))
+            .expect("a period above zero")
             .allow_burst(burst);
         Self(governor::RateLimiter::keyed(quota))
     }
-}
 
-impl RateLimiter {
     /// Takes one message from `client`'s allowance, or says how long until one is allowed.
     pub(crate) fn check(&self, client: IpAddr) -> Result<(), Duration> {
         self.0
@@ -428,13 +427,14 @@ mod tests {
 
     #[test]
     fn the_limiter_allows_a_burst_then_limits_per_address() {
-        let limiter = RateLimiter::default();
+        let refill = Duration::from_secs(2);
+        let limiter = RateLimiter::new(BURST, refill);
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "::1".parse().unwrap());
         for _ in 0..BURST {
             assert!(limiter.check(a).is_ok());
         }
         let wait = limiter.check(a).unwrap_err();
-        assert!(wait > Duration::ZERO && wait <= REFILL, "{wait:?}");
+        assert!(wait > Duration::ZERO && wait <= refill, "{wait:?}");
         assert!(limiter.check(b).is_ok(), "other addresses are not affected");
         assert_eq!(limiter.len(), 2);
         limiter.forget_idle();

@@ -271,6 +271,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub subscribe_burst: u32,
 
+    /// Chat messages one client address may send at once (the chat form or
+    /// `POST /api/chat/{room}`); past them one more every `--chat-refill`, else 429.
+    #[arg(long, env = "TIDINGS_CHAT_BURST", default_value_t = crate::chat::BURST,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub chat_burst: u32,
+
+    /// Time for one more chat message to be allowed to an address past its burst, such as `2s`.
+    #[arg(long, env = "TIDINGS_CHAT_REFILL", default_value = "2s",
+          value_parser = parse_chat_refill)]
+    pub chat_refill: Duration,
+
     /// Time a client may take to send a whole request head, counted from its first byte, such
     /// as `10s`; past it the answer is 408 and the connection is closed.
     #[arg(long, env = "TIDINGS_HEAD_TIMEOUT", default_value = "10s",
@@ -380,6 +391,14 @@ fn parse_page_token_lifetime(s: &str) -> Result<Duration, String> {
         );
     }
     Ok(lifetime)
+}
+
+fn parse_chat_refill(s: &str) -> Result<Duration, String> {
+    let refill = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if refill.is_zero() {
+        return Err("the chat's refill takes some time (such as 2s)".into());
+    }
+    Ok(refill)
 }
 
 fn parse_public_url(s: &str) -> Result<String, String> {

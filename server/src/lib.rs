@@ -201,6 +201,10 @@ impl Server {
             .per_token(config.max_subscribers_per_token),
         );
         let connections = Arc::new(connection_budget(&config));
+        let chat_limiter = Arc::new(chat::RateLimiter::new(
+            config.chat_burst,
+            config.chat_refill,
+        ));
         let state = AppState {
             config: Arc::new(config),
             leptos,
@@ -208,7 +212,7 @@ impl Server {
             hub,
             auth: Arc::new(auth),
             cors: Arc::new(cors),
-            chat_limiter: Arc::default(),
+            chat_limiter,
             subscriber_limits,
             connections,
             shutdown: CancellationToken::new(),

@@ -86,6 +86,43 @@ async fn a_burst_of_chat_posts_is_rate_limited_per_client_address() {
 }
 
 /// A refusal for going too fast says when to try again: when the next message is allowed.
+#[tokio::test]
+async fn the_chat_allowance_is_set_by_flags() {
+    let server = TestServer::start(|c| {
+        c.chat_burst = 2;
+        c.chat_refill = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        let answer = server.post_chat("general", "ann", &format!("m{i}")).await;
+        statuses.push(answer.status());
+        if answer.status() == StatusCode::TOO_MANY_REQUESTS {
+            let retry_after: u64 = answer.headers()[header::RETRY_AFTER]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((3000..=3600).contains(&retry_after), "{retry_after}");
+        }
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    for (args, says) in [
+        (["--chat-refill", "0s"], "refill"),
+        (["--chat-burst", "0"], "chat-burst"),
+    ] {
+        let log = crate::helpers::ChildServer::refused(&args, &[]).await;
+        assert!(log.contains(says), "{log}");
+    }
+}
+
 fn assert_retry_after_a_second_or_two(limited: &reqwest::Response) {
     let retry_after = limited.headers()[header::RETRY_AFTER].to_str().unwrap();
     assert!(["1", "2"].contains(&retry_after), "{retry_after}");
