@@ -65,5 +65,7 @@ test('after a server restart mid-stream the list goes on without a gap or a dupl
     expect(errors.filter((e) => !expected.test(e))).toEqual([]);
   } finally {
     await second.stop();
+    // Its data folder too (the second had one of its own).
+    await first.stop();
   }
 });

@@ -59,7 +59,6 @@ test('ten consoles of one origin over HTTPS share HTTP/2 and all stay live', asy
     await context.close();
   } finally {
     await server.stop();
-    fs.rmSync(server.dataDir, { recursive: true, force: true });
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -13,6 +13,8 @@ import { test as base, expect, BrowserContext, Page, ConsoleMessage } from '@pla
 
 const root = path.resolve(__dirname, '..', '..');
 const bin = process.env.TIDINGS_BIN ?? path.join(root, 'target', 'release', 'tidings');
+/** The data folders the harness makes, under the temp dir. */
+const DATA_PREFIX = 'tidings-e2e-';
 const siteRoot = process.env.TIDINGS_SITE_ROOT ?? path.join(root, 'target', 'site');
 
 /** The HS256 key test servers verify publisher and subscriber tokens with. */
@@ -32,7 +34,7 @@ export class TidingsServer {
    * `dataDir` names one (to restart a server on the same history).
    */
   static async start(args: string[] = [], port = 0, dataDir?: string): Promise<TidingsServer> {
-    const data = dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'tidings-e2e-'));
+    const data = dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), DATA_PREFIX));
     const child = spawn(bin, ['--addr', `127.0.0.1:${port}`, '--data-dir', data, ...args], {
       env: {
         ...process.env,
@@ -70,9 +72,13 @@ export class TidingsServer {
     await this.signal('SIGKILL');
   }
 
-  /** Asks the process to shut down (SIGTERM) and waits until it has exited. */
+  /** Asks the process to shut down (SIGTERM), waits until it has exited, and removes its data
+   * folder if the harness made it (a killed server's stays, for a restart on its history). */
   async stop(): Promise<void> {
     await this.signal('SIGTERM');
+    if (path.dirname(this.dataDir) === os.tmpdir() && path.basename(this.dataDir).startsWith(DATA_PREFIX)) {
+      fs.rmSync(this.dataDir, { recursive: true, force: true });
+    }
   }
 
   private signal(sig: NodeJS.Signals): Promise<void> {
@@ -193,7 +199,6 @@ export const test = base.extend<{ server: TidingsServer }>({
     const server = await TidingsServer.start(FAST);
     await use(server);
     await server.stop();
-    fs.rmSync(server.dataDir, { recursive: true, force: true });
   },
 });
 
