@@ -123,13 +123,7 @@ impl Drop for Source {
         if let Some(timer) = self.inner.token_timer.borrow_mut().take() {
             timer.clear();
         }
-        if let Some(quick) = self.inner.quick.borrow_mut().take() {
-            quick.clear();
-        }
-        if let Some((retry, countdown)) = self.inner.retry.borrow_mut().take() {
-            retry.clear();
-            countdown.clear();
-        }
+        cancel_pending(&self.inner);
         for handle in self.wake.drain(..) {
             handle.remove();
         }
