@@ -317,7 +317,8 @@ fn accepts_html(request: &Parts) -> bool {
         .is_some_and(|v| v.contains("text/html"))
 }
 
-/// Publishes each room's presence count when it changes (checked every 250 ms), on the room's
+/// Publishes each room's presence count when it changes (checked every 250 ms; a change is
+/// announced once two checks in a row see it, so what lasts less than that is not), on the room's
 /// presence topic as a `presence` event, private when the server signs page tokens (the pages
 /// subscribe with one; see `page_tokens`). Rooms are the exact `/chat/{room}` subscriptions, on
 /// every node of a cluster.
@@ -338,6 +339,10 @@ pub(crate) async fn presence_task(state: AppState) {
     let mut announce_all = false;
     // Another node may have led before this one: its zeros are announced again on takeover.
     let mut followed = false;
+    // Each room's count at the previous check: a count is announced once two checks agree, so
+    // a page moving to a fresh token (two connections for a few milliseconds) is not counted
+    // twice.
+    let mut seen: HashMap<String, usize> = HashMap::new();
     let mut ticks = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
@@ -374,6 +379,7 @@ pub(crate) async fn presence_task(state: AppState) {
                 None => *counts.entry(rest.to_owned()).or_default() += n,
             }
         }
+        let previous = std::mem::replace(&mut seen, counts.clone());
         let everything = std::mem::take(&mut announce_all);
         // Rooms that emptied since the last check; after a takeover, every watched room.
         for room in published
@@ -383,7 +389,8 @@ pub(crate) async fn presence_task(state: AppState) {
             counts.entry(room.clone()).or_insert(0);
         }
         for (room, present) in counts {
-            if !everything && published.get(&room) == Some(&present) {
+            let settled = previous.get(&room).copied().unwrap_or(0) == present;
+            if !everything && (!settled || published.get(&room) == Some(&present)) {
                 continue;
             }
             let data = serde_json::to_string(&Presence { present }).expect("serializable");

@@ -401,6 +401,29 @@ async fn presence_counts_follow_a_rooms_subscribers() {
     assert_eq!(next_presence(&mut presence).await, 0);
 }
 
+#[tokio::test]
+async fn a_page_moving_to_a_fresh_token_is_not_counted_twice() {
+    let server = TestServer::start_default().await;
+    let token = subscriber_token(&[PRESENCE_TEMPLATE]);
+    let mut presence = server
+        .subscribe(&[("topic", "/chat/lobby/presence"), ("authorization", &token)])
+        .await;
+    let mut member = server.subscribe(&[("topic", "/chat/lobby")]).await;
+    assert_eq!(next_presence(&mut presence).await, 1);
+    // Twelve moves, each with both connections open for 120 ms (a page's takes a few): long
+    // enough that checks every 250 ms see some of the overlaps (each, about every other time).
+    // They are 600 ms apart, as a page's are minutes apart: no two checks in a row see two.
+    for _ in 0..12 {
+        let next = server.subscribe(&[("topic", "/chat/lobby")]).await;
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        member = next;
+        tokio::time::sleep(Duration::from_millis(480)).await;
+    }
+    drop(member);
+    // The one change announced: the page leaving.
+    assert_eq!(next_presence(&mut presence).await, 0);
+}
+
 /// `POST /api/page_token`: the pages' server function.
 async fn ask_page_token(server: &TestServer) -> reqwest::Response {
     server
