@@ -584,8 +584,10 @@ async fn wait_for_replicas_acknowledges_only_what_a_replica_has() {
         &redis.url(),
         "--redis-wait-replicas",
         "1",
+        // Ample for a replica on a loaded machine (300 ms was not, once); the unconfirmed
+        // publish below waits it out.
         "--redis-wait-timeout",
-        "300ms",
+        "3s",
         "--market-interval-ms",
         "0",
         "--monitor-interval-ms",
