@@ -2,8 +2,8 @@
 //! (`POST /api/send_chat`): validation, the rate limit, and the rooms' presence counts.
 
 use crate::helpers::{
-    SUBSCRIBER_KEY, TestServer, WAIT, client_from, client_without_redirects, next_presence, now,
-    subscriber_token,
+    SUBSCRIBER_KEY, SseReader, TestServer, WAIT, client_from, client_without_redirects,
+    next_presence, now, subscriber_token,
 };
 use reqwest::{StatusCode, header};
 use serde_json::Value;
@@ -388,15 +388,22 @@ async fn x_forwarded_for_is_honoured_from_a_trusted_proxy() {
     );
 }
 
-#[tokio::test]
-async fn presence_counts_follow_a_rooms_subscribers() {
-    let server = TestServer::start_default().await;
+/// A watcher of `/chat/lobby`'s presence (with a token for it) and one member, once the
+/// watcher has heard the count of 1.
+async fn one_in_the_lobby(server: &TestServer) -> (SseReader, SseReader) {
     let token = subscriber_token(&[PRESENCE_TEMPLATE]);
     let mut presence = server
         .subscribe(&[("topic", "/chat/lobby/presence"), ("authorization", &token)])
         .await;
     let member = server.subscribe(&[("topic", "/chat/lobby")]).await;
     assert_eq!(next_presence(&mut presence).await, 1);
+    (presence, member)
+}
+
+#[tokio::test]
+async fn presence_counts_follow_a_rooms_subscribers() {
+    let server = TestServer::start_default().await;
+    let (mut presence, member) = one_in_the_lobby(&server).await;
     drop(member);
     assert_eq!(next_presence(&mut presence).await, 0);
 }
@@ -404,12 +411,7 @@ async fn presence_counts_follow_a_rooms_subscribers() {
 #[tokio::test]
 async fn a_page_moving_to_a_fresh_token_is_not_counted_twice() {
     let server = TestServer::start_default().await;
-    let token = subscriber_token(&[PRESENCE_TEMPLATE]);
-    let mut presence = server
-        .subscribe(&[("topic", "/chat/lobby/presence"), ("authorization", &token)])
-        .await;
-    let mut member = server.subscribe(&[("topic", "/chat/lobby")]).await;
-    assert_eq!(next_presence(&mut presence).await, 1);
+    let (mut presence, mut member) = one_in_the_lobby(&server).await;
     // Twelve moves, each with both connections open for 120 ms (a page's takes a few): long
     // enough that checks every 250 ms see some of the overlaps (each, about every other time).
     // They are 600 ms apart, as a page's are minutes apart: no two checks in a row see two.
