@@ -262,6 +262,19 @@ fn wake(inner: &Rc<Inner>) {
     }
 }
 
+/// The pause after `attempt` tries that failed in a row: 1 s, doubling to 30 s.
+fn backoff_ms(attempt: u32) -> f64 {
+    (FIRST_RETRY_MS * 2f64.powi(attempt.min(16) as i32)).min(LAST_RETRY_MS)
+}
+
+/// Closes the current connection, if any, and lets go of it.
+fn end_stream(inner: &Inner) {
+    let ended = inner.stream.borrow_mut().take();
+    if let Some(stream) = ended {
+        release(stream);
+    }
+}
+
 /// The browser gave up on the stream: reopen it after a pause, counted down in the status.
 fn retry_later(inner: &Rc<Inner>) {
     inner.open.set(false);
@@ -270,8 +283,7 @@ fn retry_later(inner: &Rc<Inner>) {
     }
     let attempt = inner.attempts.get();
     inner.attempts.set(attempt.saturating_add(1));
-    let pause = (FIRST_RETRY_MS * 2f64.powi(attempt.min(16) as i32)).min(LAST_RETRY_MS);
-    let pause = pause * (0.5 + js_sys::Math::random() / 2.0);
+    let pause = backoff_ms(attempt) * (0.5 + js_sys::Math::random() / 2.0);
     let due = js_sys::Date::now() + pause;
     let seconds_left = move || ((due - js_sys::Date::now()) / 1000.0).ceil().max(1.0) as u32;
     (inner.on_status)(LiveStatus::RetryingIn(seconds_left()));
@@ -313,9 +325,7 @@ fn open(inner: &Rc<Inner>) {
     cancel_pending(inner);
     // The old connection stops now: were it to go on while a token is fetched, its routes
     // would be read against the new target's selectors. The new one resumes where it stood.
-    if let Some(old) = inner.stream.borrow_mut().take() {
-        release(old);
-    }
+    end_stream(inner);
     if let Some((_, next)) = inner.next.borrow_mut().take() {
         release(next);
     }
@@ -420,7 +430,7 @@ fn renew_later(inner: &Rc<Inner>) {
     let attempt = inner.move_attempts.get();
     inner.move_attempts.set(attempt.saturating_add(1));
     let now = js_sys::Date::now();
-    let pause = (FIRST_RETRY_MS * 2f64.powi(attempt.min(16) as i32)).min(LAST_RETRY_MS);
+    let pause = backoff_ms(attempt);
     let ends = inner.page_token.borrow().as_ref().map(|held| held.ends_ms);
     let pause = ends.map_or(pause, |ends| pause.min((ends - now) / 2.0).max(250.0));
     arm_timer(inner, now + pause, renew);
@@ -452,9 +462,7 @@ fn renew(inner: &Rc<Inner>) {
 /// The visitor's token has ended: stop, and say so.
 fn expired(inner: &Rc<Inner>) {
     inner.open.set(false);
-    if let Some(stream) = inner.stream.borrow_mut().take() {
-        release(stream);
-    }
+    end_stream(inner);
     cancel_pending(inner);
     (inner.on_status)(LiveStatus::Expired);
 }
@@ -582,35 +590,25 @@ fn connect(inner: &Rc<Inner>, token: Option<&str>, moving: bool) {
             if inner.current.get() != number {
                 return;
             }
-            match ready {
-                // The browser would reconnect by itself, sending the last id it saw, which may
-                // be a live-only one or none (a stream opened live): reopen from the last stored
-                // id instead. A stream that lived a while (ended by the hub's maximum lifetime,
-                // or a restart) comes back at once and quietly; one that keeps dropping, after
-                // the usual pause.
-                ReadyState::Connecting => {
-                    let ended = inner.stream.borrow_mut().take();
-                    if let Some(stream) = ended {
-                        release(stream);
-                    }
-                    // Taken: a reopening that fails never opened, so it did not live a while
-                    // (else a server that is down would be retried quietly, in a loop).
-                    let opened_ms = inner.opened_ms.take();
-                    if opened_ms.is_some_and(|at| js_sys::Date::now() - at >= QUIET_AFTER_MS) {
-                        reopen_quietly(&inner);
-                    } else {
-                        retry_later(&inner);
-                    }
-                }
-                ReadyState::Open => (inner.on_status)(LiveStatus::Open),
-                ReadyState::Closed => {
-                    let ended = inner.stream.borrow_mut().take();
-                    if let Some(stream) = ended {
-                        release(stream);
-                    }
-                    inner.opened_ms.take();
-                    retry_later(&inner);
-                }
+            if ready == ReadyState::Open {
+                (inner.on_status)(LiveStatus::Open);
+                return;
+            }
+            // The connection is over. The browser would reconnect by itself (`Connecting`),
+            // sending the last id it saw, which may be a live-only one or none (a stream opened
+            // live): reopen from the last stored id instead. A stream that lived a while (ended
+            // by the hub's maximum lifetime, or a restart) comes back at once and quietly; one
+            // that keeps dropping, or was refused (`Closed`), after the usual pause.
+            end_stream(&inner);
+            // Taken: a reopening that fails never opened, so it did not live a while (else a
+            // server that is down would be retried quietly, in a loop).
+            let opened_ms = inner.opened_ms.take();
+            let lived_a_while =
+                opened_ms.is_some_and(|at| js_sys::Date::now() - at >= QUIET_AFTER_MS);
+            if ready == ReadyState::Connecting && lived_a_while {
+                reopen_quietly(&inner);
+            } else {
+                retry_later(&inner);
             }
         },
     );
