@@ -301,38 +301,45 @@ async fn measure(table: &mut Table, open_files: u64, pinned: io::Result<()>) {
                     }
                     Err(error) => Err(error),
                 };
-                match h2 {
-                    Ok((held, kib)) => {
-                        column.set(Row::H2Held, Ok(held as f64));
-                        column.set(Row::H2IdleRss, Ok(kib));
-                    }
-                    Err(error) => {
-                        println!("   Tidings HTTPS run {run}: idle over HTTP/2: {error}");
-                        column.set(Row::H2Held, Err(error.to_string()));
-                        column.set(Row::H2IdleRss, Err(error.to_string()));
-                    }
-                }
+                let name = format!("Tidings HTTPS run {run}: idle over HTTP/2");
+                set_idle(column, [Row::H2Held, Row::H2IdleRss], &name, h2);
             }
         }
     }
     print_table(table, &columns);
 }
 
+/// Sets an idle run's two rows (subscribers held, RSS per held one), or its error in both.
+fn set_idle(
+    column: &mut Column,
+    [held_row, rss_row]: [Row; 2],
+    name: &str,
+    run: io::Result<(usize, f64)>,
+) {
+    match run {
+        Ok((held, kib)) => {
+            column.set(held_row, Ok(held as f64));
+            column.set(rss_row, Ok(kib));
+        }
+        Err(error) => {
+            println!("   {name}: {error}");
+            column.set(held_row, Err(error.to_string()));
+            column.set(rss_row, Err(error.to_string()));
+        }
+    }
+}
+
 /// Every figure once (on HTTPS, [`TLS_ROWS`] but HTTP/2's, which get a server of their own),
 /// on a server started for this run.
 async fn one_run(server: &Server, column: &mut Column, run: usize, idle: usize) {
     let name = format!("{} run {run}", server.kind().name());
-    match runs::idle_subscribers(server, idle).await {
-        Ok((held, kib)) => {
-            column.set(Row::Held, Ok(held as f64));
-            column.set(Row::IdleRss, Ok(kib));
-        }
-        Err(error) => {
-            println!("   {name}: idle: {error}");
-            column.set(Row::Held, Err(error.to_string()));
-            column.set(Row::IdleRss, Err(error.to_string()));
-        }
-    }
+    let idle_run = runs::idle_subscribers(server, idle).await;
+    set_idle(
+        column,
+        [Row::Held, Row::IdleRss],
+        &format!("{name}: idle"),
+        idle_run,
+    );
 
     match runs::burst(server).await {
         Ok(run) => {

@@ -45,9 +45,7 @@ pub async fn idle_subscribers(server: &Server, asked: usize) -> io::Result<(usiz
     let (cpu, load) = (server.cpu()? - cpu, load_cpu() - load);
     let held = opened.streams.len();
     let tls = opened.streams.first().and_then(|s| s.tls_summary());
-    server.wait_for_subscribers(held).await?;
-    tokio::time::sleep(SETTLE).await;
-    let after = server.rss_kib()?;
+    let after = rss_holding(server, held).await?;
     println!(
         "   {}: idle: {}{}, server CPU {:.2} s, load generator's {:.2} s; RSS {:.1} → {:.1} MiB",
         server.kind().name(),
@@ -58,10 +56,7 @@ pub async fn idle_subscribers(server: &Server, asked: usize) -> io::Result<(usiz
         before as f64 / 1024.0,
         after as f64 / 1024.0
     );
-    drop(opened);
-    server.wait_for_subscribers(0).await?;
-    let per = after.saturating_sub(before) as f64 / held.max(1) as f64;
-    Ok((held, per))
+    release(server, opened, before, after, held).await
 }
 
 /// [`idle_subscribers`] as HTTP/2 streams over TLS (HTTPS only), `per_connection` on each
@@ -81,9 +76,7 @@ pub async fn idle_streams(
     let target = "/.well-known/mercure?topic=idle";
     let opened = load::open_h2(server.endpoint.addr, tls, target, asked, per_connection).await;
     let held = opened.streams.len();
-    server.wait_for_subscribers(held).await?;
-    tokio::time::sleep(SETTLE).await;
-    let after = server.rss_kib()?;
+    let after = rss_holding(server, held).await?;
     println!(
         "   {}: idle over HTTP/2: {}; RSS {:.1} → {:.1} MiB",
         server.kind().name(),
@@ -91,10 +84,31 @@ pub async fn idle_streams(
         before as f64 / 1024.0,
         after as f64 / 1024.0
     );
+    release(server, opened, before, after, held).await
+}
+
+/// The server's RSS in KiB, [`SETTLE`] after it counts `held` subscribers.
+async fn rss_holding(server: &Server, held: usize) -> io::Result<u64> {
+    server.wait_for_subscribers(held).await?;
+    tokio::time::sleep(SETTLE).await;
+    server.rss_kib()
+}
+
+/// Closes the `held` subscriptions of `opened` and waits until the server counts none: how many
+/// it held, and its RSS growth per held one in KiB.
+async fn release<T>(
+    server: &Server,
+    opened: T,
+    before: u64,
+    after: u64,
+    held: usize,
+) -> io::Result<(usize, f64)> {
     drop(opened);
     server.wait_for_subscribers(0).await?;
-    let per = after.saturating_sub(before) as f64 / held.max(1) as f64;
-    Ok((held, per))
+    Ok((
+        held,
+        after.saturating_sub(before) as f64 / held.max(1) as f64,
+    ))
 }
 
 /// What a fan-out measured.
