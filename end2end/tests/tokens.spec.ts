@@ -15,6 +15,27 @@ async function publishChat(request: APIRequestContext, server: TidingsServer, ro
   expect(response.status()).toBe(200);
 }
 
+/** Publishes chat messages to `room` for `ms`, one every `every` ms, the `i`th with the id and
+ * text `nth(i)` gives; returns the texts, in order. */
+async function publishFor(
+  request: APIRequestContext,
+  server: TidingsServer,
+  room: string,
+  ms: number,
+  every: number,
+  nth: (i: number) => [string, string],
+): Promise<string[]> {
+  const sent: string[] = [];
+  const started = Date.now();
+  for (let i = 0; Date.now() - started < ms; i++) {
+    const [id, text] = nth(i);
+    sent.push(text);
+    await publishChat(request, server, room, id, text);
+    await new Promise((r) => setTimeout(r, every));
+  }
+  return sent;
+}
+
 /** Every value the badge's `data-status` takes from now on. */
 async function recordStatus(page: Page) {
   await page.evaluate(() => {
@@ -57,13 +78,7 @@ test('a chat open across two token expiries gets every message once and stays op
     for (const page of pages) await recordStatus(page);
 
     // Messages published over 8 s: each page token (3 s) ends at least twice meanwhile.
-    const sent: string[] = [];
-    const started = Date.now();
-    for (let i = 0; Date.now() - started < 8_000; i++) {
-      sent.push(`m${i}`);
-      await publishChat(request, server, 'tokens', `tok-${i}`, `m${i}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    const sent = await publishFor(request, server, 'tokens', 8_000, 200, (i) => [`tok-${i}`, `m${i}`]);
     for (const page of pages) {
       await expect.poll(() => messages(page), { timeout: 10_000 }).toEqual(sent);
     }
@@ -107,13 +122,7 @@ test('a stream ended by the hub\'s maximum lifetime comes back at once, quietly,
     await recordStatus(page);
     const before = subscriptions;
     // 13 s of messages: the stream (6 s, ending in its last tenth) ends twice meanwhile.
-    const sent: string[] = [];
-    const started = Date.now();
-    for (let i = 0; Date.now() - started < 13_000; i++) {
-      sent.push(`l${i}`);
-      await publishChat(request, server, 'lifetime', `life-${i}`, `l${i}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
+    const sent = await publishFor(request, server, 'lifetime', 13_000, 250, (i) => [`life-${i}`, `l${i}`]);
     await expect.poll(() => messages(page), { timeout: 10_000 }).toEqual(sent);
     expect(subscriptions - before).toBeGreaterThanOrEqual(2);
     expect(new Set(await statuses(page))).toEqual(new Set(['open']));
