@@ -317,8 +317,44 @@ fn accepts_html(request: &Parts) -> bool {
         .is_some_and(|v| v.contains("text/html"))
 }
 
+/// Checks of a room's count after which a count that keeps changing is announced as it stands.
+const UNSETTLED_CHECKS: u32 = 4;
+
+/// The rooms whose count differs from the one announced: the count at the last check, and at
+/// how many checks in a row it has differed. A count is due once two checks in a row agree, so
+/// a page moving to a fresh token (two connections for a few milliseconds) is not counted twice;
+/// or after [`UNSETTLED_CHECKS`], so a client opening and closing a subscription in step with the
+/// checks cannot hold a room's count back.
+#[derive(Default)]
+struct Settling(HashMap<String, (usize, u32)>);
+
+impl Settling {
+    /// Whether `room`'s count, `present` at this check, is to be announced (`announced`: the
+    /// count announced last).
+    fn due(&mut self, room: &str, present: usize, announced: Option<usize>) -> bool {
+        if announced == Some(present) {
+            self.forget(room);
+            return false;
+        }
+        let (last, checks) = self.0.entry(room.to_owned()).or_insert((present, 0));
+        let settled = *checks > 0 && *last == present;
+        (*last, *checks) = (present, *checks + 1);
+        settled || *checks >= UNSETTLED_CHECKS
+    }
+
+    fn forget(&mut self, room: &str) {
+        self.0.remove(room);
+    }
+
+    /// Keeps only the rooms counted now: a client cannot make this grow with rooms it left.
+    fn forget_all_but(&mut self, counted: &HashMap<String, usize>) {
+        self.0.retain(|room, _| counted.contains_key(room));
+    }
+}
+
 /// Publishes each room's presence count when it changes (checked every 250 ms; a change is
-/// announced once two checks in a row see it, so what lasts less than that is not), on the room's
+/// announced once two checks in a row see it, so what lasts less than that is not, or after
+/// [`UNSETTLED_CHECKS`] checks if it keeps changing), on the room's
 /// presence topic as a `presence` event, private when the server signs page tokens (the pages
 /// subscribe with one; see `page_tokens`). Rooms are the exact `/chat/{room}` subscriptions, on
 /// every node of a cluster.
@@ -339,10 +375,7 @@ pub(crate) async fn presence_task(state: AppState) {
     let mut announce_all = false;
     // Another node may have led before this one: its zeros are announced again on takeover.
     let mut followed = false;
-    // Each room's count at the previous check: a count is announced once two checks agree, so
-    // a page moving to a fresh token (two connections for a few milliseconds) is not counted
-    // twice.
-    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut settling = Settling::default();
     let mut ticks = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
@@ -379,7 +412,6 @@ pub(crate) async fn presence_task(state: AppState) {
                 None => *counts.entry(rest.to_owned()).or_default() += n,
             }
         }
-        let previous = std::mem::replace(&mut seen, counts.clone());
         let everything = std::mem::take(&mut announce_all);
         // Rooms that emptied since the last check; after a takeover, every watched room.
         for room in published
@@ -388,11 +420,12 @@ pub(crate) async fn presence_task(state: AppState) {
         {
             counts.entry(room.clone()).or_insert(0);
         }
+        settling.forget_all_but(&counts);
         for (room, present) in counts {
-            let settled = previous.get(&room).copied().unwrap_or(0) == present;
-            if !everything && (!settled || published.get(&room) == Some(&present)) {
+            if !everything && !settling.due(&room, present, published.get(&room).copied()) {
                 continue;
             }
+            settling.forget(&room);
             let data = serde_json::to_string(&Presence { present }).expect("serializable");
             // Presence is state, not history: sent to those connected, never stored.
             let Ok(update) = (NewUpdate {
@@ -430,6 +463,28 @@ mod tests {
             headers.insert(header::COOKIE, header.parse().unwrap());
             assert_eq!(remembered_name(&headers).as_deref(), Some(name), "{cookie}");
         }
+    }
+
+    #[test]
+    fn a_count_is_due_once_two_checks_agree_or_after_four_that_do_not() {
+        let mut settling = Settling::default();
+        // One check sees a page twice (it moves to a fresh token): nothing to announce.
+        assert!(!settling.due("r", 2, Some(1)));
+        assert!(!settling.due("r", 1, Some(1)));
+        // Someone joins: due at the second check that sees it.
+        assert!(!settling.due("r", 2, Some(1)));
+        assert!(settling.due("r", 2, Some(1)));
+        // Someone joins while a client flaps a subscription in step with the checks: each count
+        // differs from the one before (two checks never agree), due at the fourth all the same.
+        let mut settling = Settling::default();
+        let due: Vec<bool> = [3, 2, 3, 2]
+            .into_iter()
+            .map(|present| settling.due("r", present, Some(1)))
+            .collect();
+        assert_eq!(due, [false, false, false, true]);
+        // Rooms no longer counted are forgotten.
+        settling.forget_all_but(&HashMap::new());
+        assert!(settling.0.is_empty());
     }
 
     #[test]
